@@ -1,0 +1,61 @@
+"""nerfstudio entry point of the `spars3r` method.
+
+Only the specification lives here, so that nerfstudio's plugin discovery imports little.
+The `spars-data` dataparser's entry point is in `spars_ns.ns.dataparser`: nerfstudio
+discovers dataparsers while `nerfstudio.configs.dataparser_configs` is half imported, so
+that module must not import the datamanager or trainer (which import it back).
+The trainer settings follow nerfstudio 1.1.5's splatfacto (they cannot be imported from
+`nerfstudio.configs.method_configs`: that module discovers plugins while it is imported).
+"""
+
+from __future__ import annotations
+
+from nerfstudio.configs.base_config import ViewerConfig
+from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.models.splatfacto import SplatfactoModelConfig
+from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
+from nerfstudio.plugins.types import MethodSpecification
+
+from spars_ns.ns.dataparser import SparsDataParserConfig
+
+MAX_STEPS = 30000
+
+
+def _adam(lr: float, final: float | None = None, warmup: int = 0) -> dict:
+    scheduler = None
+    if final is not None:
+        scheduler = ExponentialDecaySchedulerConfig(lr_final=final, max_steps=MAX_STEPS, warmup_steps=warmup, lr_pre_warmup=0)
+    return {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": scheduler}
+
+
+spars3r_method = MethodSpecification(
+    config=TrainerConfig(
+        method_name="spars3r",
+        steps_per_eval_image=100,
+        steps_per_eval_batch=0,
+        steps_per_save=2000,
+        steps_per_eval_all_images=1000,
+        max_num_iterations=MAX_STEPS,
+        mixed_precision=False,
+        pipeline=VanillaPipelineConfig(
+            datamanager=FullImageDatamanagerConfig(dataparser=SparsDataParserConfig(), cache_images_type="uint8"),
+            model=SplatfactoModelConfig(),
+        ),
+        optimizers={
+            "means": _adam(1.6e-4, final=1.6e-6),
+            "features_dc": _adam(0.0025),
+            "features_rest": _adam(0.0025 / 20),
+            "opacities": _adam(0.05),
+            "scales": _adam(0.005),
+            "quats": _adam(0.001),
+            "camera_opt": _adam(1e-4, final=5e-7, warmup=1000),
+            "bilateral_grid": _adam(2e-3, final=1e-4, warmup=1000),
+        },
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+        vis="viewer",
+    ),
+    description="SPARS3R: sparse-view splatting from SfM cameras and fused seed points (spars-ns).",
+)

@@ -1,0 +1,67 @@
+"""`spars-data`: a nerfstudio dataparser that processes a folder of photos on first use.
+
+`--data` may be a folder of photos (processed into `--scene-dir`, by default a sibling
+folder `<photos>-spars`) or an already processed scene. Loading is nerfstudio's own
+`nerfstudio-data` parser on the scene's `transforms.json`, so what stock methods see and
+what spars3r sees are the same cameras and points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal, Optional, Type
+
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
+from nerfstudio.plugins.registry_dataparser import DataParserSpecification
+
+from spars_ns.pipeline import ProcessConfig, process
+from spars_ns.scene import SceneFolder
+from spars_ns.sfm import SfMConfig
+
+
+@dataclass
+class SparsDataParserConfig(NerfstudioDataParserConfig):
+    """Photos or a processed spars-ns scene; processing runs when the scene is missing or stale."""
+
+    _target: Type = field(default_factory=lambda: SparsDataParser)
+    data: Path = Path()
+    """Folder of photos, or a processed scene folder (one with manifest.json)."""
+    scene_dir: Optional[Path] = None
+    """Where photos are processed to; default: `<data>-spars` beside the photo folder."""
+    test_every: int = 0
+    """Every Nth photo by sorted name is a test view; 0: none (evaluation uses training views)."""
+    prior: Literal["none"] = "none"
+    sfm: SfMConfig = field(default_factory=SfMConfig)
+    load_3D_points: bool = True
+    eval_mode: Literal["fraction", "filename", "interval", "all"] = "filename"
+
+
+def resolve_scene(config: SparsDataParserConfig) -> Path:
+    """The processed scene for `config.data`, processing the photos first when needed."""
+    data = config.data
+    if data.suffix == ".json" or (data / "transforms.json").exists() and not (data / "images.json").exists():
+        return data  # a nerfstudio dataset made elsewhere: load as is
+    if SceneFolder(data).manifest_path.exists():
+        return data
+    scene_dir = config.scene_dir or data.parent / f"{data.name}-spars"
+    process(ProcessConfig(images=data, output=scene_dir, test_every=config.test_every, prior=config.prior, sfm=config.sfm))
+    return scene_dir
+
+
+@dataclass
+class SparsDataParser(Nerfstudio):
+    config: SparsDataParserConfig
+
+    def _generate_dataparser_outputs(self, split: str = "train", **kwargs):
+        if not getattr(self, "_scene_resolved", False):
+            # A private copy: the trainer's saved config keeps the user's --data.
+            self.config = replace(self.config, data=resolve_scene(self.config))
+            self._scene_resolved = True
+        return super()._generate_dataparser_outputs(split, **kwargs)
+
+
+spars_dataparser = DataParserSpecification(
+    config=SparsDataParserConfig(),
+    description="A folder of photos (processed by spars-ns on first use) or a processed spars-ns scene.",
+)

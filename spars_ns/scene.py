@@ -1,0 +1,134 @@
+"""The processed-scene folder: its paths, its manifest, and writes that never leave half a file.
+
+Every stage records in `manifest.json` a fingerprint of its inputs and config, the
+library versions, its seconds and counts. A stage whose recorded fingerprint matches and
+whose outputs exist is skipped; outputs are written under a temporary name and renamed
+into place, and the manifest entry is written last, so a killed run redoes only the stage
+it was in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Iterator
+
+from spars_ns.errors import InputError
+
+MANIFEST_VERSION = 1
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of JSON-serialisable parts (paths and dataclass values via str)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def library_versions(*names: str) -> dict[str, str]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yields an empty temporary folder that replaces `path` only if the block succeeds."""
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path.with_name(f".{path.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SceneFolder:
+    root: Path
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def images_json(self) -> Path:
+        return self.root / "images.json"
+
+    @property
+    def sfm_dir(self) -> Path:
+        return self.root / "sfm"
+
+    @property
+    def sparse_dir(self) -> Path:
+        return self.root / "sparse" / "0"
+
+    @property
+    def sparse_with_test_dir(self) -> Path:
+        return self.root / "sparse_with_test" / "0"
+
+    @property
+    def transforms_path(self) -> Path:
+        return self.root / "transforms.json"
+
+    @property
+    def points_path(self) -> Path:
+        return self.root / "points.ply"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    def read_manifest(self) -> dict:
+        if not self.manifest_path.exists():
+            return {"version": MANIFEST_VERSION, "stages": {}}
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+        except json.JSONDecodeError as err:
+            raise InputError(f"{self.manifest_path}: not valid JSON ({err}); delete it to reprocess the scene.") from err
+        if manifest.get("version") != MANIFEST_VERSION:
+            return {"version": MANIFEST_VERSION, "stages": {}}
+        return manifest
+
+    def is_current(self, stage: str, stage_fingerprint: str, outputs: list[Path]) -> bool:
+        entry = self.read_manifest()["stages"].get(stage)
+        return bool(entry) and entry["fingerprint"] == stage_fingerprint and all(p.exists() for p in outputs)
+
+    def record(self, stage: str, stage_fingerprint: str, config: Any, seconds: float, counts: dict, versions: dict) -> None:
+        manifest = self.read_manifest()
+        manifest["stages"][stage] = {
+            "fingerprint": stage_fingerprint,
+            "config": json.loads(json.dumps(config, default=str)),
+            "versions": versions,
+            "seconds": round(seconds, 3),
+            "counts": counts,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2))
+
+    def stage_entry(self, stage: str) -> dict | None:
+        return self.read_manifest()["stages"].get(stage)

@@ -1,0 +1,284 @@
+"""The SfM stage: pycolmap tuned for 3-24 photos.
+
+COLMAP's defaults are made for hundreds of overlapping photos. With a handful they reject
+the initial pair (100 inliers and 16 degrees of triangulation angle required) and drop
+images whose 2D-3D inlier count is under 30. Here the thresholds are lowered to what a
+sparse capture gives, SIFT uses domain-size pooling and guided matching, several initial
+pairs are tried when the first leaves images out, and the largest model is kept.
+
+Only training views are mapped. Test views are registered afterwards by absolute pose
+against the training model's points, with nothing else refined, so a test view never
+moves a training camera nor adds a point.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pycolmap
+
+from spars_ns.errors import SfMError
+from spars_ns.images import ImageRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SfMConfig:
+    """Options of the SfM stage. Defaults measured in BENCHMARKS.md (bench_poses)."""
+
+    camera_model: str = "SIMPLE_RADIAL"
+    """COLMAP camera model; few views constrain little more than focal length and k1."""
+    max_num_features: int = 8192
+    domain_size_pooling: bool = True
+    """DSP-SIFT: more distinctive descriptors for wide baselines (CPU extraction only)."""
+    guided_matching: bool = True
+    min_num_inliers: int = 15
+    """Verified matches a pair needs to count as overlapping."""
+    init_min_num_inliers: int = 30
+    init_min_tri_angle: float = 4.0
+    abs_pose_min_num_inliers: int = 15
+    abs_pose_min_inlier_ratio: float = 0.1
+    max_init_pairs: int = 6
+    """Initial pairs tried (strongest first) while training images stay unregistered."""
+    seed: int = 0
+
+
+@dataclass
+class SfMResult:
+    train: pycolmap.Reconstruction
+    with_test: pycolmap.Reconstruction
+    unregistered: dict[str, str] = field(default_factory=dict)
+    """Image name -> why it was not registered."""
+    init_pairs_tried: int = 0
+
+
+def extract_and_match(database: Path, image_dir: Path, images: list[ImageRecord], config: SfMConfig) -> None:
+    """SIFT features for every image and verified matches for every pair, into a new database.
+
+    Images share a camera when their size and EXIF focal length agree.
+    """
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.sift.max_num_features = config.max_num_features
+    extraction.sift.domain_size_pooling = config.domain_size_pooling
+
+    def camera_key(record: ImageRecord):
+        return (record.width, record.height, record.focal_prior or 0.0)
+
+    for (width, height, focal), group in groupby(sorted(images, key=camera_key), key=camera_key):
+        reader = pycolmap.ImageReaderOptions(camera_model=config.camera_model)
+        if focal:
+            camera = pycolmap.Camera.create_from_model_name(0, config.camera_model, focal, width, height)
+            reader.camera_params = camera.params_to_string()
+        pycolmap.extract_features(
+            database,
+            image_dir,
+            image_names=[r.name for r in group],
+            camera_mode=pycolmap.CameraMode.SINGLE,
+            reader_options=reader,
+            extraction_options=extraction,
+            device=pycolmap.Device.cpu,
+        )
+
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.guided_matching = config.guided_matching
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.min_num_inliers = config.min_num_inliers
+    verification.ransac.random_seed = config.seed
+    pycolmap.match_exhaustive(
+        database, matching_options=matching, verification_options=verification, device=pycolmap.Device.cpu
+    )
+
+
+def mapper_options(config: SfMConfig, image_names: list[str]) -> pycolmap.IncrementalPipelineOptions:
+    options = pycolmap.IncrementalPipelineOptions()
+    options.image_names = image_names
+    options.min_model_size = 2
+    options.min_num_matches = config.min_num_inliers
+    options.random_seed = config.seed
+    options.mapper.init_min_num_inliers = config.init_min_num_inliers
+    options.mapper.init_min_tri_angle = config.init_min_tri_angle
+    options.mapper.abs_pose_min_num_inliers = config.abs_pose_min_num_inliers
+    options.mapper.abs_pose_min_inlier_ratio = config.abs_pose_min_inlier_ratio
+    options.mapper.random_seed = config.seed
+    options.triangulation.random_seed = config.seed
+    return options
+
+
+class MatchGraph:
+    """Verified inlier matches between images, read from a COLMAP database."""
+
+    def __init__(self, database: Path):
+        db = pycolmap.Database.open(database)
+        try:
+            self.image_ids = {image.name: image.image_id for image in db.read_all_images()}
+            self.num_keypoints = {i: db.num_keypoints_for_image(i) for i in self.image_ids.values()}
+            self.keypoints = {i: db.read_keypoints(i)[:, :2] for i in self.image_ids.values()}
+            pair_ids, geometries = db.read_two_view_geometries()
+        finally:
+            db.close()
+        self.inliers: dict[tuple[int, int], np.ndarray] = {}
+        for pair_id, geometry in zip(pair_ids, geometries):
+            matches = np.asarray(geometry.inlier_matches)
+            if len(matches):
+                id1, id2 = pycolmap.pair_id_to_image_pair(pair_id)
+                self.inliers[(id1, id2)] = matches
+                self.inliers[(id2, id1)] = matches[:, ::-1]
+
+    def num_inliers(self, id1: int, id2: int) -> int:
+        return len(self.inliers.get((id1, id2), ()))
+
+    def strongest_pairs(self, image_ids: list[int]) -> list[tuple[int, int]]:
+        pairs = [(a, b) for i, a in enumerate(image_ids) for b in image_ids[i + 1 :] if self.num_inliers(a, b)]
+        return sorted(pairs, key=lambda p: -self.num_inliers(*p))
+
+
+def map_training_views(
+    database: Path, image_dir: Path, train_names: list[str], config: SfMConfig, work_dir: Path,
+    on_attempt: Callable[[int], None] | None = None,
+) -> tuple[pycolmap.Reconstruction | None, int]:
+    """Incremental mapping of the training views; returns the largest model and the attempts made.
+
+    The first attempt lets COLMAP choose the initial pair; while images are left out, the
+    strongest remaining pairs are tried as explicit initial pairs.
+    """
+    graph = MatchGraph(database)
+    train_ids = [graph.image_ids[n] for n in train_names]
+    init_pairs: list[tuple[int, int] | None] = [None] + graph.strongest_pairs(train_ids)[: config.max_init_pairs - 1]
+    best, attempts = None, 0
+    for attempt, pair in enumerate(init_pairs):
+        attempts += 1
+        if on_attempt:
+            on_attempt(attempt)
+        options = mapper_options(config, train_names)
+        if pair is not None:
+            options.init_image_id1, options.init_image_id2 = pair
+        pycolmap.set_random_seed(config.seed)
+        out = work_dir / f"attempt_{attempt}"
+        out.mkdir(parents=True, exist_ok=True)
+        models = pycolmap.incremental_mapping(database, image_dir, out, options)
+        for model in models.values():
+            if best is None or _model_rank(model) > _model_rank(best):
+                best = model
+        if best is not None and best.num_reg_images() == len(train_names):
+            break
+    return best, attempts
+
+
+def _model_rank(model: pycolmap.Reconstruction) -> tuple[int, int]:
+    return (model.num_reg_images(), model.num_points3D())
+
+
+def register_test_views(
+    train: pycolmap.Reconstruction, database: Path, test_names: list[str], config: SfMConfig
+) -> tuple[pycolmap.Reconstruction, dict[str, str]]:
+    """A copy of `train` with each test view added by absolute pose against its points.
+
+    Training cameras, intrinsics and points are left exactly as they are; test views add
+    observations to no track. Returns the model and the reasons for test views left out.
+    """
+    graph = MatchGraph(database)
+    db = pycolmap.Database.open(database)
+    try:
+        db_images = {image.name: image for image in db.read_all_images()}
+        db_cameras = {camera.camera_id: camera for camera in db.read_all_cameras()}
+    finally:
+        db.close()
+
+    with_test = pycolmap.Reconstruction(train)
+    left_out = {}
+    for name in test_names:
+        image_id = graph.image_ids[name]
+        points2d, points3d = [], []
+        seen_keypoints = set()
+        for train_id in train.reg_image_ids():
+            matches = graph.inliers.get((image_id, train_id))
+            if matches is None:
+                continue
+            train_image = train.image(train_id)
+            for kp_test, kp_train in matches.tolist():
+                point2d = train_image.point2D(kp_train)
+                if point2d.has_point3D() and kp_test not in seen_keypoints:
+                    seen_keypoints.add(kp_test)
+                    points2d.append(graph.keypoints[image_id][kp_test])
+                    points3d.append(train.point3D(point2d.point3D_id).xyz)
+        if len(points2d) < config.abs_pose_min_num_inliers:
+            left_out[name] = f"only {len(points2d)} matches to triangulated points (needs {config.abs_pose_min_num_inliers})"
+            continue
+
+        camera_id = db_images[name].camera_id
+        shared_camera = with_test.exists_camera(camera_id)
+        camera = with_test.camera(camera_id) if shared_camera else db_cameras[camera_id]
+        estimation = pycolmap.AbsolutePoseEstimationOptions()
+        estimation.estimate_focal_length = not shared_camera
+        estimation.ransac.random_seed = config.seed
+        refinement = pycolmap.AbsolutePoseRefinementOptions()
+        refinement.refine_focal_length = not shared_camera
+        # Keypoints are stored with COLMAP's convention (pixel centre at +0.5): use as is.
+        result = pycolmap.estimate_and_refine_absolute_pose(
+            np.asarray(points2d, float), np.asarray(points3d, float), camera, estimation, refinement
+        )
+        num_inliers = int(result["num_inliers"]) if result else 0
+        if num_inliers < config.abs_pose_min_num_inliers:
+            left_out[name] = f"pose estimation kept {num_inliers} of {len(points2d)} 2D-3D matches (needs {config.abs_pose_min_num_inliers})"
+            continue
+        if not shared_camera:
+            with_test.add_camera_with_trivial_rig(camera)
+        image = pycolmap.Image(name=name, keypoints=graph.keypoints[image_id].astype(float), camera_id=camera_id, image_id=image_id)
+        with_test.add_image_with_trivial_frame(image, result["cam_from_world"])
+    return with_test, left_out
+
+
+def explain_unregistered(graph: MatchGraph, name: str, registered: list[str], config: SfMConfig) -> str:
+    image_id = graph.image_ids[name]
+    if graph.num_keypoints[image_id] < 50:
+        return f"only {graph.num_keypoints[image_id]} features (blurred, dark or textureless?)"
+    best, best_name = 0, None
+    for other in registered:
+        n = graph.num_inliers(image_id, graph.image_ids[other])
+        if n > best:
+            best, best_name = n, other
+    if best_name is None:
+        return f"no verified matches (>= {config.min_num_inliers}) with any registered image"
+    return f"{best} verified matches with {best_name}, but its pose could not be estimated from them"
+
+
+def run_sfm(
+    image_dir: Path, images: list[ImageRecord], train_names: list[str], test_names: list[str],
+    work_dir: Path, config: SfMConfig, on_attempt: Callable[[int], None] | None = None,
+) -> SfMResult:
+    """Features, matches, mapping of training views, registration of test views.
+
+    `work_dir` receives `database.db`. Raises SfMError when fewer than two training
+    views register.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    database = work_dir / "database.db"
+    database.unlink(missing_ok=True)
+    extract_and_match(database, image_dir, images, config)
+    train, attempts = map_training_views(database, image_dir, train_names, config, work_dir / "models", on_attempt)
+
+    graph = MatchGraph(database)
+    registered = sorted(train.image(i).name for i in train.reg_image_ids()) if train else []
+    unregistered = {n: explain_unregistered(graph, n, registered, config) for n in train_names if n not in registered}
+    if train is None or train.num_reg_images() < 2:
+        lines = "\n".join(f"  {n}: {why}" for n, why in unregistered.items())
+        raise SfMError(
+            f"Structure-from-Motion registered {len(registered)} of {len(train_names)} training images "
+            f"after {attempts} initial pairs ({', '.join(registered) or 'none'}).\n{lines}\n"
+            "Try: photos with more overlap (neighbouring views should share most of their content), "
+            "less blur, more texture; or more photos of the same scene."
+        )
+    for name, why in unregistered.items():
+        log.warning("Training image %s not registered: %s", name, why)
+
+    with_test, test_left_out = register_test_views(train, database, test_names, config)
+    for name, why in test_left_out.items():
+        log.warning("Test image %s not registered: %s", name, why)
+    return SfMResult(train, with_test, {**unregistered, **test_left_out}, attempts)
