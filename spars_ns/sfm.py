@@ -38,6 +38,8 @@ class SfMConfig:
     max_num_features: int = 8192
     domain_size_pooling: bool = True
     """DSP-SIFT: more distinctive descriptors for wide baselines (CPU extraction only)."""
+    estimate_affine_shape: bool = True
+    """Affine-covariant SIFT: halves the pair error on 3-view Strecha scenes (BENCHMARKS.md)."""
     guided_matching: bool = True
     min_num_inliers: int = 15
     """Verified matches a pair needs to count as overlapping."""
@@ -67,6 +69,7 @@ def extract_and_match(database: Path, image_dir: Path, images: list[ImageRecord]
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.sift.max_num_features = config.max_num_features
     extraction.sift.domain_size_pooling = config.domain_size_pooling
+    extraction.sift.estimate_affine_shape = config.estimate_affine_shape
 
     def camera_key(record: ImageRecord):
         return (record.width, record.height, record.focal_prior or 0.0)

@@ -1,0 +1,114 @@
+"""Pose benchmark: our SfM stage against pycolmap's defaults on K evenly spaced views.
+
+    python scripts/bench_poses.py --scene ../shared/data/strecha/fountain-P11 --views 3
+
+For a scene folder with `images/` and a ground-truth nerfstudio `transforms.json`, picks K
+images evenly spaced by sorted name, runs both methods in one process, and prints a
+Markdown table: registered / total, median pair error (degrees), mAA@10, ATE (fraction of
+scene extent) and seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+import tyro
+
+from spars_ns.geometry import opengl_c2w_to_opencv
+from spars_ns.images import file_sha1, ingest_image
+from spars_ns.metrics import absolute_trajectory_error, mean_average_accuracy, pair_errors_deg
+from spars_ns.sfm import SfMConfig, run_sfm
+from spars_ns.errors import SfMError
+
+
+@dataclass
+class Args:
+    scene: list[Path]
+    """Scene folders with images/ and a ground-truth transforms.json."""
+    views: list[int] = field(default_factory=lambda: [3])
+    """Numbers of views K to pick, evenly spaced by sorted name."""
+    sfm: SfMConfig = field(default_factory=SfMConfig)
+
+
+def load_ground_truth(scene: Path) -> dict[str, np.ndarray]:
+    meta = json.loads((scene / "transforms.json").read_text())
+    return {Path(f["file_path"]).name: opengl_c2w_to_opencv(np.array(f["transform_matrix"])) for f in meta["frames"]}
+
+
+def pick_views(names: list[str], k: int) -> list[str]:
+    names = sorted(names)
+    return [names[i] for i in np.round(np.linspace(0, len(names) - 1, k)).astype(int)]
+
+
+def poses_of(model: pycolmap.Reconstruction | None) -> dict[str, np.ndarray]:
+    if model is None:
+        return {}
+    return {im.name: im.cam_from_world().matrix() for im in model.images.values() if im.has_pose}
+
+
+def run_ours(image_dir: Path, names: list[str], work: Path, config: SfMConfig) -> dict[str, np.ndarray]:
+    records = [ingest_image(image_dir / n, work, file_sha1(image_dir / n)) for n in names]
+    try:
+        result = run_sfm(work, records, [r.name for r in records], [], work / "sfm", config)
+    except SfMError:
+        return {}
+    return poses_of(result.train)
+
+
+def run_defaults(image_dir: Path, names: list[str], work: Path) -> dict[str, np.ndarray]:
+    database = work / "database.db"
+    pycolmap.extract_features(database, image_dir, image_names=names, device=pycolmap.Device.cpu)
+    pycolmap.match_exhaustive(database, device=pycolmap.Device.cpu)
+    models = pycolmap.incremental_mapping(database, image_dir, work / "models")
+    largest = max(models.values(), key=lambda m: m.num_reg_images(), default=None)
+    return poses_of(largest)
+
+
+def score(estimated: dict[str, np.ndarray], truth: dict[str, np.ndarray], seconds: float) -> dict:
+    errors = list(pair_errors_deg(estimated, truth).values())
+    return {
+        "registered": f"{len(estimated)}/{len(truth)}",
+        "median_pair_error_deg": float(np.median(errors)),
+        "mAA@10": mean_average_accuracy(errors),
+        "ATE": absolute_trajectory_error(estimated, truth),
+        "seconds": seconds,
+    }
+
+
+def main(args: Args) -> None:
+    pycolmap.logging.minloglevel = 2
+    logging.basicConfig(level=logging.WARNING)
+    rows = []
+    for scene in args.scene:
+        truth_all = load_ground_truth(scene)
+        for k in args.views:
+            names = pick_views(list(truth_all), k)
+            truth = {n: truth_all[n] for n in names}
+            for method in ("spars-ns", "pycolmap defaults"):
+                with tempfile.TemporaryDirectory() as tmp:
+                    start = time.perf_counter()
+                    if method == "spars-ns":
+                        estimated = run_ours(scene / "images", names, Path(tmp), args.sfm)
+                    else:
+                        estimated = run_defaults(scene / "images", names, Path(tmp))
+                    rows.append({"scene": scene.name, "views": k, "method": method, **score(estimated, truth, time.perf_counter() - start)})
+                print(rows[-1], flush=True)
+
+    print("\n| scene | views | method | registered | median pair err (deg) | mAA@10 | ATE / extent | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['scene']} | {r['views']} | {r['method']} | {r['registered']} | {r['median_pair_error_deg']:.2f} | "
+            f"{r['mAA@10']:.3f} | {r['ATE']:.4f} | {r['seconds']:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

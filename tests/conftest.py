@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spars_ns.pipeline import ProcessConfig, process
+from spars_ns.synthetic import SyntheticScene, make_scene
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def scene() -> SyntheticScene:
+    return make_scene(num_views=8, seed=0)
+
+
+@pytest.fixture(scope="session")
+def photos(scene, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    scene.write_images(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def processed(photos, tmp_path_factory):
+    """The synthetic photos processed once with every 4th view held out (views 0 and 4)."""
+    output = tmp_path_factory.mktemp("scene")
+    return process(ProcessConfig(images=photos, output=output, test_every=4))
+
+
+def true_poses(scene: SyntheticScene) -> dict[str, np.ndarray]:
+    return {scene.image_name(i): scene.cam_from_world[i] for i in range(scene.num_views)}

@@ -1,0 +1,166 @@
+"""The SfM stage and the processed-scene folder, checked against the synthetic ground truth."""
+
+import json
+import shutil
+
+import numpy as np
+import pycolmap
+import pytest
+from PIL import Image
+from plyfile import PlyData
+
+import spars_ns.pipeline as pipeline
+from spars_ns.errors import InputError, SfMError
+from spars_ns.geometry import opengl_c2w_to_opencv
+from spars_ns.images import file_sha1
+from spars_ns.metrics import pair_errors_deg
+from spars_ns.pipeline import ProcessConfig, process
+
+from conftest import true_poses
+
+TEST_VIEWS = ["view_000.png", "view_004.png"]
+
+
+def model_poses(model):
+    return {im.name: im.cam_from_world().matrix() for im in model.images.values() if im.has_pose}
+
+
+def test_every_view_registers_with_accurate_poses(processed, scene):
+    report = json.loads((processed.sfm_dir / "report.json").read_text())
+    assert report["unregistered"] == {}
+    assert report["registered_test"] == TEST_VIEWS
+    estimated = model_poses(pycolmap.Reconstruction(processed.sparse_with_test_dir))
+    assert sorted(estimated) == [scene.image_name(i) for i in range(scene.num_views)]
+    errors = pair_errors_deg(estimated, true_poses(scene))
+    assert max(errors.values()) < 1.0
+    camera = pycolmap.Reconstruction(processed.sparse_dir).cameras[1]
+    assert camera.params[0] == pytest.approx(scene.intrinsics[0, 0], rel=0.02)
+
+
+def test_test_views_leave_the_training_model_bit_identical(processed):
+    train = pycolmap.Reconstruction(processed.sparse_dir)
+    with_test = pycolmap.Reconstruction(processed.sparse_with_test_dir)
+    assert not any(name in TEST_VIEWS for name in model_poses(train))
+    for image_id, image in train.images.items():
+        assert np.array_equal(with_test.image(image_id).cam_from_world().matrix(), image.cam_from_world().matrix())
+    for camera_id, camera in train.cameras.items():
+        assert np.array_equal(with_test.camera(camera_id).params, camera.params)
+    assert set(with_test.points3D) == set(train.points3D)
+    for point_id, point in train.points3D.items():
+        assert np.array_equal(with_test.point3D(point_id).xyz, point.xyz)
+        assert point.track.length() == with_test.point3D(point_id).track.length()
+
+
+def test_transforms_and_points_match_the_true_geometry(processed, scene):
+    meta = json.loads(processed.transforms_path.read_text())
+    assert meta["test_filenames"] == [f"images/{n}" for n in TEST_VIEWS]
+    assert len(meta["train_filenames"]) == 6 and not set(meta["train_filenames"]) & set(meta["test_filenames"])
+    assert (processed.root / meta["ply_file_path"]).exists()
+    estimated = {f["file_path"].split("/")[-1]: opengl_c2w_to_opencv(np.array(f["transform_matrix"])) for f in meta["frames"]}
+    assert max(pair_errors_deg(estimated, true_poses(scene)).values()) < 1.0
+
+    # Map the seed points into the true frame via one camera, then compare with the true depth.
+    vertices = PlyData.read(str(processed.points_path))["vertex"]
+    xyz = np.stack([vertices["x"], vertices["y"], vertices["z"]], 1).astype(float)
+    assert len(xyz) > 200
+    name = "view_002.png"
+    est, true = estimated[name], scene.cam_from_world[2]
+    in_cam = xyz @ est[:, :3].T + est[:, 3]
+    # Scale from camera-centre distances (the reconstruction's gauge is arbitrary).
+    centers_est = np.stack([-m[:, :3].T @ m[:, 3] for m in estimated.values()])
+    centers_true = np.stack([-scene.cam_from_world[int(n[5:8])][:, :3].T @ scene.cam_from_world[int(n[5:8])][:, 3] for n in estimated])
+    scale = np.linalg.norm(np.diff(centers_true, axis=0), axis=1).sum() / np.linalg.norm(np.diff(centers_est, axis=0), axis=1).sum()
+    in_cam *= scale
+    uv = in_cam @ scene.intrinsics.T
+    u, v = (uv[:, 0] / uv[:, 2]).astype(int), (uv[:, 1] / uv[:, 2]).astype(int)
+    inside = (in_cam[:, 2] > 0) & (u >= 0) & (u < scene.width) & (v >= 0) & (v < scene.height)
+    true_depth = scene.render(2).depth[v[inside], u[inside]]
+    hit = np.isfinite(true_depth)
+    rel = np.abs(in_cam[inside, 2][hit] - true_depth[hit]) / true_depth[hit]
+    # Median: a few points are hidden from this view behind a box.
+    assert hit.sum() > 100 and np.median(rel) < 0.01
+
+
+def test_rerun_skips_and_changed_split_reruns_sfm(processed, photos):
+    before = processed.read_manifest()["stages"]
+    again = process(ProcessConfig(images=photos, output=processed.root, test_every=4))
+    assert again.read_manifest()["stages"] == before
+    entry = before["sfm"]
+    assert entry["versions"]["pycolmap"] == pycolmap.__version__ and entry["counts"]["train_registered"] == 6
+    assert entry["seconds"] > 0 and entry["config"]["init_min_tri_angle"] > 0
+
+
+def test_killed_run_resumes_and_leaves_no_half_written_outputs(photos, tmp_path, monkeypatch):
+    output = tmp_path / "scene"
+    sources = {p.name: (file_sha1(p), p.stat().st_mtime_ns) for p in photos.iterdir()}
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "transforms_dict", killed)
+    with pytest.raises(KeyboardInterrupt):
+        process(ProcessConfig(images=photos, output=output, test_every=4))
+    stages = json.loads((output / "manifest.json").read_text())["stages"]
+    assert set(stages) == {"ingest", "sfm"} and not (output / "transforms.json").exists()
+
+    monkeypatch.setattr(pipeline, "run_sfm", killed)  # SfM must not run again
+    monkeypatch.undo()
+    monkeypatch.setattr(pipeline, "run_sfm", killed)
+    scene = process(ProcessConfig(images=photos, output=output, test_every=4))
+    assert scene.transforms_path.exists() and scene.read_manifest()["stages"]["sfm"] == stages["sfm"]
+    assert not list(output.rglob(".*.partial"))
+    assert {p.name: (file_sha1(p), p.stat().st_mtime_ns) for p in photos.iterdir()} == sources
+
+
+def test_interrupted_sfm_keeps_the_previous_model(processed, photos, tmp_path, monkeypatch):
+    output = tmp_path / "scene"
+    shutil.copytree(processed.root, output)
+    before = (output / "sparse" / "0" / "images.bin").read_bytes()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run_sfm", killed)
+    with pytest.raises(KeyboardInterrupt):
+        process(ProcessConfig(images=photos, output=output, test_every=2))  # new split: SfM reruns
+    assert (output / "sparse" / "0" / "images.bin").read_bytes() == before
+    assert not list(output.rglob(".*.partial"))
+
+
+def test_mixed_sizes_and_grayscale_get_their_own_cameras(scene, photos, tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(photos, folder)
+    # A centred crop keeps the principal point at the centre: a second, different camera.
+    cropped = Image.open(folder / "view_003.png").crop((20, 15, 300, 225))
+    cropped.save(folder / "view_003.png")
+    Image.open(folder / "view_005.png").convert("L").save(folder / "view_005.png")
+
+    result = process(ProcessConfig(images=folder, output=tmp_path / "scene"))
+    model = pycolmap.Reconstruction(result.sparse_dir)
+    cameras = {im.name: model.camera(im.camera_id) for im in model.images.values()}
+    assert len(model.cameras) == 2 and len(cameras) == 8
+    assert (cameras["view_003.png"].width, cameras["view_003.png"].height) == (280, 210)
+    assert cameras["view_003.png"].camera_id != cameras["view_002.png"].camera_id
+    assert cameras["view_005.png"].camera_id == cameras["view_002.png"].camera_id
+    # The cropped view's focal length is estimated from that view alone: a looser bound for its pairs.
+    errors = pair_errors_deg(model_poses(model), true_poses(scene))
+    assert max(errors.values()) < 2.0 and np.median(list(errors.values())) < 0.5
+
+
+def test_unrelated_photos_fail_with_what_registered_and_what_to_try(tmp_path):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "noise"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray((rng.random((120, 160, 3)) * 255).astype(np.uint8)).save(folder / f"n{i}.png")
+    with pytest.raises(SfMError) as err:
+        process(ProcessConfig(images=folder, output=tmp_path / "scene"))
+    message = str(err.value)
+    assert "registered 0 of 3" in message and "n1.png" in message and "Try:" in message
+
+
+def test_bad_options_are_refused(photos, tmp_path):
+    with pytest.raises(InputError, match="test-every"):
+        process(ProcessConfig(images=photos, output=tmp_path / "s", test_every=1))
+    with pytest.raises(InputError, match="must not be the image folder"):
+        process(ProcessConfig(images=photos, output=photos / "scene"))
