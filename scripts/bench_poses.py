@@ -10,7 +10,6 @@ scene extent) and seconds.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -21,9 +20,8 @@ import numpy as np
 import pycolmap
 import tyro
 
-from spars_ns.geometry import opengl_c2w_to_opencv
 from spars_ns.images import file_sha1, ingest_image
-from spars_ns.metrics import absolute_trajectory_error, mean_average_accuracy, pair_errors_deg
+from spars_ns.metrics import absolute_trajectory_error, evenly_spaced, load_true_poses, mean_average_accuracy, pair_errors_deg
 from spars_ns.sfm import SfMConfig, run_sfm
 from spars_ns.errors import SfMError
 
@@ -35,16 +33,6 @@ class Args:
     views: list[int] = field(default_factory=lambda: [3])
     """Numbers of views K to pick, evenly spaced by sorted name."""
     sfm: SfMConfig = field(default_factory=SfMConfig)
-
-
-def load_ground_truth(scene: Path) -> dict[str, np.ndarray]:
-    meta = json.loads((scene / "transforms.json").read_text())
-    return {Path(f["file_path"]).name: opengl_c2w_to_opencv(np.array(f["transform_matrix"])) for f in meta["frames"]}
-
-
-def pick_views(names: list[str], k: int) -> list[str]:
-    names = sorted(names)
-    return [names[i] for i in np.round(np.linspace(0, len(names) - 1, k)).astype(int)]
 
 
 def poses_of(model: pycolmap.Reconstruction | None) -> dict[str, np.ndarray]:
@@ -87,9 +75,9 @@ def main(args: Args) -> None:
     logging.basicConfig(level=logging.WARNING)
     rows = []
     for scene in args.scene:
-        truth_all = load_ground_truth(scene)
+        truth_all = load_true_poses(scene / "transforms.json")
         for k in args.views:
-            names = pick_views(list(truth_all), k)
+            names = evenly_spaced(list(truth_all), k)
             truth = {n: truth_all[n] for n in names}
             for method in ("spars-ns", "pycolmap defaults"):
                 with tempfile.TemporaryDirectory() as tmp:

@@ -97,3 +97,11 @@ def write_points_ply(path, xyz: np.ndarray, rgb: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.partial")
     PlyData([PlyElement.describe(vertices, "vertex")]).write(str(tmp))
     tmp.replace(path)
+
+
+def read_points_ply(path) -> tuple[np.ndarray, np.ndarray]:
+    """(xyz float32 (N, 3), rgb uint8 (N, 3)) from a PLY written by `write_points_ply`."""
+    vertices = PlyData.read(str(path))["vertex"]
+    xyz = np.stack([vertices[a] for a in "xyz"], axis=1).astype(np.float32)
+    rgb = np.stack([vertices[c] for c in ("red", "green", "blue")], axis=1).astype(np.uint8)
+    return xyz, rgb

@@ -9,12 +9,26 @@ as a fraction of the ground-truth scene extent.
 
 from __future__ import annotations
 
+import json
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import pycolmap
 
-from spars_ns.geometry import angle_between_deg, camera_center, rotation_angle_deg
+from spars_ns.geometry import angle_between_deg, camera_center, opengl_c2w_to_opencv, rotation_angle_deg
+
+
+def load_true_poses(transforms_path: Path) -> dict[str, np.ndarray]:
+    """Image name -> OpenCV cam_from_world from a nerfstudio `transforms.json`."""
+    meta = json.loads(Path(transforms_path).read_text())
+    return {Path(f["file_path"]).name: opengl_c2w_to_opencv(np.array(f["transform_matrix"])) for f in meta["frames"]}
+
+
+def evenly_spaced(names: list[str], k: int) -> list[str]:
+    """K names evenly spaced in sorted order, first and last included."""
+    names = sorted(names)
+    return [names[i] for i in np.round(np.linspace(0, len(names) - 1, k)).astype(int)]
 
 
 def relative_pose(cam_from_world_1: np.ndarray, cam_from_world_2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

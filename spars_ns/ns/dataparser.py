@@ -12,9 +12,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Optional, Type
 
+import torch
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
+from spars_ns.export import read_points_ply
 from spars_ns.pipeline import ProcessConfig, process
 from spars_ns.scene import SceneFolder
 from spars_ns.sfm import SfMConfig
@@ -59,6 +61,15 @@ class SparsDataParser(Nerfstudio):
             self.config = replace(self.config, data=resolve_scene(self.config))
             self._scene_resolved = True
         return super()._generate_dataparser_outputs(split, **kwargs)
+
+    def _load_3D_points(self, ply_file_path: Path, transform_matrix: torch.Tensor, scale_factor: float):
+        """Seed points read with plyfile: nerfstudio's own reader needs open3d (and its system libraries)."""
+        xyz, rgb = read_points_ply(ply_file_path)
+        if len(xyz) == 0:
+            return None
+        points = torch.from_numpy(xyz)
+        points = torch.cat([points, torch.ones_like(points[:, :1])], -1) @ transform_matrix.T
+        return {"points3D_xyz": points * scale_factor, "points3D_rgb": torch.from_numpy(rgb)}
 
 
 spars_dataparser = DataParserSpecification(

@@ -1,0 +1,49 @@
+"""The nerfstudio side: entry points, and the spars-data dataparser on real processed scenes."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from spars_ns.ns.dataparser import SparsDataParserConfig
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_ns_train_lists_spars3r_and_spars_data():
+    out = subprocess.run(["ns-train", "spars3r", "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "spars-data" in out.stdout and "pipeline.model" in out.stdout
+
+
+def test_dataparser_loads_a_processed_scene(processed):
+    parser = SparsDataParserConfig(data=processed.root).setup()
+    train = parser.get_dataparser_outputs("train")
+    test = parser.get_dataparser_outputs("test")
+    assert [p.name for p in train.image_filenames] == [f"view_00{i}.png" for i in (1, 2, 3, 5, 6, 7)]
+    assert [p.name for p in test.image_filenames] == ["view_000.png", "view_004.png"]
+    assert train.cameras.camera_to_worlds.shape == (6, 3, 4)
+    points = train.metadata["points3D_xyz"]
+    assert points.shape[0] > 200 and torch.isfinite(points).all()
+    # Poses and points are normalised together: the points sit inside the cameras' unit box.
+    assert points.abs().median() < 1.0
+
+
+def test_dataparser_processes_a_photo_folder_on_first_use(photos, tmp_path):
+    scene_dir = tmp_path / "processed"
+    parser = SparsDataParserConfig(data=photos, scene_dir=scene_dir, test_every=4).setup()
+    outputs = parser.get_dataparser_outputs("train")
+    assert len(outputs.image_filenames) == 6 and (scene_dir / "manifest.json").exists()
+    assert all(p.parent == scene_dir / "images" for p in outputs.image_filenames)
+    assert parser.config.data == scene_dir  # the parser's private copy, not the user's config
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "spars_ns.cli", "process", "--images", str(tmp_path / "missing"), "--output", str(tmp_path / "o")],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"},
+    )
+    assert out.returncode == 1
+    assert "missing does not exist" in out.stderr and "Traceback" not in out.stderr
