@@ -3,8 +3,9 @@
 COLMAP's defaults are made for hundreds of overlapping photos. With a handful they reject
 the initial pair (100 inliers and 16 degrees of triangulation angle required) and drop
 images whose 2D-3D inlier count is under 30. Here the thresholds are lowered to what a
-sparse capture gives, SIFT uses domain-size pooling and guided matching, several initial
-pairs are tried when the first leaves images out, and the largest model is kept.
+sparse capture gives, SIFT is affine-covariant with domain-size pooling, matching is
+guided, the mapper starts from several initial pairs, and the model that registers most
+images with the lowest reprojection error is kept.
 
 Only training views are mapped. Test views are registered afterwards by absolute pose
 against the training model's points, with nothing else refined, so a test view never
@@ -48,7 +49,7 @@ class SfMConfig:
     abs_pose_min_num_inliers: int = 15
     abs_pose_min_inlier_ratio: float = 0.1
     max_init_pairs: int = 6
-    """Initial pairs tried (strongest first) while training images stay unregistered."""
+    """Starts of the mapper: COLMAP's choice of initial pair, then the strongest pairs."""
     seed: int = 0
 
 
@@ -146,17 +147,19 @@ def map_training_views(
     database: Path, image_dir: Path, train_names: list[str], config: SfMConfig, work_dir: Path,
     on_attempt: Callable[[int], None] | None = None,
 ) -> tuple[pycolmap.Reconstruction | None, int]:
-    """Incremental mapping of the training views; returns the largest model and the attempts made.
+    """Incremental mapping of the training views from several initial pairs; the best model wins.
 
-    The first attempt lets COLMAP choose the initial pair; while images are left out, the
-    strongest remaining pairs are tried as explicit initial pairs.
+    COLMAP's own choice of initial pair comes first, then the strongest pairs by verified
+    inliers. With few views one start can settle in a poor minimum (on fountain-P11 at 4
+    views: 3.1 degrees median pair error, against 0.4 from another pair, same images
+    registered), so every start is mapped and models rank by registered images, then by
+    mean reprojection error. Returns the best model and the number of starts.
     """
     graph = MatchGraph(database)
     train_ids = [graph.image_ids[n] for n in train_names]
     init_pairs: list[tuple[int, int] | None] = [None] + graph.strongest_pairs(train_ids)[: config.max_init_pairs - 1]
-    best, attempts = None, 0
+    best = None
     for attempt, pair in enumerate(init_pairs):
-        attempts += 1
         if on_attempt:
             on_attempt(attempt)
         options = mapper_options(config, train_names)
@@ -165,17 +168,14 @@ def map_training_views(
         pycolmap.set_random_seed(config.seed)
         out = work_dir / f"attempt_{attempt}"
         out.mkdir(parents=True, exist_ok=True)
-        models = pycolmap.incremental_mapping(database, image_dir, out, options)
-        for model in models.values():
+        for model in pycolmap.incremental_mapping(database, image_dir, out, options).values():
             if best is None or _model_rank(model) > _model_rank(best):
                 best = model
-        if best is not None and best.num_reg_images() == len(train_names):
-            break
-    return best, attempts
+    return best, len(init_pairs)
 
 
-def _model_rank(model: pycolmap.Reconstruction) -> tuple[int, int]:
-    return (model.num_reg_images(), model.num_points3D())
+def _model_rank(model: pycolmap.Reconstruction) -> tuple[int, float]:
+    return (model.num_reg_images(), -model.compute_mean_reprojection_error())
 
 
 def register_test_views(
