@@ -144,7 +144,7 @@ class MatchGraph:
 
 
 def map_training_views(
-    database: Path, image_dir: Path, train_names: list[str], config: SfMConfig, work_dir: Path,
+    database: Path, graph: MatchGraph, image_dir: Path, train_names: list[str], config: SfMConfig, work_dir: Path,
     on_attempt: Callable[[int], None] | None = None,
 ) -> tuple[pycolmap.Reconstruction | None, int]:
     """Incremental mapping of the training views from several initial pairs; the best model wins.
@@ -155,7 +155,6 @@ def map_training_views(
     registered), so every start is mapped and models rank by registered images, then by
     mean reprojection error. Returns the best model and the number of starts.
     """
-    graph = MatchGraph(database)
     train_ids = [graph.image_ids[n] for n in train_names]
     init_pairs: list[tuple[int, int] | None] = [None] + graph.strongest_pairs(train_ids)[: config.max_init_pairs - 1]
     best = None
@@ -179,14 +178,13 @@ def _model_rank(model: pycolmap.Reconstruction) -> tuple[int, float]:
 
 
 def register_test_views(
-    train: pycolmap.Reconstruction, database: Path, test_names: list[str], config: SfMConfig
+    train: pycolmap.Reconstruction, database: Path, graph: MatchGraph, test_names: list[str], config: SfMConfig
 ) -> tuple[pycolmap.Reconstruction, dict[str, str]]:
     """A copy of `train` with each test view added by absolute pose against its points.
 
     Training cameras, intrinsics and points are left exactly as they are; test views add
     observations to no track. Returns the model and the reasons for test views left out.
     """
-    graph = MatchGraph(database)
     db = pycolmap.Database.open(database)
     try:
         db_images = {image.name: image for image in db.read_all_images()}
@@ -265,9 +263,9 @@ def run_sfm(
     database = work_dir / "database.db"
     database.unlink(missing_ok=True)
     extract_and_match(database, image_dir, images, config)
-    train, attempts = map_training_views(database, image_dir, train_names, config, work_dir / "models", on_attempt)
-
     graph = MatchGraph(database)
+    train, attempts = map_training_views(database, graph, image_dir, train_names, config, work_dir / "models", on_attempt)
+
     registered = sorted(train.image(i).name for i in train.reg_image_ids()) if train else []
     unregistered = {n: explain_unregistered(graph, n, registered, config) for n in train_names if n not in registered}
     if train is None or train.num_reg_images() < 2:
@@ -281,7 +279,7 @@ def run_sfm(
     for name, why in unregistered.items():
         log.warning("Training image %s not registered: %s", name, why)
 
-    with_test, test_left_out = register_test_views(train, database, test_names, config)
+    with_test, test_left_out = register_test_views(train, database, graph, test_names, config)
     for name, why in test_left_out.items():
         log.warning("Test image %s not registered: %s", name, why)
     return SfMResult(train, with_test, {**unregistered, **test_left_out}, attempts)
