@@ -15,6 +15,7 @@ from spars_ns.geometry import opengl_c2w_to_opencv
 from spars_ns.images import file_sha1
 from spars_ns.metrics import pair_errors_deg
 from spars_ns.pipeline import ProcessConfig, process
+from spars_ns.sfm import MatchGraph, SfMConfig, map_training_views
 
 from conftest import true_poses
 
@@ -29,12 +30,22 @@ def test_every_view_registers_with_accurate_poses(processed, scene):
     report = json.loads((processed.sfm_dir / "report.json").read_text())
     assert report["unregistered"] == {}
     assert report["registered_test"] == TEST_VIEWS
+    assert report["init_pairs_tried"] == SfMConfig().max_init_pairs  # small sets: every start is mapped
     estimated = model_poses(pycolmap.Reconstruction(processed.sparse_with_test_dir))
     assert sorted(estimated) == [scene.image_name(i) for i in range(scene.num_views)]
     errors = pair_errors_deg(estimated, true_poses(scene))
     assert max(errors.values()) < 1.0
     camera = pycolmap.Reconstruction(processed.sparse_dir).cameras[1]
     assert camera.params[0] == pytest.approx(scene.intrinsics[0, 0], rel=0.02)
+
+
+def test_larger_sets_stop_at_the_first_complete_model(processed, tmp_path):
+    database = processed.sfm_dir / "database.db"
+    train = sorted(n for n in json.loads((processed.sfm_dir / "report.json").read_text())["registered_train"])
+    model, starts = map_training_views(
+        database, MatchGraph(database), processed.images_dir, train, SfMConfig(all_starts_up_to=4), tmp_path
+    )
+    assert starts == 1 and model.num_reg_images() == len(train) == 6
 
 
 def test_test_views_leave_the_training_model_bit_identical(processed):
