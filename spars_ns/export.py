@@ -87,13 +87,19 @@ def sfm_points(model: pycolmap.Reconstruction) -> tuple[np.ndarray, np.ndarray]:
     return xyz, rgb
 
 
-def write_points_ply(path, xyz: np.ndarray, rgb: np.ndarray) -> None:
-    """Binary PLY with x, y, z (float) and red, green, blue (uchar), readable by open3d and nerfstudio."""
-    vertices = np.empty(len(xyz), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+def write_points_ply(path, xyz: np.ndarray, rgb: np.ndarray, confidence: np.ndarray, source: np.ndarray) -> None:
+    """Binary PLY: x, y, z (float), red, green, blue (uchar), confidence (float) and source
+    (uchar: 0 sfm, 1 global, 2 region), readable by open3d, plyfile and nerfstudio."""
+    vertices = np.empty(len(xyz), dtype=[
+        ("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
+        ("confidence", "f4"), ("source", "u1"),
+    ])
     for i, axis in enumerate("xyz"):
         vertices[axis] = xyz[:, i]
     for i, channel in enumerate(("red", "green", "blue")):
         vertices[channel] = rgb[:, i]
+    vertices["confidence"] = confidence
+    vertices["source"] = source
     tmp = path.with_name(f".{path.name}.partial")
     PlyData([PlyElement.describe(vertices, "vertex")]).write(str(tmp))
     tmp.replace(path)

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pycolmap
+from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from spars_ns import __version__
+from spars_ns.align import SOURCE_GLOBAL, SOURCE_REGION, SOURCE_SFM, AlignConfig, align_scene, depth_in_camera
 from spars_ns.errors import InputError
 from spars_ns.export import sfm_points, transforms_dict, write_points_ply, write_transforms
+from spars_ns.figures import residual_picture
 from spars_ns.images import ImageRecord, file_sha1, ingest_image, list_images
+from spars_ns.priors import DensePrior
+from spars_ns.priors.files import load_file_prior
+from spars_ns.priors.mast3r import Mast3rConfig, load_model, predict_priors
+from spars_ns.regions import RegionsConfig, SamRegions, superpixel_regions
 from spars_ns.scene import SceneFolder, atomic_dir, atomic_write_text, fingerprint, library_versions
 from spars_ns.sfm import SfMConfig, run_sfm
 
@@ -23,18 +32,40 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class ProcessConfig:
+class ProcessOptions:
+    """How photos are processed (shared by `spars-ns process` and the spars-data dataparser)."""
+
+    test_every: int = 0
+    """Every Nth image by sorted name (the 1st, N+1th, ...) is held out as a test view; 0: none."""
+    prior: Literal["none", "files", "mast3r"] = "none"
+    """Dense prior: none (SfM points only), files (depth or pointmaps from --prior-dir), mast3r."""
+    prior_dir: Path | None = None
+    """Folder of <stem>.npy / <stem>.npz depth or pointmaps, for --prior files."""
+    alignment: Literal["none", "global", "two-stage"] = "two-stage"
+    """How the prior is mapped onto the SfM frame: none (SfM seeds only), one Sim3 per
+    image, or that plus a Sim3 per region where the global fit leaves outliers."""
+    regions: Literal["sam", "superpixels"] = "superpixels"
+    """Region proposals of the two-stage alignment: SAM (needs weights) or superpixels."""
+    max_dense_points: int = 500_000
+    """Cap on the aligned prior points written to points.ply (sampled evenly over images)."""
+    sfm: SfMConfig = field(default_factory=SfMConfig)
+    mast3r: Mast3rConfig = field(default_factory=Mast3rConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    region_options: RegionsConfig = field(default_factory=RegionsConfig)
+
+
+@dataclass(kw_only=True)
+class ProcessConfig(ProcessOptions):
     """Turn a folder of photos into a processed scene (a nerfstudio dataset)."""
 
     images: Path
     """Folder of input photos (never modified)."""
     output: Path
     """Processed-scene folder to create or update."""
-    test_every: int = 0
-    """Every Nth image by sorted name (the 1st, N+1th, ...) is held out as a test view; 0: none."""
-    prior: Literal["none"] = "none"
-    """Dense prior: none (SfM points only)."""
-    sfm: SfMConfig = field(default_factory=SfMConfig)
+
+    @classmethod
+    def from_options(cls, options: ProcessOptions, images: Path, output: Path) -> "ProcessConfig":
+        return cls(images=images, output=output, **{f.name: getattr(options, f.name) for f in fields(ProcessOptions)})
 
 
 def split_names(names: list[str], test_every: int) -> tuple[list[str], list[str]]:
@@ -125,19 +156,158 @@ def sfm_stage(scene: SceneFolder, records: list[ImageRecord], train: list[str], 
     return stage_fp
 
 
-def export_stage(scene: SceneFolder, train: list[str], test: list[str], upstream: str) -> str:
-    stage_fp = fingerprint("export", __version__, upstream)
+def registered_train(scene: SceneFolder) -> tuple[pycolmap.Reconstruction, list[pycolmap.Image]]:
+    model = pycolmap.Reconstruction(scene.sparse_dir)
+    return model, sorted((im for im in model.images.values() if im.has_pose), key=lambda im: im.name)
+
+
+def prior_stage(scene: SceneFolder, config: ProcessConfig, upstream: str) -> str | None:
+    """Dense priors of the registered training views, into prior/<stem>.npz."""
+    if config.prior == "none":
+        return None
+    model, images = registered_train(scene)
+    if config.prior == "files":
+        if config.prior_dir is None or not config.prior_dir.is_dir():
+            raise InputError(f"--prior files needs --prior-dir pointing at a folder (got {config.prior_dir}).")
+        sources = sorted(p for p in config.prior_dir.iterdir() if p.suffix in (".npy", ".npz"))
+        settings = [(p.name, file_sha1(p)) for p in sources]
+    else:
+        settings = asdict(config.mast3r)
+    stage_fp = fingerprint("prior", __version__, upstream, config.prior, settings)
+    if scene.is_current("prior", stage_fp, [scene.prior_dir]):
+        return stage_fp
+
+    start = time.perf_counter()
+    with atomic_dir(scene.prior_dir) as tmp, _progress() as progress:
+        task = progress.add_task(f"Dense prior ({config.prior})", total=len(images))
+        if config.prior == "files":
+            priors = []
+            for image in images:
+                priors.append(load_file_prior(config.prior_dir, image.name, model.camera(image.camera_id)))
+                progress.advance(task)
+        else:
+            network = load_model(config.mast3r.checkpoint, config.mast3r.device)
+            priors = predict_priors([scene.images_dir / im.name for im in images], network, config.mast3r, tmp / "cache")
+            shutil.rmtree(tmp / "cache")
+            progress.update(task, completed=len(images))
+        for image, prior in zip(images, priors):
+            prior.save(tmp / f"{Path(image.name).stem}.npz")
+    versions = library_versions("instantsplat", "torch") if config.prior == "mast3r" else {}
+    scene.record("prior", stage_fp, {"prior": config.prior, "settings": settings}, time.perf_counter() - start,
+                 {"images": len(images)}, versions)
+    return stage_fp
+
+
+def _region_proposer(config: ProcessConfig, scene: SceneFolder):
+    """(image name, prior) -> the proposer of that image's regions, or None for global alignment."""
+    if config.alignment != "two-stage":
+        return None
+    sam = SamRegions(config.region_options) if config.regions == "sam" else None
+
+    def proposer_for(name: str, prior: DensePrior):
+        image = prior.resample(np.asarray(Image.open(scene.images_dir / name).convert("RGB")))
+        if sam is not None:
+            return lambda outliers: [sam(image, outliers)]
+        return lambda _outliers: superpixel_regions(image, config.region_options)
+
+    return proposer_for
+
+
+def align_stage(scene: SceneFolder, config: ProcessConfig, upstream: str | None) -> str | None:
+    """Aligned priors into align/: per image points, depth, region ids, inlier mask, residual picture."""
+    if upstream is None or config.alignment == "none":
+        return None
+    region_settings = (config.regions, asdict(config.region_options)) if config.alignment == "two-stage" else None
+    stage_fp = fingerprint("align", __version__, upstream, config.alignment, region_settings, asdict(config.align))
+    if scene.is_current("align", stage_fp, [scene.align_dir / "report.json"]):
+        return stage_fp
+
+    start = time.perf_counter()
+    model, images = registered_train(scene)
+    priors = {im.name: DensePrior.load(scene.prior_dir / f"{Path(im.name).stem}.npz") for im in images}
+    result = align_scene(model, priors, _region_proposer(config, scene), config.align)
+    with atomic_dir(scene.align_dir) as tmp:
+        (tmp / "residuals").mkdir()
+        for image in images:
+            aligned = result.images.get(image.name)
+            if aligned is None:
+                continue
+            prior, stem = priors[image.name], Path(image.name).stem
+            depth = depth_in_camera(aligned.points, image.cam_from_world().matrix())
+            np.savez_compressed(
+                tmp / f"{stem}.npz", points=aligned.points, depth=depth.astype(np.float32), conf=prior.conf,
+                region_ids=aligned.region_ids, inlier_mask=aligned.inlier_mask,
+            )
+            picture = residual_picture(
+                prior.resample(np.asarray(Image.open(scene.images_dir / image.name).convert("RGB"))),
+                prior.to_working(aligned.correspondences_xy), aligned.residual_global, aligned.residual_final,
+                result.threshold,
+            )
+            picture.save(tmp / "residuals" / f"{stem}.png")
+        report = {
+            "inlier_threshold": result.threshold,
+            "images": {name: a.report for name, a in result.images.items()},
+            "sfm_points_only": result.skipped,
+        }
+        atomic_write_text(tmp / "report.json", json.dumps(report, indent=2))
+    for name, why in result.skipped.items():
+        log.warning("%s keeps its SfM points only: %s", name, why)
+    reports = list(report["images"].values())
+    scene.record(
+        "align", stage_fp, {"alignment": config.alignment, "regions": region_settings, **asdict(config.align)},
+        time.perf_counter() - start,
+        {
+            "aligned": len(reports), "sfm_only": len(result.skipped),
+            "regions_accepted": sum(r["regions_accepted"] for r in reports),
+            "regions_rejected": sum(r["regions_rejected"] for r in reports),
+        },
+        library_versions("pycolmap", "scikit-image", "segment-anything"),
+    )
+    return stage_fp
+
+
+def dense_points(scene: SceneFolder, max_points: int, seed: int) -> tuple[np.ndarray, ...]:
+    """(xyz, rgb, confidence, source) sampled from the aligned priors, evenly over images."""
+    files = sorted(p for p in scene.align_dir.glob("*.npz"))
+    rng = np.random.default_rng(seed)
+    chunks = []
+    for path in files:
+        with np.load(path) as data:
+            points, conf, region_ids = data["points"], data["conf"], data["region_ids"]
+        valid = np.isfinite(points).all(-1) & (conf > 0)
+        index = np.flatnonzero(valid)
+        index = rng.choice(index, min(len(index), max_points // max(len(files), 1)), replace=False)
+        image_path = next(scene.images_dir.glob(f"{path.stem}.*"))
+        prior = DensePrior.load(scene.prior_dir / path.name)
+        colours = prior.resample(np.asarray(Image.open(image_path).convert("RGB"))).reshape(-1, 3)
+        source = np.where(region_ids.ravel()[index] > 0, SOURCE_REGION, SOURCE_GLOBAL)
+        chunks.append((points.reshape(-1, 3)[index], colours[index], conf.ravel()[index], source))
+    if not chunks:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32), np.zeros(0, np.uint8)
+    return tuple(np.concatenate(parts) for parts in zip(*chunks))
+
+
+def export_stage(scene: SceneFolder, train: list[str], test: list[str], upstream: str, align_fp: str | None, config: ProcessConfig) -> str:
+    stage_fp = fingerprint("export", __version__, upstream, align_fp, config.max_dense_points)
     if scene.is_current("export", stage_fp, [scene.transforms_path, scene.points_path]):
         return stage_fp
     start = time.perf_counter()
     model = pycolmap.Reconstruction(scene.sparse_with_test_dir)
     xyz, rgb = sfm_points(pycolmap.Reconstruction(scene.sparse_dir))
-    write_points_ply(scene.points_path, xyz, rgb)
+    confidence, source = np.ones(len(xyz), np.float32), np.full(len(xyz), SOURCE_SFM, np.uint8)
+    if align_fp is not None:
+        dense = dense_points(scene, config.max_dense_points, config.sfm.seed)
+        xyz, rgb, confidence, source = (np.concatenate([a, b]) for a, b in zip((xyz, rgb, confidence, source), dense))
+    write_points_ply(scene.points_path, xyz, rgb, confidence, source.astype(np.uint8))
     transforms = transforms_dict(model, train, test, scene.points_path.name)
     write_transforms(scene.transforms_path, transforms)
     scene.record(
-        "export", stage_fp, {}, time.perf_counter() - start,
-        {"frames": len(transforms["frames"]), "points": len(xyz)}, library_versions("plyfile"),
+        "export", stage_fp, {"max_dense_points": config.max_dense_points}, time.perf_counter() - start,
+        {"frames": len(transforms["frames"]), "points": len(xyz), **{
+            name: int((source == value).sum()) for name, value in
+            (("sfm_points", SOURCE_SFM), ("global_points", SOURCE_GLOBAL), ("region_points", SOURCE_REGION))
+        }},
+        library_versions("plyfile"),
     )
     return stage_fp
 
@@ -154,5 +324,7 @@ def process(config: ProcessConfig) -> SceneFolder:
     records, ingest_fp = ingest_stage(scene, images)
     train, test = split_names([r.name for r in records], config.test_every)
     sfm_fp = sfm_stage(scene, records, train, test, config.sfm, ingest_fp)
-    export_stage(scene, train, test, sfm_fp)
+    prior_fp = prior_stage(scene, config, sfm_fp)
+    align_fp = align_stage(scene, config, prior_fp)
+    export_stage(scene, train, test, sfm_fp, align_fp, config)
     return scene

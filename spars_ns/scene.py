@@ -92,6 +92,14 @@ class SceneFolder:
         return self.root / "sparse_with_test" / "0"
 
     @property
+    def prior_dir(self) -> Path:
+        return self.root / "prior"
+
+    @property
+    def align_dir(self) -> Path:
+        return self.root / "align"
+
+    @property
     def transforms_path(self) -> Path:
         return self.root / "transforms.json"
 

@@ -192,3 +192,58 @@ def _sample_bilinear(texture: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nd
     top = texture[y0, x0] * (1 - fx) + texture[y0, x1] * fx
     bottom = texture[y1, x0] * (1 - fx) + texture[y1, x1] * fx
     return top * (1 - fy) + bottom * fy
+
+
+def camera_points(scene: SyntheticScene, index: int) -> tuple[np.ndarray, RenderedView]:
+    """True points of a view in its camera frame (h, w, 3; inf where nothing is hit) and the render."""
+    view = scene.render(index)
+    cols, rows = np.meshgrid(np.arange(scene.width) + 0.5, np.arange(scene.height) + 0.5)
+    rays = np.stack([cols, rows, np.ones_like(cols)], -1) @ np.linalg.inv(scene.intrinsics).T
+    return rays * view.depth[..., None], view
+
+
+def distorted_pointmap(
+    scene: SyntheticScene,
+    index: int,
+    seed: int,
+    object_scale: float = 0.1,
+    object_shift: float = 0.03,
+    noise: float = 0.002,
+    wrong_objects: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A pointmap that errs the way learned priors do, for view `index`.
+
+    Every object but the ground is scaled about its centroid by 1 +- `object_scale` and
+    shifted by `object_shift` of the median depth; `wrong_objects` boxes get depth that no
+    similarity explains; every point gets Gaussian noise of `noise` times its depth; and the
+    whole map is put in a foreign frame by a random similarity.
+    Returns (pts3d (h, w, 3) float32, conf (h, w) float32, noise-free true camera-frame points).
+    """
+    rng = np.random.default_rng(seed * 1000 + index)
+    true_points, view = camera_points(scene, index)
+    hit = view.object_ids >= 0
+    points = np.where(hit[..., None], true_points, 0.0)
+    median_depth = float(np.median(view.depth[hit]))
+    boxes = [k for k in np.unique(view.object_ids) if k >= 3]
+    wrong = set(rng.choice(boxes, min(wrong_objects, len(boxes)), replace=False).tolist()) if boxes else set()
+    for k in np.unique(view.object_ids):
+        if k <= 0:
+            continue
+        mask = view.object_ids == k
+        centre = points[mask].mean(0)
+        if k in wrong:
+            # Depth along each ray scaled by a random smooth ramp: no similarity explains it.
+            ramp = 1.0 + 0.6 * (np.linspace(0, 1, mask.sum()) - 0.5) * rng.choice([-1, 1])
+            points[mask] = points[mask] * ramp[:, None]
+            continue
+        scale = 1 + rng.uniform(-object_scale, object_scale)
+        points[mask] = (points[mask] - centre) * scale + centre + rng.normal(scale=object_shift * median_depth, size=3)
+    points += rng.normal(size=points.shape) * noise * np.where(hit, view.depth, 0)[..., None]
+    angle = rng.uniform(0, 2 * np.pi)
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    k_mat = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = np.eye(3) + np.sin(angle) * k_mat + (1 - np.cos(angle)) * k_mat @ k_mat
+    foreign = rng.uniform(0.5, 2.0) * points @ rotation.T + rng.normal(size=3)
+    conf = hit.astype(np.float32)
+    return np.where(hit[..., None], foreign, 0).astype(np.float32), conf, true_points

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from spars_ns.ns.dataparser import SparsDataParserConfig
+from spars_ns.pipeline import ProcessOptions
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -33,7 +34,7 @@ def test_dataparser_loads_a_processed_scene(processed):
 
 def test_dataparser_processes_a_photo_folder_on_first_use(photos, tmp_path):
     scene_dir = tmp_path / "processed"
-    parser = SparsDataParserConfig(data=photos, scene_dir=scene_dir, test_every=4).setup()
+    parser = SparsDataParserConfig(data=photos, scene_dir=scene_dir, processing=ProcessOptions(test_every=4)).setup()
     outputs = parser.get_dataparser_outputs("train")
     assert len(outputs.image_filenames) == 6 and (scene_dir / "manifest.json").exists()
     assert all(p.parent == scene_dir / "images" for p in outputs.image_filenames)

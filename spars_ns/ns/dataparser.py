@@ -17,9 +17,8 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, Nerfst
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
 from spars_ns.export import read_points_ply
-from spars_ns.pipeline import ProcessConfig, process
+from spars_ns.pipeline import ProcessConfig, ProcessOptions, process
 from spars_ns.scene import SceneFolder
-from spars_ns.sfm import SfMConfig
 
 
 @dataclass
@@ -31,10 +30,8 @@ class SparsDataParserConfig(NerfstudioDataParserConfig):
     """Folder of photos, or a processed scene folder (one with manifest.json)."""
     scene_dir: Optional[Path] = None
     """Where photos are processed to; default: `<data>-spars` beside the photo folder."""
-    test_every: int = 0
-    """Every Nth photo by sorted name is a test view; 0: none (evaluation uses training views)."""
-    prior: Literal["none"] = "none"
-    sfm: SfMConfig = field(default_factory=SfMConfig)
+    processing: ProcessOptions = field(default_factory=ProcessOptions)
+    """How photos are processed (as `spars-ns process`), when --data is a photo folder."""
     load_3D_points: bool = True
     eval_mode: Literal["fraction", "filename", "interval", "all"] = "filename"
 
@@ -47,7 +44,7 @@ def resolve_scene(config: SparsDataParserConfig) -> Path:
     if SceneFolder(data).manifest_path.exists():
         return data
     scene_dir = config.scene_dir or data.parent / f"{data.name}-spars"
-    process(ProcessConfig(images=data, output=scene_dir, test_every=config.test_every, prior=config.prior, sfm=config.sfm))
+    process(ProcessConfig.from_options(config.processing, images=data, output=scene_dir))
     return scene_dir
 
 

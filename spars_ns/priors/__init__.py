@@ -1,0 +1,74 @@
+"""Dense priors behind one small interface.
+
+A backend turns the scene's images (and, for depth, the SfM cameras) into one
+`DensePrior` per image: 3D points at a working resolution, a confidence, and the affine
+map from working pixels to the original image's pixels. Backends: `files` (any external
+model's depth or pointmaps), `mast3r` (MASt3R with its sparse global alignment), `none`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+
+@dataclass
+class DensePrior:
+    """One image's dense prior at its working resolution (h, w).
+
+    `pts3d` is in the prior's own frame (the camera frame for depth, the model's world
+    frame for pointmaps); alignment maps it into the SfM frame. Pixel coordinates are
+    continuous with pixel centres at +0.5 (COLMAP's convention): an original pixel
+    coordinate is `scale * working + offset`.
+    """
+
+    pts3d: np.ndarray  # (h, w, 3) float32
+    conf: np.ndarray  # (h, w) float32, 0 where invalid
+    scale: tuple[float, float]  # (sx, sy)
+    offset: tuple[float, float]  # (ox, oy)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.pts3d.shape[:2]
+
+    def valid(self) -> np.ndarray:
+        return np.isfinite(self.pts3d).all(-1) & (self.conf > 0)
+
+    def to_working(self, xy: np.ndarray) -> np.ndarray:
+        """Original pixel coordinates (N, 2) -> working pixel coordinates."""
+        return (xy - np.asarray(self.offset)) / np.asarray(self.scale)
+
+    def to_original(self, xy: np.ndarray) -> np.ndarray:
+        return xy * np.asarray(self.scale) + np.asarray(self.offset)
+
+    def sample(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest prior point and confidence at original pixel coordinates; conf 0 outside or invalid."""
+        h, w = self.shape
+        col_row = np.floor(self.to_working(xy)).astype(int)
+        inside = (col_row[:, 0] >= 0) & (col_row[:, 0] < w) & (col_row[:, 1] >= 0) & (col_row[:, 1] < h)
+        cols, rows = np.clip(col_row[:, 0], 0, w - 1), np.clip(col_row[:, 1], 0, h - 1)
+        points = self.pts3d[rows, cols].astype(np.float64)
+        conf = np.where(inside & self.valid()[rows, cols], self.conf[rows, cols], 0.0)
+        return points, conf
+
+    def resample(self, image: np.ndarray) -> np.ndarray:
+        """An original-resolution image (H, W, ...) sampled at the working pixel centres (nearest)."""
+        h, w = self.shape
+        cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+        xy = self.to_original(np.stack([cols.ravel(), rows.ravel()], 1))
+        x = np.clip(np.floor(xy[:, 0]).astype(int), 0, image.shape[1] - 1)
+        y = np.clip(np.floor(xy[:, 1]).astype(int), 0, image.shape[0] - 1)
+        return image[y, x].reshape(h, w, *image.shape[2:])
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.partial.npz")
+        np.savez_compressed(tmp, pts3d=self.pts3d, conf=self.conf, scale=np.array(self.scale), offset=np.array(self.offset))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "DensePrior":
+        with np.load(path) as data:
+            return cls(data["pts3d"], data["conf"], tuple(data["scale"]), tuple(data["offset"]))

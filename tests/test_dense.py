@@ -1,0 +1,114 @@
+"""The prior and alignment stages end to end on a synthetic scene, and the prior backends' contracts."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pycolmap
+import pytest
+from plyfile import PlyData
+
+from spars_ns.errors import InputError
+from spars_ns.pipeline import ProcessConfig, process
+from spars_ns.priors.files import load_file_prior
+from spars_ns.synthetic import distorted_pointmap
+
+
+def sfm_from_true(scene, model):
+    """Similarity taking true world points into the SfM frame, fitted on camera centres."""
+    names = [scene.image_name(i) for i in range(scene.num_views)]
+    true = np.stack([-c[:, :3].T @ c[:, 3] for c in scene.cam_from_world])
+    est = {im.name: im.projection_center() for im in model.images.values() if im.has_pose}
+    keep = [i for i, n in enumerate(names) if n in est]
+    return pycolmap.estimate_sim3d(true[keep], np.stack([est[names[i]] for i in keep])).matrix()
+
+
+@pytest.fixture(scope="module")
+def prior_files(scene, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("prior_files")
+    for i in range(scene.num_views):
+        pts3d, conf, _ = distorted_pointmap(scene, i, seed=0)
+        np.savez(folder / f"view_{i:03d}.npz", pts3d=pts3d, conf=conf)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dense_scene(photos, prior_files, tmp_path_factory):
+    output = tmp_path_factory.mktemp("dense_scene")
+    return process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_dir=prior_files))
+
+
+def test_fused_points_are_dense_accurate_and_labelled(dense_scene, scene):
+    counts = dense_scene.stage_entry("export")["counts"]
+    assert counts["global_points"] > 50_000 and counts["region_points"] > 0 and counts["sfm_points"] > 200
+    ply = PlyData.read(str(dense_scene.points_path))["vertex"]
+    assert {"confidence", "source"} <= {p.name for p in ply.properties}
+
+    model = pycolmap.Reconstruction(dense_scene.sparse_dir)
+    sfm_from_world = sfm_from_true(scene, model)
+    report = json.loads((dense_scene.align_dir / "report.json").read_text())
+    assert sorted(report["images"]) == sorted(im.name for im in model.images.values())
+    for name, entry in report["images"].items():
+        assert entry["residual_final_median"] <= entry["residual_global_median"]
+        assert (dense_scene.align_dir / "residuals" / name).exists()
+
+    # Aligned points of view 2 against its true surface, in the SfM frame.
+    with np.load(dense_scene.align_dir / "view_002.npz") as data:
+        points, region_ids, depth = data["points"], data["region_ids"], data["depth"]
+    truth = scene.render(2)
+    rot, trans = scene.cam_from_world[2][:, :3], scene.cam_from_world[2][:, 3]
+    from spars_ns.synthetic import camera_points
+
+    cam_points, _ = camera_points(scene, 2)
+    world = (cam_points - trans) @ rot
+    true_in_sfm = world @ sfm_from_world[:, :3].T + sfm_from_world[:, 3]
+    ok = np.isfinite(points).all(-1) & (truth.object_ids >= 0)
+    scale = np.linalg.norm(sfm_from_world[:, 0])
+    error = np.linalg.norm(points[ok] - true_in_sfm[ok], axis=1) / (scale * np.median(truth.depth[ok]))
+    assert np.median(error) < 0.01
+    np.testing.assert_allclose(np.median(depth[ok] / (truth.depth[ok] * scale)), 1.0, atol=0.01)
+    assert (region_ids > 0).any()
+
+
+def test_alignment_none_keeps_sfm_seeds_only(photos, prior_files, tmp_path):
+    scene = process(ProcessConfig(images=photos, output=tmp_path / "s", test_every=4, prior="files", prior_dir=prior_files, alignment="none"))
+    counts = scene.stage_entry("export")["counts"]
+    assert counts["global_points"] == counts["region_points"] == 0 and counts["points"] == counts["sfm_points"]
+
+
+def _camera(width=320, height=240):
+    return pycolmap.Camera.create_from_model_name(1, "PINHOLE", 300.0, width, height)
+
+
+def test_depth_files_unproject_with_the_sfm_camera(tmp_path):
+    depth = np.full((120, 160), 2.0)
+    depth[0, 0] = 0.0  # invalid: masked
+    np.save(tmp_path / "a.npy", depth)
+    prior = load_file_prior(tmp_path, "a.jpg", _camera())
+    assert prior.shape == (120, 160) and prior.scale == (2.0, 2.0) and prior.conf[0, 0] == 0
+    # Working pixel (80, 60) centre maps to original (161, 121): x = (161 - 160) / 300 * 2.
+    np.testing.assert_allclose(prior.pts3d[60, 80], [2 / 300, 2 / 300, 2.0], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "No prior for a.jpg"),
+        ({"pts3d": np.zeros((4, 4, 2))}, "neither a depth map"),
+        ({"depth": np.array([[1.0, np.nan], [1.0, 1.0]])}, "1 NaN or infinite"),
+        ({"depth": np.ones((4, 4)), "conf": np.ones((3, 3))}, "conf has shape"),
+        ({"normals": np.ones((4, 4))}, "neither 'depth' nor 'pts3d'"),
+    ],
+)
+def test_bad_prior_files_name_the_file(tmp_path, content, message):
+    if content is not None:
+        np.savez(tmp_path / "a.npz", **content)
+    with pytest.raises(InputError, match=message):
+        load_file_prior(tmp_path, "a.jpg", _camera())
+
+
+def test_files_prior_without_a_folder_is_refused(photos, tmp_path):
+    with pytest.raises(InputError, match="--prior-dir"):
+        process(ProcessConfig(images=photos, output=tmp_path / "s", prior="files"))
