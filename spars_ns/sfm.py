@@ -15,7 +15,6 @@ moves a training camera nor adds a point.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path

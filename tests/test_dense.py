@@ -1,9 +1,6 @@
 """The prior and alignment stages end to end on a synthetic scene, and the prior backends' contracts."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pycolmap
@@ -13,7 +10,7 @@ from plyfile import PlyData
 from spars_ns.errors import InputError
 from spars_ns.pipeline import ProcessConfig, process
 from spars_ns.priors.files import load_file_prior
-from spars_ns.synthetic import distorted_pointmap
+from spars_ns.synthetic import camera_points, distorted_pointmap
 
 
 def sfm_from_true(scene, model):
@@ -59,8 +56,6 @@ def test_fused_points_are_dense_accurate_and_labelled(dense_scene, scene):
         points, region_ids, depth = data["points"], data["region_ids"], data["depth"]
     truth = scene.render(2)
     rot, trans = scene.cam_from_world[2][:, :3], scene.cam_from_world[2][:, 3]
-    from spars_ns.synthetic import camera_points
-
     cam_points, _ = camera_points(scene, 2)
     world = (cam_points - trans) @ rot
     true_in_sfm = world @ sfm_from_world[:, :3].T + sfm_from_world[:, 3]
