@@ -1,6 +1,7 @@
 """The prior and alignment stages end to end on a synthetic scene, and the prior backends' contracts."""
 
 import json
+import shutil
 
 import numpy as np
 import pycolmap
@@ -107,3 +108,17 @@ def test_bad_prior_files_name_the_file(tmp_path, content, message):
 def test_files_prior_without_a_folder_is_refused(photos, tmp_path):
     with pytest.raises(InputError, match="--prior-dir"):
         process(ProcessConfig(images=photos, output=tmp_path / "s", prior="files"))
+
+
+def test_an_image_without_usable_prior_keeps_its_sfm_points(dense_scene, prior_files, photos, tmp_path):
+    folder = tmp_path / "priors"
+    shutil.copytree(prior_files, folder)
+    with np.load(folder / "view_002.npz") as data:
+        pts3d = data["pts3d"]
+    np.savez(folder / "view_002.npz", pts3d=pts3d, conf=np.zeros(pts3d.shape[:2], np.float32))
+    output = tmp_path / "scene"
+    shutil.copytree(dense_scene.root, output)
+    scene = process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_dir=folder))
+    report = json.loads((scene.align_dir / "report.json").read_text())
+    assert "view_002.png" in report["sfm_points_only"] and "view_002.png" not in report["images"]
+    assert not (scene.align_dir / "view_002.npz").exists() and (scene.align_dir / "view_003.npz").exists()
