@@ -247,3 +247,34 @@ def distorted_pointmap(
     foreign = rng.uniform(0.5, 2.0) * points @ rotation.T + rng.normal(size=3)
     conf = hit.astype(np.float32)
     return np.where(hit[..., None], foreign, 0).astype(np.float32), conf, true_points
+
+
+def sparse_observations(
+    scene: SyntheticScene, points_per_view: int = 400, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """What an ideal SfM would give: surface points sampled from every view, and per view the
+    ones it sees unoccluded as (pixel xy (N, 2), depth (N,), point ids (N,))."""
+    rng = np.random.default_rng(seed)
+    renders = [scene.render(i) for i in range(scene.num_views)]
+    pool = []
+    for i, view in enumerate(renders):
+        rows, cols = np.nonzero(view.object_ids >= 0)
+        pick = rng.choice(len(rows), min(points_per_view, len(rows)), replace=False)
+        uv = np.stack([cols[pick] + 0.5, rows[pick] + 0.5, np.ones(len(pick))], 1)
+        cam = (uv @ np.linalg.inv(scene.intrinsics).T) * view.depth[rows[pick], cols[pick]][:, None]
+        rot, trans = scene.cam_from_world[i][:, :3], scene.cam_from_world[i][:, 3]
+        pool.append((cam - trans) @ rot)
+    world = np.concatenate(pool)
+    observations = []
+    for i, view in enumerate(renders):
+        rot, trans = scene.cam_from_world[i][:, :3], scene.cam_from_world[i][:, 3]
+        cam = world @ rot.T + trans
+        z = cam[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = (cam @ scene.intrinsics.T)[:, :2] / z[:, None]
+        inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < scene.width) & (uv[:, 1] >= 0) & (uv[:, 1] < scene.height)
+        rendered = np.full(len(z), np.inf)
+        rendered[inside] = view.depth[uv[inside, 1].astype(int), uv[inside, 0].astype(int)]
+        visible = inside & (np.abs(rendered - z) < 0.01 * z)
+        observations.append((uv[visible], z[visible], np.flatnonzero(visible)))
+    return observations

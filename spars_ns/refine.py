@@ -1,0 +1,342 @@
+"""Frozen-depth refinement (after FrozenRecon, with Dust to Tower's confidence weighting).
+
+The depth model stays frozen; per image only a few numbers are solved: a global scale
+and shift, and a G x G grid of local scale multipliers and shifts, bilinearly
+interpolated into smooth maps (2 + 2 G^2 numbers, 52 for G = 5). For a prior map m
+(depth, or disparity), refined depth is
+
+    depth:      D = s * A(p) * m + t + B(p)
+    disparity:  D = 1 / (s * A(p) * m + t + B(p))
+
+The global stage fits s, t per image to the SfM points it sees (weighted least squares,
+in disparity space for disparity, refit without the worst 10%); an image with no SfM
+points is fitted the same way to the depth its overlapping, fitted neighbours see there. The local stage then solves all images jointly with
+Adam on: agreement with SfM points, consistency of each depth map reprojected into
+overlapping views, and a pull of A toward 1 and B toward 0; every term is weighted by
+the prior's confidence, relative to depth, and after a warm-up the worst residuals are
+dropped (as FrozenRecon does) so occlusions and outliers stop pulling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class RefineConfig:
+    """Options of the refinement stage. Defaults measured with scripts/bench_refine.py."""
+
+    grid: int = 5
+    """Local grid size (G x G scale multipliers and shifts per image)."""
+    iterations: int = 200
+    learning_rate: float = 0.02
+    final_lr_ratio: float = 0.01
+    """The step decays to this share of `learning_rate` by the last iteration."""
+    sfm_weight: float = 1.0
+    consistency_weight: float = 1.0
+    grid_weight: float = 1e-3
+    """Pull of the local grid toward identity."""
+    trim_after: int = 60
+    """Iterations before the worst residuals are dropped."""
+    trim_fraction: float = 0.1
+    samples_per_pair: int = 256
+    """Pixels of each view checked in each overlapping view per step (2048 gave the same
+    AbsRel at 2.5x the time, BENCHMARKS.md)."""
+    min_shared_points: int = 20
+    """SfM points two views must share to be checked for consistency."""
+    seed: int = 0
+
+
+@dataclass
+class RefineView:
+    """One image's inputs at the prior's working resolution (h, w)."""
+
+    prior: np.ndarray  # (h, w) depth or disparity; invalid where not finite or <= 0
+    conf: np.ndarray  # (h, w) >= 0
+    intrinsics: np.ndarray  # (3, 3) pinhole at working resolution
+    cam_from_world: np.ndarray  # (3, 4)
+    sfm_uv: np.ndarray  # (N, 2) working pixel coordinates of SfM points seen by the image
+    sfm_depth: np.ndarray  # (N,) their depth in this camera
+    sfm_ids: np.ndarray  # (N,) SfM point ids, to find overlapping views
+
+
+@dataclass
+class RefineResult:
+    depth: np.ndarray  # (h, w) refined depth, nan where invalid or unrefined
+    scale: float
+    shift: float
+    status: str  # "sfm", "neighbours" or "unrefined: <why>"
+    sfm_abs_rel_before: float
+    sfm_abs_rel_after: float
+
+
+def _valid(view: RefineView) -> np.ndarray:
+    return np.isfinite(view.prior) & (view.prior > 0) & np.isfinite(view.conf) & (view.conf > 0)
+
+
+def _sample(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear samples at working pixel coordinates; NaN next to a NaN pixel."""
+    return _bilinear(torch.as_tensor(image, dtype=torch.float64)[None], torch.zeros(len(uv), dtype=torch.long),
+                     torch.as_tensor(uv, dtype=torch.float64)).numpy()
+
+
+def fit_global(view: RefineView, kind: Literal["depth", "disparity"]) -> tuple[float, float] | None:
+    """Weighted least-squares scale and shift of the prior onto the view's SfM depths."""
+    if len(view.sfm_uv) < 2:
+        return None
+    valid = _valid(view)
+    values = _sample(np.where(valid, view.prior, np.nan), view.sfm_uv)
+    weights = _sample(np.where(valid, view.conf, 0.0), view.sfm_uv)
+    ok = np.isfinite(values) & (weights > 0) & (view.sfm_depth > 0)
+    if ok.sum() < 2:
+        return None
+    values, target = values[ok], (view.sfm_depth[ok] if kind == "depth" else 1.0 / view.sfm_depth[ok])
+    weights = weights[ok] / target if kind == "depth" else weights[ok]  # depth: relative error
+    keep = np.ones(len(values), bool)
+    for _ in range(2):  # fit, drop the worst residuals (points across depth edges), refit
+        design = np.stack([values[keep], np.ones(keep.sum())], 1) * np.sqrt(weights[keep])[:, None]
+        solution, *_ = np.linalg.lstsq(design, target[keep] * np.sqrt(weights[keep]), rcond=None)
+        residual = np.abs(solution[0] * values + solution[1] - target) / np.abs(target)
+        keep = residual <= np.quantile(residual, 0.9)
+    return float(solution[0]), float(solution[1])
+
+
+def _global_depth(view: RefineView, fit: tuple[float, float], kind: str) -> np.ndarray:
+    value = fit[0] * np.where(_valid(view), view.prior, np.nan) + fit[1]
+    return value if kind == "depth" else 1.0 / value
+
+
+def _observed_by(views, i, others, depths, count, seed) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels (N, 2) and depths (N,) in view i of points of the `others` views' depth maps."""
+    rng = np.random.default_rng(seed)
+    target = views[i]
+    h, w = target.prior.shape
+    uvs, zs = [np.zeros((0, 2))], [np.zeros(0)]
+    for j in others:
+        rows, cols = np.nonzero(np.isfinite(depths[j]) & (depths[j] > 0))
+        pick = rng.choice(len(rows), min(count, len(rows)), replace=False)
+        pixels = np.stack([cols[pick] + 0.5, rows[pick] + 0.5, np.ones(len(pick))], 1)
+        cam_j = pixels @ np.linalg.inv(views[j].intrinsics).T * depths[j][rows[pick], cols[pick]][:, None]
+        world = (cam_j - views[j].cam_from_world[:, 3]) @ views[j].cam_from_world[:, :3]
+        cam_i = world @ target.cam_from_world[:, :3].T + target.cam_from_world[:, 3]
+        z = cam_i[:, 2]
+        uv = (cam_i @ target.intrinsics.T)[:, :2] / np.maximum(z, 1e-9)[:, None]
+        inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+        uvs.append(uv[inside])
+        zs.append(z[inside])
+    return np.concatenate(uvs), np.concatenate(zs)
+
+
+def _to_depth(affine: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "depth":
+        return affine
+    return 1.0 / affine.clamp_min(1e-6)
+
+
+def refine_depths(
+    views: list[RefineView], mode: Literal["global", "local"], kind: Literal["depth", "disparity"], config: RefineConfig
+) -> list[RefineResult]:
+    """Refine every view's prior into depth in the SfM frame's units."""
+    fits = [fit_global(v, kind) for v in views]
+    neighbours = _overlapping_pairs(views, config.min_shared_points)
+    status = ["sfm" if fit is not None else "" for fit in fits]
+    fitted = {i: _global_depth(v, fits[i], kind) for i, v in enumerate(views) if fits[i] is not None}
+    for i, view in enumerate(views):
+        if fits[i] is None:
+            # No SfM points: fit to the depth that overlapping, fitted views see here.
+            others = [j for pair in neighbours if i in pair for j in pair if j != i and j in fitted]
+            uv, depth = _observed_by(views, i, others, fitted, config.samples_per_pair, config.seed)
+            fits[i] = fit_global(replace(view, sfm_uv=uv, sfm_depth=depth), kind)
+            status[i] = "neighbours" if fits[i] is not None else "unrefined: no SfM points and no overlapping view with any"
+    init = [f if f is not None else (1.0, 0.0) for f in fits]
+
+    torch.manual_seed(config.seed)
+    # All views on one canvas (top-left aligned, padding invalid): one batched pass per step.
+    height = max(v.prior.shape[0] for v in views)
+    width = max(v.prior.shape[1] for v in views)
+    priors = torch.zeros(len(views), height, width)
+    confs = torch.zeros(len(views), height, width)
+    for i, v in enumerate(views):
+        h, w = v.prior.shape
+        priors[i, :h, :w] = torch.as_tensor(np.where(_valid(v), v.prior, 0.0))
+        confs[i, :h, :w] = torch.as_tensor(np.where(_valid(v), v.conf, 0.0))
+    init_scale = torch.tensor([s for s, _ in init], dtype=torch.float32)
+    init_shift = torch.tensor([t for _, t in init], dtype=torch.float32)
+    # Shifts are learnt in units of the typical affine value, so one learning rate suits
+    # any scene scale and both depth and disparity.
+    typical = [init_scale[i].abs() * p[p > 0].median() for i, p in enumerate(priors) if (p > 0).any()]
+    shift_unit = float(torch.stack(typical).median()) if typical else 1.0
+    g = config.grid
+    scale = init_scale.clone().requires_grad_(True)
+    shift_delta = torch.zeros(len(views), requires_grad=True)
+    grid_scale = torch.ones(len(views), 1, g, g, requires_grad=True)
+    grid_shift = torch.zeros(len(views), 1, g, g, requires_grad=True)
+
+    def depth_maps() -> torch.Tensor:
+        local_scale = F.interpolate(grid_scale, size=(height, width), mode="bilinear", align_corners=True)[:, 0]
+        local_shift = F.interpolate(grid_shift, size=(height, width), mode="bilinear", align_corners=True)[:, 0]
+        shift = init_shift[:, None, None] + shift_unit * (shift_delta[:, None, None] + local_shift)
+        return _to_depth(scale[:, None, None] * local_scale * priors + shift, kind)
+
+    def depth_at(view: torch.Tensor, uv: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        """Refined depth at points, from the prior value there: the same model as depth_maps,
+        evaluated only where the losses look (the grids are interpolated like F.interpolate)."""
+        grid_uv = torch.stack([(uv[:, 0] - 0.5) / max(width - 1, 1), (uv[:, 1] - 0.5) / max(height - 1, 1)], 1) * (g - 1)
+        local_scale = _bilinear(grid_scale[:, 0], view, grid_uv + 0.5)
+        local_shift = _bilinear(grid_shift[:, 0], view, grid_uv + 0.5)
+        shift = init_shift[view] + shift_unit * (shift_delta[view] + local_shift)
+        return _to_depth(scale[view] * local_scale * prior + shift, kind)
+
+    moving = torch.tensor([not st.startswith("unrefined") for st in status])
+    if mode == "local" and moving.any() and config.iterations > 0:
+        sfm = _SfMTerm(views, priors, confs)
+        pairs = _PairTerm(views, neighbours, config.samples_per_pair, config.seed, priors, confs)
+        params = [scale, shift_delta, grid_scale, grid_shift]
+        optimiser = torch.optim.Adam(params, lr=config.learning_rate)
+        # L1 gradients keep their size at the optimum: over the last 40% of the iterations
+        # the step decays exponentially to settle there.
+        settle = int(0.6 * config.iterations)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda t: config.final_lr_ratio ** (max(t - settle, 0) / max(config.iterations - settle, 1))
+        )
+        keep_sfm = torch.ones(len(sfm.view), dtype=torch.bool)
+        keep_pair = torch.ones(len(pairs.src), dtype=torch.bool)
+        for iteration in range(config.iterations):
+            optimiser.zero_grad()
+            sfm_res, sfm_weight = sfm.residuals(depth_at)
+            pair_res, pair_weight = pairs.residuals(depth_at, priors, confs)
+            loss = config.grid_weight * (((grid_scale - 1) ** 2).mean() + (grid_shift**2).mean())
+            loss = loss + config.sfm_weight * _weighted_l1(sfm_res, sfm_weight * keep_sfm)
+            loss = loss + config.consistency_weight * _weighted_l1(pair_res, pair_weight * keep_pair)
+            loss.backward()
+            for p in params:
+                p.grad[~moving] = 0
+            optimiser.step()
+            schedule.step()
+            if iteration == config.trim_after and config.trim_fraction > 0:
+                keep_sfm = _keep_best(sfm_res.detach(), sfm_weight > 0, config.trim_fraction)
+                keep_pair = _keep_best(pair_res.detach(), pair_weight > 0, config.trim_fraction)
+
+    with torch.no_grad():
+        final = depth_maps().numpy()
+    results = []
+    with torch.no_grad():
+        for i, view in enumerate(views):
+            valid = _valid(view)
+            if status[i].startswith("unrefined"):
+                results.append(RefineResult(np.full(view.prior.shape, np.nan, np.float32), 1.0, 0.0, status[i], np.nan, np.nan))
+                continue
+            before = _to_depth(torch.as_tensor(init[i][0] * view.prior + init[i][1]), kind).numpy()
+            depth = final[i, : view.prior.shape[0], : view.prior.shape[1]]
+            depth = np.where(valid & np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
+            results.append(RefineResult(
+                depth, float(scale[i]), float(init_shift[i] + shift_unit * shift_delta[i]), status[i],
+                _sfm_abs_rel(before, view), _sfm_abs_rel(depth, view),
+            ))
+    return results
+
+
+def _sfm_abs_rel(depth: np.ndarray, view: RefineView) -> float:
+    if len(view.sfm_uv) == 0:
+        return float("nan")
+    values = _sample(depth, view.sfm_uv)
+    ok = np.isfinite(values) & (view.sfm_depth > 0)
+    return float(np.mean(np.abs(values[ok] - view.sfm_depth[ok]) / view.sfm_depth[ok])) if ok.any() else float("nan")
+
+
+def _weighted_l1(residuals: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    total = weights.sum()
+    return (weights * residuals.abs()).sum() / total if total > 0 else residuals.sum() * 0
+
+
+def _keep_best(residuals: torch.Tensor, counted: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Drops the worst `fraction` of the residuals that count."""
+    if not counted.any():
+        return counted
+    return counted & (residuals.abs() <= torch.quantile(residuals.abs()[counted], 1 - fraction))
+
+
+def _bilinear(maps: torch.Tensor, view: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """maps (V, h, w) sampled at uv (N, 2) working pixels of views `view` (N,), border-clamped."""
+    _, h, w = maps.shape
+    x = (uv[:, 0] - 0.5).clamp(0, w - 1)
+    y = (uv[:, 1] - 0.5).clamp(0, h - 1)
+    x0, y0 = x.floor().long().clamp(max=w - 2), y.floor().long().clamp(max=h - 2)
+    fx, fy = x - x0, y - y0
+    flat = maps.reshape(-1)
+    base = view * h * w + y0 * w + x0
+    top = flat[base] * (1 - fx) + flat[base + 1] * fx
+    bottom = flat[base + w] * (1 - fx) + flat[base + w + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _overlapping_pairs(views: list[RefineView], min_shared: int) -> list[tuple[int, int]]:
+    pairs = []
+    for i in range(len(views)):
+        for j in range(i + 1, len(views)):
+            if len(np.intersect1d(views[i].sfm_ids, views[j].sfm_ids)) >= min_shared:
+                pairs.append((i, j))
+    return pairs
+
+
+class _SfMTerm:
+    """Refined depth against the SfM depth of every view's SfM points, relative."""
+
+    def __init__(self, views: list[RefineView], priors: torch.Tensor, confs: torch.Tensor):
+        self.view = torch.cat([torch.full((len(v.sfm_uv),), i) for i, v in enumerate(views)]).long()
+        self.uv = torch.cat([torch.as_tensor(v.sfm_uv, dtype=torch.float32).reshape(-1, 2) for v in views])
+        self.target = torch.cat([torch.as_tensor(v.sfm_depth, dtype=torch.float32).reshape(-1) for v in views])
+        self.prior = _bilinear(priors, self.view, self.uv)
+        self.weight = _bilinear(confs, self.view, self.uv) * (self.target > 0)
+
+    def residuals(self, depth_at) -> tuple[torch.Tensor, torch.Tensor]:
+        predicted = depth_at(self.view, self.uv, self.prior)
+        return (predicted - self.target) / self.target.clamp_min(1e-6), self.weight
+
+
+class _PairTerm:
+    """Depth of pixels of view i, moved into overlapping view j, against j's depth there."""
+
+    def __init__(self, views, pairs, count, seed, priors: torch.Tensor, confs: torch.Tensor):
+        rng = np.random.default_rng(seed)
+        src, dst, uvs = [], [], []
+        for a, b in pairs:
+            for i, j in ((a, b), (b, a)):
+                rows, cols = np.nonzero(_valid(views[i]))
+                pick = rng.choice(len(rows), min(count, len(rows)), replace=False)
+                uvs.append(np.stack([cols[pick] + 0.5, rows[pick] + 0.5], 1))
+                src.append(np.full(len(pick), i))
+                dst.append(np.full(len(pick), j))
+        self.src = torch.as_tensor(np.concatenate(src) if src else np.zeros(0), dtype=torch.long)
+        self.dst = torch.as_tensor(np.concatenate(dst) if dst else np.zeros(0), dtype=torch.long)
+        self.uv = torch.as_tensor(np.concatenate(uvs) if uvs else np.zeros((0, 2)), dtype=torch.float32)
+        self.prior = _bilinear(priors, self.src, self.uv)
+        self.conf = _bilinear(confs, self.src, self.uv)
+        k_inv = torch.as_tensor(np.stack([np.linalg.inv(v.intrinsics) for v in views]), dtype=torch.float32)
+        homogeneous = torch.cat([self.uv, torch.ones(len(self.uv), 1)], 1)
+        self.rays = torch.einsum("nij,nj->ni", k_inv[self.src], homogeneous)
+        poses = torch.as_tensor(np.stack([v.cam_from_world for v in views]), dtype=torch.float32)
+        intrinsics = torch.as_tensor(np.stack([v.intrinsics for v in views]), dtype=torch.float32)
+        # cam_j = R_j R_i^T (cam_i - t_i) + t_j, as one rotation and offset per sample.
+        self.rotation = poses[self.dst, :, :3] @ poses[self.src, :, :3].transpose(1, 2)
+        self.offset = poses[self.dst, :, 3] - torch.einsum("nij,nj->ni", self.rotation, poses[self.src, :, 3])
+        self.intrinsics = intrinsics[self.dst]
+
+    def residuals(self, depth_at, priors: torch.Tensor, confs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(self.src) == 0:
+            return torch.zeros(0), torch.zeros(0)
+        _, h, w = priors.shape
+        cam_i = self.rays * depth_at(self.src, self.uv, self.prior)[:, None]
+        cam_j = torch.einsum("nij,nj->ni", self.rotation, cam_i) + self.offset
+        z = cam_j[:, 2]
+        projected = torch.einsum("nij,nj->ni", self.intrinsics, cam_j)
+        uv_j = (projected[:, :2] / z.clamp_min(1e-6)[:, None]).detach()
+        inside = (z > 0) & (uv_j[:, 0] >= 0) & (uv_j[:, 0] < w) & (uv_j[:, 1] >= 0) & (uv_j[:, 1] < h)
+        depth_j = depth_at(self.dst, uv_j, _bilinear(priors, self.dst, uv_j))
+        weight = self.conf * _bilinear(confs, self.dst, uv_j) * inside
+        return (z - depth_j) / z.clamp_min(1e-6), weight

@@ -1,0 +1,96 @@
+"""Frozen-depth refinement against true depth: exact global recovery, smooth warps, masking, bad inputs."""
+
+import numpy as np
+import pytest
+
+from spars_ns.refine import RefineConfig, RefineView, refine_depths
+from spars_ns.synthetic import make_scene, sparse_observations
+
+
+@pytest.fixture(scope="module")
+def small_scene():
+    scene = make_scene(num_views=4, width=128, height=96, arc_degrees=40, seed=1)
+    renders = [scene.render(i) for i in range(scene.num_views)]
+    return scene, renders, sparse_observations(scene, points_per_view=300, seed=1)
+
+
+def views_from(scene, renders, observations, prior_of):
+    views = []
+    for i, (render, (uv, depth, ids)) in enumerate(zip(renders, observations)):
+        prior = prior_of(i, np.where(render.object_ids >= 0, render.depth, np.nan))
+        views.append(RefineView(prior, np.ones_like(render.depth), scene.intrinsics, scene.cam_from_world[i], uv, depth, ids))
+    return views
+
+
+def abs_rel(depth, truth):
+    ok = np.isfinite(depth) & np.isfinite(truth)
+    return float(np.mean(np.abs(depth[ok] - truth[ok]) / truth[ok]))
+
+
+@pytest.mark.parametrize("kind", ["depth", "disparity"])
+def test_global_scale_and_shift_are_recovered_exactly_without_noise(small_scene, kind):
+    scene, renders, observations = small_scene
+    scales, shifts = [0.5, 2.0, 3.0, 0.8], [0.3, -0.2, 0.1, 0.05]
+
+    def prior_of(i, depth):
+        value = depth if kind == "depth" else 1.0 / depth
+        return (value - shifts[i]) / scales[i]  # so that truth = scale * prior + shift
+
+    views = views_from(scene, renders, observations, prior_of)
+    for view, render in zip(views, renders):  # SfM points at pixel centres, where the prior is exact
+        view.sfm_uv = np.floor(view.sfm_uv) + 0.5
+        view.sfm_depth = render.depth[view.sfm_uv[:, 1].astype(int), view.sfm_uv[:, 0].astype(int)].astype(float)
+    results = refine_depths(views, "global", kind, RefineConfig())
+    for i, result in enumerate(results):
+        assert result.status == "sfm"
+        assert result.scale == pytest.approx(scales[i], rel=1e-5) and result.shift == pytest.approx(shifts[i], abs=1e-5)
+        assert abs_rel(result.depth, renders[i].depth) < 1e-5
+
+
+def smooth_warp(h, w, amplitude, phase):
+    ys, xs = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
+    return 1 + amplitude * np.sin(2.2 * xs + phase) * np.cos(1.7 * ys - phase)
+
+
+def test_local_grid_recovers_a_smooth_warp(small_scene):
+    scene, renders, observations = small_scene
+
+    def prior_of(i, depth):
+        return 1.7 * depth * smooth_warp(*depth.shape, amplitude=0.25, phase=i) + 0.2
+
+    views = views_from(scene, renders, observations, prior_of)
+    global_only = refine_depths(views, "global", "depth", RefineConfig())
+    local = refine_depths(views, "local", "depth", RefineConfig())
+    before = np.mean([abs_rel(r.depth, v.depth) for r, v in zip(global_only, renders)])
+    after = np.mean([abs_rel(r.depth, v.depth) for r, v in zip(local, renders)])
+    assert before > 0.03 and after < 0.01 and after < before / 5
+
+
+def test_invalid_depth_is_masked_not_propagated(small_scene):
+    scene, renders, observations = small_scene
+
+    def prior_of(i, depth):
+        prior = 2.0 * depth
+        prior[5:10, 5:10] = np.nan
+        prior[20:25, 20:25] = np.inf
+        prior[30:35, 30:35] = 0.0
+        prior[40:45, 40:45] = -3.0
+        return prior
+
+    results = refine_depths(views_from(scene, renders, observations, prior_of), "local", "depth", RefineConfig())
+    for result, render in zip(results, renders):
+        for block in (np.s_[5:10, 5:10], np.s_[20:25, 20:25], np.s_[30:35, 30:35], np.s_[40:45, 40:45]):
+            assert np.isnan(result.depth[block]).all()
+        assert np.isfinite(result.depth).sum() > 0.8 * (render.object_ids >= 0).sum()
+        assert abs_rel(result.depth, render.depth) < 1e-3
+
+
+def test_views_without_sfm_points_lean_on_neighbours_or_stay_unrefined(small_scene):
+    scene, renders, observations = small_scene
+    truth_scale = [2.0, 0.5, 1.5, 3.0]
+    views = views_from(scene, renders, observations, lambda i, d: d / truth_scale[i])
+    views[1].sfm_uv, views[1].sfm_depth = np.zeros((0, 2)), np.zeros(0)  # no SfM points, keeps its overlap ids
+    views[3].sfm_uv, views[3].sfm_depth, views[3].sfm_ids = np.zeros((0, 2)), np.zeros(0), np.zeros(0, int)
+    results = refine_depths(views, "global", "depth", RefineConfig())
+    assert results[1].status == "neighbours" and abs_rel(results[1].depth, renders[1].depth) < 0.02
+    assert results[3].status.startswith("unrefined") and np.isnan(results[3].depth).all()
