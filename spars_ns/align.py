@@ -21,7 +21,7 @@ import pycolmap
 
 from spars_ns.priors import DensePrior
 
-SOURCE_SFM, SOURCE_GLOBAL, SOURCE_REGION = 0, 1, 2
+SOURCE_SFM, SOURCE_GLOBAL, SOURCE_REGION, SOURCE_REFINE = 0, 1, 2, 3
 REGION_GLOBAL, REGION_DROPPED = 0, -1
 
 

@@ -7,6 +7,7 @@ scales poses and points together, so they stay consistent.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pycolmap
@@ -43,9 +44,12 @@ def camera_to_opencv(camera: pycolmap.Camera) -> dict:
 
 
 def transforms_dict(
-    model: pycolmap.Reconstruction, train_names: list[str], test_names: list[str], ply_name: str
+    model: pycolmap.Reconstruction, train_names: list[str], test_names: list[str], ply_name: str, with_depth: bool = False
 ) -> dict:
     """nerfstudio `transforms.json` for the registered images of `model`.
+
+    With `with_depth`, every frame names `depth/<stem>.npy` (nerfstudio needs depth for all
+    frames or none; 0 marks pixels, or whole test frames, without depth).
 
     With no test views, training views double as val/test views (as nerfstudio's own
     `eval_mode all` does) and `eval_on_train_views` says so.
@@ -60,6 +64,8 @@ def transforms_dict(
             "colmap_im_id": int(image.image_id),
         }
         frame.update(camera_to_opencv(model.camera(image.camera_id)))
+        if with_depth:
+            frame["depth_file_path"] = f"depth/{Path(image.name).stem}.npy"
         frames.append(frame)
     registered = {image.name for image in model.images.values() if image.has_pose}
     train = [f"images/{n}" for n in train_names if n in registered]

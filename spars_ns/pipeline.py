@@ -16,7 +16,9 @@ from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from spars_ns import __version__
-from spars_ns.align import SOURCE_GLOBAL, SOURCE_REGION, SOURCE_SFM, AlignConfig, align_scene, depth_in_camera
+from spars_ns.align import (
+    SOURCE_GLOBAL, SOURCE_REFINE, SOURCE_REGION, SOURCE_SFM, AlignConfig, align_scene, correspondences, depth_in_camera,
+)
 from spars_ns.errors import InputError
 from spars_ns.export import sfm_points, transforms_dict, write_points_ply, write_transforms
 from spars_ns.figures import residual_picture
@@ -24,6 +26,7 @@ from spars_ns.images import ImageRecord, file_sha1, ingest_image, list_images
 from spars_ns.priors import DensePrior
 from spars_ns.priors.files import load_file_prior
 from spars_ns.priors.mast3r import Mast3rConfig, load_model, predict_priors
+from spars_ns.refine import RefineConfig, RefineView, refine_depths
 from spars_ns.regions import RegionsConfig, SamRegions, superpixel_regions
 from spars_ns.scene import SceneFolder, atomic_dir, atomic_write_text, fingerprint, library_versions
 from spars_ns.sfm import SfMConfig, run_sfm
@@ -46,12 +49,18 @@ class ProcessOptions:
     image, or that plus a Sim3 per region where the global fit leaves outliers."""
     regions: Literal["sam", "superpixels"] = "superpixels"
     """Region proposals of the two-stage alignment: SAM (needs weights) or superpixels."""
+    refine: Literal["none", "global", "local"] = "none"
+    """Frozen-depth refinement of the prior's depth: none, a scale and shift per image, or
+    that plus a smooth local grid solved jointly for multi-view consistency."""
+    refine_input: Literal["depth", "disparity"] = "depth"
+    """What a files prior holds when it is refined without alignment (aligned priors are depth)."""
     max_dense_points: int = 500_000
-    """Cap on the aligned prior points written to points.ply (sampled evenly over images)."""
+    """Cap on the prior points written to points.ply (sampled evenly over images)."""
     sfm: SfMConfig = field(default_factory=SfMConfig)
     mast3r: Mast3rConfig = field(default_factory=Mast3rConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     region_options: RegionsConfig = field(default_factory=RegionsConfig)
+    refine_options: RefineConfig = field(default_factory=RefineConfig)
 
 
 @dataclass(kw_only=True)
@@ -266,46 +275,147 @@ def align_stage(scene: SceneFolder, config: ProcessConfig, upstream: str | None)
     return stage_fp
 
 
+def working_intrinsics(camera: pycolmap.Camera, prior: DensePrior) -> np.ndarray:
+    """Pinhole intrinsics of the camera at the prior's working resolution (distortion ignored)."""
+    (sx, sy), (ox, oy) = prior.scale, prior.offset
+    return np.array([
+        [camera.focal_length_x / sx, 0, (camera.principal_point_x - ox) / sx],
+        [0, camera.focal_length_y / sy, (camera.principal_point_y - oy) / sy],
+        [0, 0, 1],
+    ])
+
+
+def refine_stage(scene: SceneFolder, config: ProcessConfig, prior_fp: str | None, align_fp: str | None) -> str | None:
+    """Refined depth: refine/<stem>.npz at working resolution, depth/<stem>.npy at image size."""
+    if config.refine == "none":
+        return None
+    if align_fp is None and not (prior_fp and config.prior == "files"):
+        raise InputError(
+            "--refine needs depth to refine: a --prior with --alignment global or two-stage, "
+            "or --prior files (depth or disparity, see --refine-input)."
+        )
+    kind = "depth" if align_fp else config.refine_input
+    stage_fp = fingerprint("refine", __version__, prior_fp, align_fp, config.refine, kind, asdict(config.refine_options))
+    if scene.is_current("refine", stage_fp, [scene.refine_dir, scene.depth_dir]):
+        return stage_fp
+
+    start = time.perf_counter()
+    model, images = registered_train(scene)
+    priors = {im.name: DensePrior.load(scene.prior_dir / f"{Path(im.name).stem}.npz") for im in images}
+    views, names = [], []
+    for image in images:
+        prior, stem = priors[image.name], Path(image.name).stem
+        if align_fp:
+            aligned = scene.align_dir / f"{stem}.npz"
+            if not aligned.exists():
+                continue  # kept SfM points only: nothing to refine
+            with np.load(aligned) as data:
+                values = data["depth"]
+        else:
+            values = prior.pts3d[..., 2]
+        xy, world = correspondences(model, image)
+        cam_from_world = image.cam_from_world().matrix()
+        views.append(RefineView(
+            values, prior.conf, working_intrinsics(model.camera(image.camera_id), prior), cam_from_world,
+            prior.to_working(xy), world @ cam_from_world[2, :3] + cam_from_world[2, 3],
+            np.array([p.point3D_id for p in image.points2D if p.has_point3D()], np.int64),
+        ))
+        names.append(image.name)
+    with _progress() as progress:
+        progress.add_task(f"Refining depth of {len(views)} views ({config.refine})", total=None)
+        results = refine_depths(views, config.refine, kind, config.refine_options)
+
+    all_model = pycolmap.Reconstruction(scene.sparse_with_test_dir)
+    refined = dict(zip(names, results))
+    with atomic_dir(scene.refine_dir) as working, atomic_dir(scene.depth_dir) as full:
+        for image in all_model.images.values():
+            stem = Path(image.name).stem
+            camera = all_model.camera(image.camera_id)
+            depth = np.zeros((camera.height, camera.width), np.float32)  # 0: no depth for this pixel
+            result = refined.get(image.name)
+            if result is not None and not result.status.startswith("unrefined"):
+                prior = priors[image.name]
+                depth = np.nan_to_num(prior.resample_to_original(result.depth, camera.width, camera.height), nan=0.0)
+                points = unproject_working(result.depth, views[names.index(image.name)])
+                aligned_points = scene.align_dir / f"{stem}.npz"
+                if aligned_points.exists():  # seed points only where alignment left none
+                    with np.load(aligned_points) as data:
+                        points[np.isfinite(data["points"]).all(-1)] = np.nan
+                np.savez_compressed(working / f"{stem}.npz", points=points, depth=result.depth, conf=prior.conf)
+            np.save(full / f"{stem}.npy", depth.astype(np.float32))
+    per_image = {
+        name: {"status": r.status, "scale": r.scale, "shift": r.shift,
+               "sfm_abs_rel_before": r.sfm_abs_rel_before, "sfm_abs_rel_after": r.sfm_abs_rel_after}
+        for name, r in refined.items()
+    }
+    for name, entry in per_image.items():
+        if entry["status"].startswith("unrefined"):
+            log.warning("%s: depth %s", name, entry["status"])
+    scene.record(
+        "refine", stage_fp, {"refine": config.refine, "input": kind, **asdict(config.refine_options)},
+        time.perf_counter() - start, {"views": len(views), "per_image": per_image}, library_versions("torch"),
+    )
+    return stage_fp
+
+
+def unproject_working(depth: np.ndarray, view: RefineView) -> np.ndarray:
+    """(h, w) depth at working pixels -> (h, w, 3) SfM-frame points (nan where depth is)."""
+    h, w = depth.shape
+    cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    rays = np.stack([cols, rows, np.ones_like(cols)], -1) @ np.linalg.inv(view.intrinsics).T
+    cam = rays * depth[..., None]
+    return ((cam - view.cam_from_world[:, 3]) @ view.cam_from_world[:, :3]).astype(np.float32)
+
+
 def dense_points(scene: SceneFolder, max_points: int, seed: int) -> tuple[np.ndarray, ...]:
-    """(xyz, rgb, confidence, source) sampled from the aligned priors, evenly over images."""
-    files = sorted(p for p in scene.align_dir.glob("*.npz"))
+    """(xyz, rgb, confidence, source) sampled from aligned and refined priors, evenly over images."""
+    files = sorted(scene.align_dir.glob("*.npz")) + sorted(scene.refine_dir.glob("*.npz"))
     rng = np.random.default_rng(seed)
     chunks = []
     for path in files:
         with np.load(path) as data:
-            points, conf, region_ids = data["points"], data["conf"], data["region_ids"]
+            points, conf = data["points"], data["conf"]
+            region_ids = data["region_ids"] if "region_ids" in data else None
         valid = np.isfinite(points).all(-1) & (conf > 0)
         index = np.flatnonzero(valid)
         index = rng.choice(index, min(len(index), max_points // max(len(files), 1)), replace=False)
         image_path = next(scene.images_dir.glob(f"{path.stem}.*"))
         prior = DensePrior.load(scene.prior_dir / path.name)
         colours = prior.resample(np.asarray(Image.open(image_path).convert("RGB"))).reshape(-1, 3)
-        source = np.where(region_ids.ravel()[index] > 0, SOURCE_REGION, SOURCE_GLOBAL)
+        if region_ids is None:
+            source = np.full(len(index), SOURCE_REFINE)
+        else:
+            source = np.where(region_ids.ravel()[index] > 0, SOURCE_REGION, SOURCE_GLOBAL)
         chunks.append((points.reshape(-1, 3)[index], colours[index], conf.ravel()[index], source))
     if not chunks:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32), np.zeros(0, np.uint8)
     return tuple(np.concatenate(parts) for parts in zip(*chunks))
 
 
-def export_stage(scene: SceneFolder, train: list[str], test: list[str], upstream: str, align_fp: str | None, config: ProcessConfig) -> str:
-    stage_fp = fingerprint("export", __version__, upstream, align_fp, config.max_dense_points)
+def export_stage(
+    scene: SceneFolder, train: list[str], test: list[str], upstream: str, dense_fp: list[str | None], config: ProcessConfig
+) -> str:
+    """transforms.json and points.ply; `dense_fp` are the align and refine fingerprints (None when not run)."""
+    stage_fp = fingerprint("export", __version__, upstream, dense_fp, config.max_dense_points)
     if scene.is_current("export", stage_fp, [scene.transforms_path, scene.points_path]):
         return stage_fp
     start = time.perf_counter()
     model = pycolmap.Reconstruction(scene.sparse_with_test_dir)
     xyz, rgb = sfm_points(pycolmap.Reconstruction(scene.sparse_dir))
     confidence, source = np.ones(len(xyz), np.float32), np.full(len(xyz), SOURCE_SFM, np.uint8)
-    if align_fp is not None:
+    if any(dense_fp):
         dense = dense_points(scene, config.max_dense_points, config.sfm.seed)
         xyz, rgb, confidence, source = (np.concatenate([a, b]) for a, b in zip((xyz, rgb, confidence, source), dense))
     write_points_ply(scene.points_path, xyz, rgb, confidence, source.astype(np.uint8))
-    transforms = transforms_dict(model, train, test, scene.points_path.name)
+    with_depth = dense_fp[1] is not None
+    transforms = transforms_dict(model, train, test, scene.points_path.name, with_depth)
     write_transforms(scene.transforms_path, transforms)
     scene.record(
         "export", stage_fp, {"max_dense_points": config.max_dense_points}, time.perf_counter() - start,
         {"frames": len(transforms["frames"]), "points": len(xyz), **{
             name: int((source == value).sum()) for name, value in
-            (("sfm_points", SOURCE_SFM), ("global_points", SOURCE_GLOBAL), ("region_points", SOURCE_REGION))
+            (("sfm_points", SOURCE_SFM), ("global_points", SOURCE_GLOBAL), ("region_points", SOURCE_REGION),
+             ("refine_points", SOURCE_REFINE))
         }},
         library_versions("plyfile"),
     )
@@ -326,5 +436,6 @@ def process(config: ProcessConfig) -> SceneFolder:
     sfm_fp = sfm_stage(scene, records, train, test, config.sfm, ingest_fp)
     prior_fp = prior_stage(scene, config, sfm_fp)
     align_fp = align_stage(scene, config, prior_fp)
-    export_stage(scene, train, test, sfm_fp, align_fp, config)
+    refine_fp = refine_stage(scene, config, prior_fp, align_fp)
+    export_stage(scene, train, test, sfm_fp, [align_fp, refine_fp], config)
     return scene

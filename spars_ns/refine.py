@@ -12,9 +12,9 @@ The global stage fits s, t per image to the SfM points it sees (weighted least s
 in disparity space for disparity, refit without the worst 10%); an image with no SfM
 points is fitted the same way to the depth its overlapping, fitted neighbours see there. The local stage then solves all images jointly with
 Adam on: agreement with SfM points, consistency of each depth map reprojected into
-overlapping views, and a pull of A toward 1 and B toward 0; every term is weighted by
-the prior's confidence, relative to depth, and after a warm-up the worst residuals are
-dropped (as FrozenRecon does) so occlusions and outliers stop pulling.
+overlapping views, and a pull of A toward 1 and B toward 0; residuals are log depth
+ratios, every term is weighted by the prior's confidence, and after a warm-up the worst
+residuals are dropped (as FrozenRecon does) so occlusions and outliers stop pulling.
 """
 
 from __future__ import annotations
@@ -231,13 +231,15 @@ def refine_depths(
             if status[i].startswith("unrefined"):
                 results.append(RefineResult(np.full(view.prior.shape, np.nan, np.float32), 1.0, 0.0, status[i], np.nan, np.nan))
                 continue
-            before = _to_depth(torch.as_tensor(init[i][0] * view.prior + init[i][1]), kind).numpy()
+            before = _global_depth(view, init[i], kind)
             depth = final[i, : view.prior.shape[0], : view.prior.shape[1]]
             depth = np.where(valid & np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
-            results.append(RefineResult(
-                depth, float(scale[i]), float(init_shift[i] + shift_unit * shift_delta[i]), status[i],
-                _sfm_abs_rel(before, view), _sfm_abs_rel(depth, view),
-            ))
+            fit = (float(scale[i]), float(init_shift[i] + shift_unit * shift_delta[i]))
+            error_before, error_after = _sfm_abs_rel(before, view), _sfm_abs_rel(depth, view)
+            if error_after > error_before:  # local refinement must not undo the SfM agreement
+                depth, fit, error_after = before.astype(np.float32), init[i], error_before
+                status[i] += " (local refinement rejected: it worsened the SfM agreement)"
+            results.append(RefineResult(depth, *fit, status[i], error_before, error_after))
     return results
 
 
@@ -249,9 +251,16 @@ def _sfm_abs_rel(depth: np.ndarray, view: RefineView) -> float:
     return float(np.mean(np.abs(values[ok] - view.sfm_depth[ok]) / view.sfm_depth[ok])) if ok.any() else float("nan")
 
 
+def _log_ratio(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log(a / b): the relative error for small errors, symmetric, and tame when a depth from
+    a disparity near zero blows up."""
+    return torch.log(a.clamp_min(1e-6)) - torch.log(b.clamp_min(1e-6))
+
+
 def _weighted_l1(residuals: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted mean of |residual|, saturating at 1 so that no single blown-up depth steers."""
     total = weights.sum()
-    return (weights * residuals.abs()).sum() / total if total > 0 else residuals.sum() * 0
+    return (weights * residuals.abs().clamp(max=1.0)).sum() / total if total > 0 else residuals.sum() * 0
 
 
 def _keep_best(residuals: torch.Tensor, counted: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -296,7 +305,7 @@ class _SfMTerm:
 
     def residuals(self, depth_at) -> tuple[torch.Tensor, torch.Tensor]:
         predicted = depth_at(self.view, self.uv, self.prior)
-        return (predicted - self.target) / self.target.clamp_min(1e-6), self.weight
+        return _log_ratio(predicted, self.target), self.weight
 
 
 class _PairTerm:
@@ -339,4 +348,4 @@ class _PairTerm:
         inside = (z > 0) & (uv_j[:, 0] >= 0) & (uv_j[:, 0] < w) & (uv_j[:, 1] >= 0) & (uv_j[:, 1] < h)
         depth_j = depth_at(self.dst, uv_j, _bilinear(priors, self.dst, uv_j))
         weight = self.conf * _bilinear(confs, self.dst, uv_j) * inside
-        return (z - depth_j) / z.clamp_min(1e-6), weight
+        return _log_ratio(z, depth_j), weight

@@ -100,6 +100,14 @@ class SceneFolder:
         return self.root / "align"
 
     @property
+    def refine_dir(self) -> Path:
+        return self.root / "refine"
+
+    @property
+    def depth_dir(self) -> Path:
+        return self.root / "depth"
+
+    @property
     def transforms_path(self) -> Path:
         return self.root / "transforms.json"
 

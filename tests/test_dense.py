@@ -122,3 +122,44 @@ def test_an_image_without_usable_prior_keeps_its_sfm_points(dense_scene, prior_f
     report = json.loads((scene.align_dir / "report.json").read_text())
     assert "view_002.png" in report["sfm_points_only"] and "view_002.png" not in report["images"]
     assert not (scene.align_dir / "view_002.npz").exists() and (scene.align_dir / "view_003.npz").exists()
+
+
+@pytest.mark.parametrize("kind", ["depth", "disparity"])
+def test_refined_depth_from_affine_invariant_files(scene, photos, processed, tmp_path, kind):
+    """Depth (or disparity) known only up to a per-image scale and shift, with a smooth warp."""
+    folder = tmp_path / "priors"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    ys, xs = np.mgrid[0 : scene.height, 0 : scene.width] / np.array([scene.height, scene.width])[:, None, None]
+    for i in range(scene.num_views):
+        depth = scene.render(i).depth
+        warped = depth * (1 + 0.1 * np.sin(2 * np.pi * 0.5 * xs + i) * np.cos(2 * np.pi * 0.4 * ys))
+        value = warped if kind == "depth" else 1 / warped
+        prior = rng.uniform(0.5, 2) * value + 0.1 * np.median(value[np.isfinite(value)])
+        np.save(folder / f"view_{i:03d}.npy", np.where(np.isfinite(depth), prior, 0.0))  # 0: no depth
+    output = tmp_path / "scene"
+    shutil.copytree(processed.root, output)
+    result = process(ProcessConfig(
+        images=photos, output=output, test_every=4, prior="files", prior_dir=folder, alignment="none",
+        refine="local", refine_input=kind,
+    ))
+    meta = json.loads(result.transforms_path.read_text())
+    assert all(f["depth_file_path"] == f"depth/{f['file_path'][7:-4]}.npy" for f in meta["frames"])
+    assert not np.load(output / "depth" / "view_000.npy").any()  # a test view: no depth
+
+    model = pycolmap.Reconstruction(result.sparse_dir)
+    scale = np.linalg.norm(sfm_from_true(scene, model)[:, 0])
+    refined = np.load(output / "depth" / "view_002.npy")
+    truth = scene.render(2).depth * scale
+    ok = (refined > 0) & np.isfinite(truth)
+    assert ok.mean() > 0.8
+    assert np.median(np.abs(refined[ok] - truth[ok]) / truth[ok]) < 0.01
+    per_image = result.stage_entry("refine")["counts"]["per_image"]
+    assert all(e["status"] == "sfm" and e["sfm_abs_rel_after"] < e["sfm_abs_rel_before"] for e in per_image.values())
+    counts = result.stage_entry("export")["counts"]
+    assert counts["refine_points"] > 50_000 and counts["global_points"] == 0
+
+
+def test_refine_without_depth_is_refused(photos, tmp_path):
+    with pytest.raises(InputError, match="--refine needs depth"):
+        process(ProcessConfig(images=photos, output=tmp_path / "s", refine="local"))

@@ -33,6 +33,8 @@ class SparsDataParserConfig(NerfstudioDataParserConfig):
     processing: ProcessOptions = field(default_factory=ProcessOptions)
     """How photos are processed (as `spars-ns process`), when --data is a photo folder."""
     load_3D_points: bool = True
+    depth_unit_scale_factor: float = 1.0
+    """depth/*.npy hold depth in the scene's own (SfM) units."""
     eval_mode: Literal["fraction", "filename", "interval", "all"] = "filename"
 
 

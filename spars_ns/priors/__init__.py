@@ -63,6 +63,17 @@ class DensePrior:
         y = np.clip(np.floor(xy[:, 1]).astype(int), 0, image.shape[0] - 1)
         return image[y, x].reshape(h, w, *image.shape[2:])
 
+    def resample_to_original(self, values: np.ndarray, width: int, height: int) -> np.ndarray:
+        """A working-resolution map (h, w) sampled at the original pixel centres (nearest; nan outside)."""
+        h, w = self.shape
+        cols, rows = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+        working = self.to_working(np.stack([cols.ravel(), rows.ravel()], 1))
+        x, y = np.floor(working[:, 0]).astype(int), np.floor(working[:, 1]).astype(int)
+        inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+        out = np.full(width * height, np.nan, np.float32)
+        out[inside] = values[y[inside], x[inside]]
+        return out.reshape(height, width)
+
     def save(self, path: Path) -> None:
         tmp = path.with_name(f".{path.name}.partial.npz")
         np.savez_compressed(tmp, pts3d=self.pts3d, conf=self.conf, scale=np.array(self.scale), offset=np.array(self.offset))
