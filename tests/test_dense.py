@@ -159,6 +159,12 @@ def test_refined_depth_from_affine_invariant_files(scene, photos, processed, tmp
     counts = result.stage_entry("export")["counts"]
     assert counts["refine_points"] > 50_000 and counts["global_points"] == 0
 
+    from spars_ns.ns.dataparser import SparsDataParserConfig
+
+    outputs = SparsDataParserConfig(data=output).setup().get_dataparser_outputs("train")
+    assert [p.name for p in outputs.metadata["depth_filenames"]] == [f"view_00{i}.npy" for i in (1, 2, 3, 5, 6, 7)]
+    assert outputs.metadata["depth_unit_scale_factor"] == 1.0
+
 
 def test_refine_without_depth_is_refused(photos, tmp_path):
     with pytest.raises(InputError, match="--refine needs depth"):
