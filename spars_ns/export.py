@@ -44,12 +44,15 @@ def camera_to_opencv(camera: pycolmap.Camera) -> dict:
 
 
 def transforms_dict(
-    model: pycolmap.Reconstruction, train_names: list[str], test_names: list[str], ply_name: str, with_depth: bool = False
+    model: pycolmap.Reconstruction, train_names: list[str], test_names: list[str], ply_name: str,
+    with_depth: bool = False, corrected: dict | None = None,
 ) -> dict:
     """nerfstudio `transforms.json` for the registered images of `model`.
 
     With `with_depth`, every frame names `depth/<stem>.npy` (nerfstudio needs depth for all
-    frames or none; 0 marks pixels, or whole test frames, without depth).
+    frames or none; 0 marks pixels, or whole test frames, without depth). `corrected` maps
+    image names to cameras refined with the depth: {"cam_from_world": 3x4 or None,
+    "focal_scale": f}.
 
     With no test views, training views double as val/test views (as nerfstudio's own
     `eval_mode all` does) and `eval_on_train_views` says so.
@@ -58,12 +61,16 @@ def transforms_dict(
     for image in sorted(model.images.values(), key=lambda im: im.name):
         if not image.has_pose:
             continue
+        correction = (corrected or {}).get(image.name, {})
+        cam_from_world = correction.get("cam_from_world") or image.cam_from_world().matrix()
         frame = {
             "file_path": f"images/{image.name}",
-            "transform_matrix": opencv_to_opengl_c2w(image.cam_from_world().matrix()).tolist(),
+            "transform_matrix": opencv_to_opengl_c2w(np.asarray(cam_from_world)).tolist(),
             "colmap_im_id": int(image.image_id),
         }
         frame.update(camera_to_opencv(model.camera(image.camera_id)))
+        frame["fl_x"] *= correction.get("focal_scale", 1.0)
+        frame["fl_y"] *= correction.get("focal_scale", 1.0)
         if with_depth:
             frame["depth_file_path"] = f"depth/{Path(image.name).stem}.npy"
         frames.append(frame)

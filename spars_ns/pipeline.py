@@ -318,7 +318,7 @@ def refine_stage(scene: SceneFolder, config: ProcessConfig, prior_fp: str | None
         views.append(RefineView(
             values, prior.conf, working_intrinsics(model.camera(image.camera_id), prior), cam_from_world,
             prior.to_working(xy), world @ cam_from_world[2, :3] + cam_from_world[2, 3],
-            np.array([p.point3D_id for p in image.points2D if p.has_point3D()], np.int64),
+            np.array([p.point3D_id for p in image.points2D if p.has_point3D()], np.int64), world,
         ))
         names.append(image.name)
     with _progress() as progress:
@@ -343,6 +343,13 @@ def refine_stage(scene: SceneFolder, config: ProcessConfig, prior_fp: str | None
                         points[np.isfinite(data["points"]).all(-1)] = np.nan
                 np.savez_compressed(working / f"{stem}.npz", points=points, depth=result.depth, conf=prior.conf)
             np.save(full / f"{stem}.npy", depth.astype(np.float32))
+        corrected = {
+            name: {"cam_from_world": r.cam_from_world.tolist() if r.cam_from_world is not None else None,
+                   "focal_scale": r.focal_scale}
+            for name, r in refined.items() if not r.status.startswith("unrefined")
+        }
+        if config.refine_options.refine_poses or config.refine_options.refine_focal:
+            atomic_write_text(working / "cameras.json", json.dumps(corrected, indent=2))
     per_image = {
         name: {"status": r.status, "scale": r.scale, "shift": r.shift,
                "sfm_abs_rel_before": r.sfm_abs_rel_before, "sfm_abs_rel_after": r.sfm_abs_rel_after}
@@ -408,7 +415,9 @@ def export_stage(
         xyz, rgb, confidence, source = (np.concatenate([a, b]) for a, b in zip((xyz, rgb, confidence, source), dense))
     write_points_ply(scene.points_path, xyz, rgb, confidence, source.astype(np.uint8))
     with_depth = dense_fp[1] is not None
-    transforms = transforms_dict(model, train, test, scene.points_path.name, with_depth)
+    cameras_path = scene.refine_dir / "cameras.json"
+    corrected = json.loads(cameras_path.read_text()) if with_depth and cameras_path.exists() else {}
+    transforms = transforms_dict(model, train, test, scene.points_path.name, with_depth, corrected)
     write_transforms(scene.transforms_path, transforms)
     scene.record(
         "export", stage_fp, {"max_dense_points": config.max_dense_points}, time.perf_counter() - start,

@@ -49,6 +49,10 @@ class RefineConfig:
     AbsRel at 2.5x the time, BENCHMARKS.md)."""
     min_shared_points: int = 20
     """SfM points two views must share to be checked for consistency."""
+    refine_poses: bool = False
+    """Also correct each view's pose (rotation and translation) in the local stage."""
+    refine_focal: bool = False
+    """Also correct each view's focal length (one factor on fx and fy) in the local stage."""
     seed: int = 0
 
 
@@ -63,6 +67,7 @@ class RefineView:
     sfm_uv: np.ndarray  # (N, 2) working pixel coordinates of SfM points seen by the image
     sfm_depth: np.ndarray  # (N,) their depth in this camera
     sfm_ids: np.ndarray  # (N,) SfM point ids, to find overlapping views
+    sfm_world: np.ndarray | None = None  # (N, 3) the SfM points; needed to refine poses
 
 
 @dataclass
@@ -73,6 +78,8 @@ class RefineResult:
     status: str  # "sfm", "neighbours" or "unrefined: <why>"
     sfm_abs_rel_before: float
     sfm_abs_rel_after: float
+    cam_from_world: np.ndarray | None = None  # (3, 4) when poses were refined
+    focal_scale: float = 1.0
 
 
 def _valid(view: RefineView) -> np.ndarray:
@@ -192,12 +199,17 @@ def refine_depths(
         shift = init_shift[view] + shift_unit * (shift_delta[view] + local_shift)
         return _to_depth(scale[view] * local_scale * prior + shift, kind)
 
+    cameras = _Cameras(views, config.refine_poses and mode == "local", config.refine_focal and mode == "local")
     moving = torch.tensor([not st.startswith("unrefined") for st in status])
     if mode == "local" and moving.any() and config.iterations > 0:
-        sfm = _SfMTerm(views, priors, confs)
+        sfm = _SfMTerm(views, priors, confs, cameras)
         pairs = _PairTerm(views, neighbours, config.samples_per_pair, config.seed, priors, confs)
-        params = [scale, shift_delta, grid_scale, grid_shift]
-        optimiser = torch.optim.Adam(params, lr=config.learning_rate)
+        params = [scale, shift_delta, grid_scale, grid_shift] + cameras.parameters()
+        optimiser = torch.optim.Adam([
+            {"params": [scale, shift_delta, grid_scale, grid_shift]},
+            # Camera corrections are small: radians, depth units and log focal; steps of 0.03 degrees.
+            {"params": cameras.parameters(), "lr": config.learning_rate * 0.025},
+        ], lr=config.learning_rate)
         # L1 gradients keep their size at the optimum: over the last 40% of the iterations
         # the step decays exponentially to settle there.
         settle = int(0.6 * config.iterations)
@@ -208,11 +220,13 @@ def refine_depths(
         keep_pair = torch.ones(len(pairs.src), dtype=torch.bool)
         for iteration in range(config.iterations):
             optimiser.zero_grad()
-            sfm_res, sfm_weight = sfm.residuals(depth_at)
-            pair_res, pair_weight = pairs.residuals(depth_at, priors, confs)
+            sfm_res, sfm_weight = sfm.residuals(depth_at, cameras)
+            pair_res, pair_weight = pairs.residuals(depth_at, priors, confs, cameras)
             loss = config.grid_weight * (((grid_scale - 1) ** 2).mean() + (grid_shift**2).mean())
             loss = loss + config.sfm_weight * _weighted_l1(sfm_res, sfm_weight * keep_sfm)
             loss = loss + config.consistency_weight * _weighted_l1(pair_res, pair_weight * keep_pair)
+            if cameras.moves_poses or cameras.moves_focal:
+                loss = loss + config.sfm_weight * _weighted_l1(sfm.reprojection(cameras), sfm_weight * keep_sfm)
             loss.backward()
             for p in params:
                 p.grad[~moving] = 0
@@ -239,7 +253,8 @@ def refine_depths(
             if error_after > error_before:  # local refinement must not undo the SfM agreement
                 depth, fit, error_after = before.astype(np.float32), init[i], error_before
                 status[i] += " (local refinement rejected: it worsened the SfM agreement)"
-            results.append(RefineResult(depth, *fit, status[i], error_before, error_after))
+            pose, focal_scale = cameras.refined(i)
+            results.append(RefineResult(depth, *fit, status[i], error_before, error_after, pose, focal_scale))
     return results
 
 
@@ -296,16 +311,34 @@ def _overlapping_pairs(views: list[RefineView], min_shared: int) -> list[tuple[i
 class _SfMTerm:
     """Refined depth against the SfM depth of every view's SfM points, relative."""
 
-    def __init__(self, views: list[RefineView], priors: torch.Tensor, confs: torch.Tensor):
+    def __init__(self, views: list[RefineView], priors: torch.Tensor, confs: torch.Tensor, cameras: "_Cameras"):
         self.view = torch.cat([torch.full((len(v.sfm_uv),), i) for i, v in enumerate(views)]).long()
         self.uv = torch.cat([torch.as_tensor(v.sfm_uv, dtype=torch.float32).reshape(-1, 2) for v in views])
         self.target = torch.cat([torch.as_tensor(v.sfm_depth, dtype=torch.float32).reshape(-1) for v in views])
         self.prior = _bilinear(priors, self.view, self.uv)
         self.weight = _bilinear(confs, self.view, self.uv) * (self.target > 0)
+        self.world = None
+        if cameras.moves_poses or cameras.moves_focal:
+            if any(v.sfm_world is None for v in views):
+                raise ValueError("refining cameras needs each view's SfM points (RefineView.sfm_world)")
+            self.world = torch.cat([torch.as_tensor(v.sfm_world, dtype=torch.float32).reshape(-1, 3) for v in views])
 
-    def residuals(self, depth_at) -> tuple[torch.Tensor, torch.Tensor]:
+    def residuals(self, depth_at, cameras: "_Cameras") -> tuple[torch.Tensor, torch.Tensor]:
+        target = self.target
+        if self.world is not None and cameras.moves_poses:  # the SfM point's depth in the corrected camera
+            rotation, translation = cameras.poses()
+            target = torch.einsum("nj,nj->n", rotation[self.view, 2], self.world) + translation[self.view, 2]
         predicted = depth_at(self.view, self.uv, self.prior)
-        return _log_ratio(predicted, self.target), self.weight
+        return _log_ratio(predicted, target), self.weight
+
+    def reprojection(self, cameras: "_Cameras") -> torch.Tensor:
+        """Angle (radians, approximately) between each SfM point's projection and its keypoint."""
+        rotation, translation = cameras.poses()
+        intrinsics = cameras.intrinsics()[self.view]
+        cam = torch.einsum("nij,nj->ni", rotation[self.view], self.world) + translation[self.view]
+        projected = torch.einsum("nij,nj->ni", intrinsics, cam)
+        uv = projected[:, :2] / cam[:, 2:].clamp_min(1e-6)
+        return torch.linalg.norm(uv - self.uv, dim=1) / intrinsics[:, 0, 0]
 
 
 class _PairTerm:
@@ -326,26 +359,69 @@ class _PairTerm:
         self.uv = torch.as_tensor(np.concatenate(uvs) if uvs else np.zeros((0, 2)), dtype=torch.float32)
         self.prior = _bilinear(priors, self.src, self.uv)
         self.conf = _bilinear(confs, self.src, self.uv)
-        k_inv = torch.as_tensor(np.stack([np.linalg.inv(v.intrinsics) for v in views]), dtype=torch.float32)
-        homogeneous = torch.cat([self.uv, torch.ones(len(self.uv), 1)], 1)
-        self.rays = torch.einsum("nij,nj->ni", k_inv[self.src], homogeneous)
-        poses = torch.as_tensor(np.stack([v.cam_from_world for v in views]), dtype=torch.float32)
-        intrinsics = torch.as_tensor(np.stack([v.intrinsics for v in views]), dtype=torch.float32)
-        # cam_j = R_j R_i^T (cam_i - t_i) + t_j, as one rotation and offset per sample.
-        self.rotation = poses[self.dst, :, :3] @ poses[self.src, :, :3].transpose(1, 2)
-        self.offset = poses[self.dst, :, 3] - torch.einsum("nij,nj->ni", self.rotation, poses[self.src, :, 3])
-        self.intrinsics = intrinsics[self.dst]
+        self.homogeneous = torch.cat([self.uv, torch.ones(len(self.uv), 1)], 1)
 
-    def residuals(self, depth_at, priors: torch.Tensor, confs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def residuals(self, depth_at, priors: torch.Tensor, confs: torch.Tensor, cameras: "_Cameras"):
         if len(self.src) == 0:
             return torch.zeros(0), torch.zeros(0)
         _, h, w = priors.shape
-        cam_i = self.rays * depth_at(self.src, self.uv, self.prior)[:, None]
-        cam_j = torch.einsum("nij,nj->ni", self.rotation, cam_i) + self.offset
+        intrinsics = cameras.intrinsics()
+        rotation, translation = cameras.poses()
+        rays = torch.einsum("nij,nj->ni", torch.linalg.inv(intrinsics)[self.src], self.homogeneous)
+        cam_i = rays * depth_at(self.src, self.uv, self.prior)[:, None]
+        # cam_j = R_j R_i^T (cam_i - t_i) + t_j
+        rot_ji = rotation[self.dst] @ rotation[self.src].transpose(1, 2)
+        cam_j = torch.einsum("nij,nj->ni", rot_ji, cam_i - translation[self.src]) + translation[self.dst]
         z = cam_j[:, 2]
-        projected = torch.einsum("nij,nj->ni", self.intrinsics, cam_j)
+        projected = torch.einsum("nij,nj->ni", intrinsics[self.dst], cam_j)
         uv_j = (projected[:, :2] / z.clamp_min(1e-6)[:, None]).detach()
         inside = (z > 0) & (uv_j[:, 0] >= 0) & (uv_j[:, 0] < w) & (uv_j[:, 1] >= 0) & (uv_j[:, 1] < h)
         depth_j = depth_at(self.dst, uv_j, _bilinear(priors, self.dst, uv_j))
         weight = self.conf * _bilinear(confs, self.dst, uv_j) * inside
         return _log_ratio(z, depth_j), weight
+
+
+class _Cameras:
+    """The views' poses and pinhole intrinsics, with optional learnt corrections: a rotation
+    vector and a translation (in units of the median SfM depth) per view, and a log focal
+    factor per view. Without corrections they are constants."""
+
+    def __init__(self, views: list[RefineView], moves_poses: bool, moves_focal: bool):
+        import roma
+
+        self._rotvec_to_rotmat = roma.rotvec_to_rotmat
+        self.moves_poses, self.moves_focal = moves_poses, moves_focal
+        poses = torch.as_tensor(np.stack([v.cam_from_world for v in views]), dtype=torch.float32)
+        self.rotation, self.translation = poses[:, :, :3], poses[:, :, 3]
+        self.base_intrinsics = torch.as_tensor(np.stack([v.intrinsics for v in views]), dtype=torch.float32)
+        depths = np.concatenate([v.sfm_depth for v in views] + [np.ones(1)])
+        self.unit = float(np.median(depths))
+        self.rotvec = torch.zeros(len(views), 3, requires_grad=moves_poses)
+        self.shift = torch.zeros(len(views), 3, requires_grad=moves_poses)
+        self.log_focal = torch.zeros(len(views), requires_grad=moves_focal)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return ([self.rotvec, self.shift] if self.moves_poses else []) + ([self.log_focal] if self.moves_focal else [])
+
+    def poses(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R (V, 3, 3), t (V, 3)) of cam = R world + t, after the correction cam' = dR cam + dt."""
+        if not self.moves_poses:
+            return self.rotation, self.translation
+        delta = self._rotvec_to_rotmat(self.rotvec)
+        rotation = delta @ self.rotation
+        translation = torch.einsum("nij,nj->ni", delta, self.translation) + self.unit * self.shift
+        return rotation, translation
+
+    def intrinsics(self) -> torch.Tensor:
+        if not self.moves_focal:
+            return self.base_intrinsics
+        intrinsics = self.base_intrinsics.clone()
+        intrinsics[:, 0, 0] = self.base_intrinsics[:, 0, 0] * self.log_focal.exp()
+        intrinsics[:, 1, 1] = self.base_intrinsics[:, 1, 1] * self.log_focal.exp()
+        return intrinsics
+
+    def refined(self, index: int) -> tuple[np.ndarray | None, float]:
+        with torch.no_grad():
+            rotation, translation = self.poses()
+            pose = torch.cat([rotation[index], translation[index, :, None]], 1).numpy().astype(float)
+            return (pose if self.moves_poses else None), float(self.log_focal[index].exp())

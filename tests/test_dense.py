@@ -169,3 +169,23 @@ def test_refined_depth_from_affine_invariant_files(scene, photos, processed, tmp
 def test_refine_without_depth_is_refused(photos, tmp_path):
     with pytest.raises(InputError, match="--refine needs depth"):
         process(ProcessConfig(images=photos, output=tmp_path / "s", refine="local"))
+
+
+def test_refined_cameras_reach_transforms_json(dense_scene, photos, prior_files, tmp_path):
+    from spars_ns.refine import RefineConfig
+
+    output = tmp_path / "scene"
+    shutil.copytree(dense_scene.root, output)
+    options = RefineConfig(refine_poses=True, refine_focal=True, iterations=40)
+    scene = process(ProcessConfig(
+        images=photos, output=output, test_every=4, prior="files", prior_dir=prior_files, refine="local",
+        refine_options=options,
+    ))
+    corrected = json.loads((scene.refine_dir / "cameras.json").read_text())
+    frames = {f["file_path"][7:]: f for f in json.loads(scene.transforms_path.read_text())["frames"]}
+    before = {f["file_path"][7:]: f for f in json.loads(dense_scene.transforms_path.read_text())["frames"]}
+    assert sorted(corrected) == sorted(n for n in frames if n not in ("view_000.png", "view_004.png"))
+    for name, camera in corrected.items():
+        assert frames[name]["fl_x"] == pytest.approx(before[name]["fl_x"] * camera["focal_scale"])
+        assert frames[name]["transform_matrix"] != before[name]["transform_matrix"]
+    assert frames["view_000.png"]["transform_matrix"] == before["view_000.png"]["transform_matrix"]

@@ -94,3 +94,27 @@ def test_views_without_sfm_points_lean_on_neighbours_or_stay_unrefined(small_sce
     results = refine_depths(views, "global", "depth", RefineConfig())
     assert results[1].status == "neighbours" and abs_rel(results[1].depth, renders[1].depth) < 0.02
     assert results[3].status.startswith("unrefined") and np.isnan(results[3].depth).all()
+
+
+def test_pose_refinement_moves_a_perturbed_camera_toward_the_truth(small_scene):
+    from spars_ns.geometry import rotation_angle_deg
+    from test_geometry import rotation_about
+
+    scene, renders, observations = small_scene
+    views = views_from(scene, renders, observations, lambda i, d: 2.0 * d)
+    k_inv = np.linalg.inv(scene.intrinsics)
+    for view in views:
+        cam = np.concatenate([view.sfm_uv, np.ones((len(view.sfm_uv), 1))], 1) @ k_inv.T * view.sfm_depth[:, None]
+        view.sfm_world = (cam - view.cam_from_world[:, 3]) @ view.cam_from_world[:, :3]
+    true_pose = views[1].cam_from_world.copy()
+    tilt = rotation_about([0, 1, 0.3], 1.0)
+    views[1].cam_from_world = tilt @ true_pose
+    views[1].sfm_depth = views[1].sfm_world @ views[1].cam_from_world[2, :3] + views[1].cam_from_world[2, 3]
+
+    fixed = refine_depths(views, "local", "depth", RefineConfig())
+    refined = refine_depths(views, "local", "depth", RefineConfig(refine_poses=True, refine_focal=True))
+    assert fixed[1].cam_from_world is None
+    error = rotation_angle_deg(refined[1].cam_from_world[:, :3] @ true_pose[:, :3].T)
+    assert error < 0.5  # from 1 degree
+    assert abs(refined[1].focal_scale - 1) < 0.01
+    assert abs_rel(refined[1].depth, renders[1].depth) < abs_rel(fixed[1].depth, renders[1].depth)
