@@ -207,14 +207,14 @@ def prior_stage(scene: SceneFolder, config: ProcessConfig, upstream: str) -> str
     return stage_fp
 
 
-def _region_proposer(config: ProcessConfig, scene: SceneFolder):
+def _region_proposer(config: ProcessConfig, working_images: dict[str, np.ndarray]):
     """(image name, prior) -> the proposer of that image's regions, or None for global alignment."""
     if config.alignment != "two-stage":
         return None
     sam = SamRegions(config.region_options) if config.regions == "sam" else None
 
     def proposer_for(name: str, prior: DensePrior):
-        image = prior.resample(np.asarray(Image.open(scene.images_dir / name).convert("RGB")))
+        image = working_images[name]
         if sam is not None:
             return lambda outliers: [sam(image, outliers)]
         return lambda _outliers: superpixel_regions(image, config.region_options)
@@ -234,7 +234,10 @@ def align_stage(scene: SceneFolder, config: ProcessConfig, upstream: str | None)
     start = time.perf_counter()
     model, images = registered_train(scene)
     priors = {im.name: DensePrior.load(scene.prior_dir / f"{Path(im.name).stem}.npz") for im in images}
-    result = align_scene(model, priors, _region_proposer(config, scene), config.align)
+    working_images = {
+        name: prior.resample(np.asarray(Image.open(scene.images_dir / name).convert("RGB"))) for name, prior in priors.items()
+    }
+    result = align_scene(model, priors, _region_proposer(config, working_images), config.align)
     with atomic_dir(scene.align_dir) as tmp:
         (tmp / "residuals").mkdir()
         for image in images:
@@ -248,7 +251,7 @@ def align_stage(scene: SceneFolder, config: ProcessConfig, upstream: str | None)
                 region_ids=aligned.region_ids, inlier_mask=aligned.inlier_mask,
             )
             picture = residual_picture(
-                prior.resample(np.asarray(Image.open(scene.images_dir / image.name).convert("RGB"))),
+                working_images[image.name],
                 prior.to_working(aligned.correspondences_xy), aligned.residual_global, aligned.residual_final,
                 result.threshold,
             )
