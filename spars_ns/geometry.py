@@ -56,3 +56,10 @@ def angle_between_deg(a: np.ndarray, b: np.ndarray) -> float:
     if na < 1e-12 or nb < 1e-12:
         return 0.0
     return float(np.degrees(np.arccos(np.clip(a @ b / (na * nb), -1.0, 1.0))))
+
+
+def axis_angle_rotation(axis: np.ndarray, radians: float) -> np.ndarray:
+    """Rotation matrix about `axis` (any length) by `radians` (Rodrigues)."""
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(radians) * k + (1 - np.cos(radians)) * k @ k

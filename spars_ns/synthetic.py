@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from spars_ns.geometry import look_at, opencv_to_opengl_c2w
+from spars_ns.geometry import axis_angle_rotation, look_at, opencv_to_opengl_c2w
 
 
 @dataclass
@@ -240,10 +240,7 @@ def distorted_pointmap(
         points[mask] = (points[mask] - centre) * scale + centre + rng.normal(scale=object_shift * median_depth, size=3)
     points += rng.normal(size=points.shape) * noise * np.where(hit, view.depth, 0)[..., None]
     angle = rng.uniform(0, 2 * np.pi)
-    axis = rng.normal(size=3)
-    axis /= np.linalg.norm(axis)
-    k_mat = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    rotation = np.eye(3) + np.sin(angle) * k_mat + (1 - np.cos(angle)) * k_mat @ k_mat
+    rotation = axis_angle_rotation(rng.normal(size=3), angle)
     foreign = rng.uniform(0.5, 2.0) * points @ rotation.T + rng.normal(size=3)
     conf = hit.astype(np.float32)
     return np.where(hit[..., None], foreign, 0).astype(np.float32), conf, true_points

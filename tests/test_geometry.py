@@ -1,15 +1,22 @@
 import numpy as np
 import pytest
 
-from spars_ns.geometry import camera_center, look_at, opencv_to_opengl_c2w, opengl_c2w_to_opencv
+from spars_ns.geometry import (
+    axis_angle_rotation, camera_center, look_at, opencv_to_opengl_c2w, opengl_c2w_to_opencv, rotation_angle_deg,
+)
 from spars_ns.metrics import absolute_trajectory_error, mean_average_accuracy, pair_errors_deg
 
 
 def rotation_about(axis, degrees):
-    axis = np.asarray(axis, float) / np.linalg.norm(axis)
-    a = np.radians(degrees)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * k @ k
+    return axis_angle_rotation(np.asarray(axis, float), np.radians(degrees))
+
+
+def test_axis_angle_rotation_is_a_rotation_of_that_angle_about_that_axis():
+    axis = np.array([1.0, -2.0, 0.5])
+    rotation = rotation_about(axis, 35)
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(rotation @ axis, axis, atol=1e-12)
+    assert rotation_angle_deg(rotation) == pytest.approx(35)
 
 
 def test_look_at_puts_target_on_the_optical_axis_in_front():
