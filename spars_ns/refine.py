@@ -245,15 +245,19 @@ def refine_depths(
             if status[i].startswith("unrefined"):
                 results.append(RefineResult(np.full(view.prior.shape, np.nan, np.float32), 1.0, 0.0, status[i], np.nan, np.nan))
                 continue
-            before = _global_depth(view, init[i], kind)
-            depth = final[i, : view.prior.shape[0], : view.prior.shape[1]]
-            depth = np.where(valid & np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
+            def usable(depth: np.ndarray) -> np.ndarray:
+                return np.where(valid & np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
+
+            before = usable(_global_depth(view, init[i], kind))
+            depth = usable(final[i, : view.prior.shape[0], : view.prior.shape[1]])
             fit = (float(scale[i]), float(init_shift[i] + shift_unit * shift_delta[i]))
-            error_before, error_after = _sfm_abs_rel(before, view), _sfm_abs_rel(depth, view)
-            if error_after > error_before:  # local refinement must not undo the SfM agreement
-                depth, fit, error_after = before.astype(np.float32), init[i], error_before
-                status[i] += " (local refinement rejected: it worsened the SfM agreement)"
             pose, focal_scale = cameras.refined(i)
+            # With a corrected pose the SfM points' depths are those in the corrected camera.
+            seen_after = view if pose is None else replace(view, sfm_depth=view.sfm_world @ pose[2, :3] + pose[2, 3])
+            error_before, error_after = _sfm_abs_rel(before, view), _sfm_abs_rel(depth, seen_after)
+            if error_after > error_before:  # local refinement must not undo the SfM agreement
+                depth, fit, error_after, pose, focal_scale = before, init[i], error_before, None, 1.0
+                status[i] += " (local refinement rejected: it worsened the SfM agreement)"
             results.append(RefineResult(depth, *fit, status[i], error_before, error_after, pose, focal_scale))
     return results
 

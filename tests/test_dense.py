@@ -185,7 +185,9 @@ def test_refined_cameras_reach_transforms_json(dense_scene, photos, prior_files,
     frames = {f["file_path"][7:]: f for f in json.loads(scene.transforms_path.read_text())["frames"]}
     before = {f["file_path"][7:]: f for f in json.loads(dense_scene.transforms_path.read_text())["frames"]}
     assert sorted(corrected) == sorted(n for n in frames if n not in ("view_000.png", "view_004.png"))
+    assert any(camera["cam_from_world"] is not None for camera in corrected.values())
     for name, camera in corrected.items():
         assert frames[name]["fl_x"] == pytest.approx(before[name]["fl_x"] * camera["focal_scale"])
-        assert frames[name]["transform_matrix"] != before[name]["transform_matrix"]
+        moved = frames[name]["transform_matrix"] != before[name]["transform_matrix"]
+        assert moved == (camera["cam_from_world"] is not None)  # None: the correction was rejected
     assert frames["view_000.png"]["transform_matrix"] == before["view_000.png"]["transform_matrix"]
