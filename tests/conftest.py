@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pycolmap
 import pytest
 
 from spars_ns.pipeline import ProcessConfig, process
@@ -33,3 +34,12 @@ def processed(photos, tmp_path_factory):
 
 def true_poses(scene: SyntheticScene) -> dict[str, np.ndarray]:
     return {scene.image_name(i): scene.cam_from_world[i] for i in range(scene.num_views)}
+
+
+def sfm_from_true(scene: SyntheticScene, model: pycolmap.Reconstruction) -> np.ndarray:
+    """Similarity (3x4) taking true world points into the SfM frame, fitted on camera centres."""
+    names = [scene.image_name(i) for i in range(scene.num_views)]
+    true = np.stack([-c[:, :3].T @ c[:, 3] for c in scene.cam_from_world])
+    est = {im.name: im.projection_center() for im in model.images.values() if im.has_pose}
+    keep = [i for i, n in enumerate(names) if n in est]
+    return pycolmap.estimate_sim3d(true[keep], np.stack([est[names[i]] for i in keep])).matrix()

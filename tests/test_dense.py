@@ -13,14 +13,7 @@ from spars_ns.pipeline import ProcessConfig, process
 from spars_ns.priors.files import load_file_prior
 from spars_ns.synthetic import camera_points, distorted_pointmap
 
-
-def sfm_from_true(scene, model):
-    """Similarity taking true world points into the SfM frame, fitted on camera centres."""
-    names = [scene.image_name(i) for i in range(scene.num_views)]
-    true = np.stack([-c[:, :3].T @ c[:, 3] for c in scene.cam_from_world])
-    est = {im.name: im.projection_center() for im in model.images.values() if im.has_pose}
-    keep = [i for i, n in enumerate(names) if n in est]
-    return pycolmap.estimate_sim3d(true[keep], np.stack([est[names[i]] for i in keep])).matrix()
+from conftest import sfm_from_true
 
 
 @pytest.fixture(scope="module")

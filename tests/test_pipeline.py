@@ -17,7 +17,7 @@ from spars_ns.metrics import pair_errors_deg
 from spars_ns.pipeline import ProcessConfig, process
 from spars_ns.sfm import MatchGraph, SfMConfig, map_training_views
 
-from conftest import true_poses
+from conftest import sfm_from_true, true_poses
 
 TEST_VIEWS = ["view_000.png", "view_004.png"]
 
@@ -77,11 +77,9 @@ def test_transforms_and_points_match_the_true_geometry(processed, scene):
     name = "view_002.png"
     est = estimated[name]
     in_cam = xyz @ est[:, :3].T + est[:, 3]
-    # Scale from camera-centre distances (the reconstruction's gauge is arbitrary).
-    centers_est = np.stack([-m[:, :3].T @ m[:, 3] for m in estimated.values()])
-    centers_true = np.stack([-scene.cam_from_world[int(n[5:8])][:, :3].T @ scene.cam_from_world[int(n[5:8])][:, 3] for n in estimated])
-    scale = np.linalg.norm(np.diff(centers_true, axis=0), axis=1).sum() / np.linalg.norm(np.diff(centers_est, axis=0), axis=1).sum()
-    in_cam *= scale
+    # The reconstruction's gauge is arbitrary: bring its depths to the true scale.
+    sfm_scale = np.linalg.norm(sfm_from_true(scene, pycolmap.Reconstruction(processed.sparse_with_test_dir))[:, 0])
+    in_cam /= sfm_scale
     uv = in_cam @ scene.intrinsics.T
     u, v = (uv[:, 0] / uv[:, 2]).astype(int), (uv[:, 1] / uv[:, 2]).astype(int)
     inside = (in_cam[:, 2] > 0) & (u >= 0) & (u < scene.width) & (v >= 0) & (v < scene.height)
