@@ -99,7 +99,7 @@ def scene_depth(model: pycolmap.Reconstruction) -> float:
         ids = [p.point3D_id for p in image.points2D if p.has_point3D()]
         if ids:
             xyz = np.array([model.point3D(i).xyz for i in ids])
-            depths.append(xyz @ cam_from_world[2, :3] + cam_from_world[2, 3])
+            depths.append(depth_in_camera(xyz, cam_from_world))
     return float(np.median(np.concatenate(depths))) if depths else 1.0
 
 
@@ -214,5 +214,5 @@ def align_scene(
 
 
 def depth_in_camera(points: np.ndarray, cam_from_world: np.ndarray) -> np.ndarray:
-    """(h, w, 3) SfM-frame points -> (h, w) z-depth in the camera (nan stays nan)."""
+    """SfM-frame points (..., 3) -> their z-depth in the camera (nan stays nan)."""
     return points @ cam_from_world[2, :3] + cam_from_world[2, 3]

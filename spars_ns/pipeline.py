@@ -320,7 +320,7 @@ def refine_stage(scene: SceneFolder, config: ProcessConfig, prior_fp: str | None
         cam_from_world = image.cam_from_world().matrix()
         views.append(RefineView(
             values, prior.conf, working_intrinsics(model.camera(image.camera_id), prior), cam_from_world,
-            prior.to_working(xy), world @ cam_from_world[2, :3] + cam_from_world[2, 3],
+            prior.to_working(xy), depth_in_camera(world, cam_from_world),
             np.array([p.point3D_id for p in image.points2D if p.has_point3D()], np.int64), world,
         ))
         names.append(image.name)
