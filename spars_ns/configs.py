@@ -10,16 +10,18 @@ The trainer settings follow nerfstudio 1.1.5's splatfacto (they cannot be import
 
 from __future__ import annotations
 
-from nerfstudio.configs.base_config import ViewerConfig
-from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
+import torch
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
+from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
-from nerfstudio.models.splatfacto import SplatfactoModelConfig
-from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from spars_ns.ns.dataparser import SparsDataParserConfig
+from spars_ns.ns.dataset import SparsDataset
+from spars_ns.ns.model import Spars3rModelConfig
+from spars_ns.ns.pipeline import Spars3rPipelineConfig
 
 MAX_STEPS = 30000
 
@@ -40,9 +42,11 @@ spars3r_method = MethodSpecification(
         steps_per_eval_all_images=1000,
         max_num_iterations=MAX_STEPS,
         mixed_precision=False,
-        pipeline=VanillaPipelineConfig(
-            datamanager=FullImageDatamanagerConfig(dataparser=SparsDataParserConfig(), cache_images_type="uint8"),
-            model=SplatfactoModelConfig(),
+        pipeline=Spars3rPipelineConfig(
+            datamanager=FullImageDatamanagerConfig(
+                _target=FullImageDatamanager[SparsDataset], dataparser=SparsDataParserConfig(), cache_images_type="uint8"
+            ),
+            model=Spars3rModelConfig(),
         ),
         optimizers={
             "means": _adam(1.6e-4, final=1.6e-6),
@@ -56,6 +60,7 @@ spars3r_method = MethodSpecification(
         },
         viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
         vis="viewer",
+        machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
     ),
     description="SPARS3R: sparse-view splatting from SfM cameras and fused seed points (spars-ns).",
 )

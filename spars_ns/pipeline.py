@@ -289,7 +289,8 @@ def working_intrinsics(camera: pycolmap.Camera, prior: DensePrior) -> np.ndarray
 
 
 def refine_stage(scene: SceneFolder, config: ProcessConfig, prior_fp: str | None, align_fp: str | None) -> str | None:
-    """Refined depth: refine/<stem>.npz at working resolution, depth/<stem>.npy at image size."""
+    """Refined depth: refine/<stem>.npz at working resolution; depth/<stem>.npy and the prior's
+    confidence, depth/<stem>.confidence.npy, at image size."""
     if config.refine == "none":
         return None
     if align_fp is None and not (prior_fp and config.prior == "files"):
@@ -345,6 +346,8 @@ def refine_stage(scene: SceneFolder, config: ProcessConfig, prior_fp: str | None
                     with np.load(aligned_points) as data:
                         points[np.isfinite(data["points"]).all(-1)] = np.nan
                 np.savez_compressed(working / f"{stem}.npz", points=points, depth=result.depth, conf=prior.conf)
+                confidence = prior.resample_to_original(prior.conf, camera.width, camera.height)
+                np.save(full / f"{stem}.confidence.npy", np.nan_to_num(confidence, nan=0.0))
             np.save(full / f"{stem}.npy", depth.astype(np.float32))
         corrected = {
             name: {"cam_from_world": r.cam_from_world.tolist() if r.cam_from_world is not None else None,
