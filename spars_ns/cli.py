@@ -1,4 +1,4 @@
-"""`spars-ns` command line: `spars-ns process --images DIR --output DIR`."""
+"""`spars-ns` command line: `spars-ns process --images DIR --output DIR`, `spars-ns demo`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import tyro
 from rich.console import Console
 from rich.logging import RichHandler
 
+from spars_ns.demo import DemoConfig, run_demo
 from spars_ns.errors import SparsError
 from spars_ns.pipeline import ProcessConfig, process
 
@@ -27,10 +28,13 @@ def run_process(config: ProcessConfig) -> None:
 def entrypoint() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
     logging.getLogger("pycolmap").setLevel(logging.WARNING)
-    commands = {"process": ProcessConfig}
+    commands = {"process": ProcessConfig, "demo": DemoConfig}
     config = tyro.extras.subcommand_cli_from_dict(commands)
     try:
-        run_process(config)
+        if isinstance(config, DemoConfig):
+            run_demo(config, console)
+        else:
+            run_process(config)
     except SparsError as err:
         console.print(f"[red]error:[/red] {err}")
         sys.exit(1)

@@ -40,6 +40,8 @@ class ProcessOptions:
 
     test_every: int = 0
     """Every Nth image by sorted name (the 1st, N+1th, ...) is held out as a test view; 0: none."""
+    test_views: tuple[str, ...] = ()
+    """File names of the photos to hold out as test views instead (overrides --test-every)."""
     prior: Literal["none", "files", "mast3r"] = "none"
     """Dense prior: none (SfM points only), files (depth or pointmaps from --prior-dir), mast3r."""
     prior_dir: Path | None = None
@@ -77,15 +79,23 @@ class ProcessConfig(ProcessOptions):
         return cls(images=images, output=output, **{f.name: getattr(options, f.name) for f in fields(ProcessOptions)})
 
 
-def split_names(names: list[str], test_every: int) -> tuple[list[str], list[str]]:
-    """(train, test) by sorted name: indices 0, N, 2N, ... are test views."""
+def split_names(names: list[str], test_every: int, test_views: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """(train, test) by sorted name: the named test views, or else indices 0, N, 2N, ..."""
     if test_every < 0:
         raise InputError(f"--test-every must be 0 (no test views) or positive, got {test_every}.")
     names = sorted(names)
-    test = [n for i, n in enumerate(names) if test_every and i % test_every == 0]
+    if test_views:
+        by_stem = {Path(n).stem: n for n in names}
+        missing = [v for v in test_views if Path(v).stem not in by_stem]
+        if missing:
+            raise InputError(f"--test-views names photos that are not in the image folder: {', '.join(missing)}")
+        test = [by_stem[Path(v).stem] for v in test_views]
+    else:
+        test = [n for i, n in enumerate(names) if test_every and i % test_every == 0]
     train = [n for n in names if n not in test]
     if len(train) < 2:
-        raise InputError(f"--test-every {test_every} leaves {len(train)} training image(s) of {len(names)}; SfM needs at least 2.")
+        chosen = "--test-views" if test_views else f"--test-every {test_every}"
+        raise InputError(f"{chosen} leaves {len(train)} training image(s) of {len(names)}; SfM needs at least 2.")
     return train, test
 
 
@@ -447,7 +457,7 @@ def process(config: ProcessConfig) -> SceneFolder:
     scene = SceneFolder(output)
     output.mkdir(parents=True, exist_ok=True)
     records, ingest_fp = ingest_stage(scene, images)
-    train, test = split_names([r.name for r in records], config.test_every)
+    train, test = split_names([r.name for r in records], config.test_every, config.test_views)
     sfm_fp = sfm_stage(scene, records, train, test, config.sfm, ingest_fp)
     prior_fp = prior_stage(scene, config, sfm_fp)
     align_fp = align_stage(scene, config, prior_fp)

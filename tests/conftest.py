@@ -7,7 +7,7 @@ import pycolmap
 import pytest
 
 from spars_ns.pipeline import ProcessConfig, process
-from spars_ns.synthetic import SyntheticScene, make_scene
+from spars_ns.synthetic import SyntheticScene, distorted_pointmap, make_scene
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -30,6 +30,22 @@ def processed(photos, tmp_path_factory):
     """The synthetic photos processed once with every 4th view held out (views 0 and 4)."""
     output = tmp_path_factory.mktemp("scene")
     return process(ProcessConfig(images=photos, output=output, test_every=4))
+
+
+@pytest.fixture(scope="session")
+def prior_files(scene, tmp_path_factory) -> Path:
+    """Pointmaps that err the way learned priors do (`distorted_pointmap`), one per view."""
+    folder = tmp_path_factory.mktemp("prior_files")
+    for i in range(scene.num_views):
+        pts3d, conf, _ = distorted_pointmap(scene, i, seed=0)
+        np.savez(folder / f"view_{i:03d}.npz", pts3d=pts3d, conf=conf)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def dense_scene(photos, prior_files, tmp_path_factory):
+    output = tmp_path_factory.mktemp("dense_scene")
+    return process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_dir=prior_files))
 
 
 def true_poses(scene: SyntheticScene) -> dict[str, np.ndarray]:

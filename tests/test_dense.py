@@ -11,24 +11,9 @@ from plyfile import PlyData
 from spars_ns.errors import InputError
 from spars_ns.pipeline import ProcessConfig, process
 from spars_ns.priors.files import load_file_prior
-from spars_ns.synthetic import camera_points, distorted_pointmap
+from spars_ns.synthetic import camera_points
 
 from conftest import sfm_from_true
-
-
-@pytest.fixture(scope="module")
-def prior_files(scene, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("prior_files")
-    for i in range(scene.num_views):
-        pts3d, conf, _ = distorted_pointmap(scene, i, seed=0)
-        np.savez(folder / f"view_{i:03d}.npz", pts3d=pts3d, conf=conf)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def dense_scene(photos, prior_files, tmp_path_factory):
-    output = tmp_path_factory.mktemp("dense_scene")
-    return process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_dir=prior_files))
 
 
 def test_fused_points_are_dense_accurate_and_labelled(dense_scene, scene):

@@ -14,7 +14,7 @@ from spars_ns.errors import InputError, SfMError
 from spars_ns.geometry import opengl_c2w_to_opencv
 from spars_ns.images import file_sha1
 from spars_ns.metrics import pair_errors_deg
-from spars_ns.pipeline import ProcessConfig, process
+from spars_ns.pipeline import ProcessConfig, process, split_names
 from spars_ns.sfm import MatchGraph, SfMConfig, map_training_views
 
 from conftest import sfm_from_true, true_poses
@@ -173,3 +173,12 @@ def test_bad_options_are_refused(photos, tmp_path):
         process(ProcessConfig(images=photos, output=tmp_path / "s", test_every=1))
     with pytest.raises(InputError, match="must not be the image folder"):
         process(ProcessConfig(images=photos, output=photos / "scene"))
+    with pytest.raises(InputError, match="--test-views names photos that are not in the image folder: nope.png"):
+        process(ProcessConfig(images=photos, output=tmp_path / "s", test_views=("view_001.png", "nope.png")))
+
+
+def test_named_test_views_override_test_every():
+    names = [f"view_{i:03d}.jpg" for i in range(6)]
+    train, test = split_names(names, test_every=2, test_views=("view_005.png", "view_002"))
+    assert test == ["view_005.jpg", "view_002.jpg"]  # matched by stem: photos may be rewritten as PNG
+    assert train == ["view_000.jpg", "view_001.jpg", "view_003.jpg", "view_004.jpg"]

@@ -16,6 +16,7 @@ import torch
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
+from spars_ns.errors import InputError
 from spars_ns.export import read_points_ply
 from spars_ns.pipeline import ProcessConfig, ProcessOptions, process
 from spars_ns.scene import SceneFolder
@@ -41,6 +42,11 @@ class SparsDataParserConfig(NerfstudioDataParserConfig):
 def resolve_scene(config: SparsDataParserConfig) -> Path:
     """The processed scene for `config.data`, processing the photos first when needed."""
     data = config.data
+    if not data.exists():
+        raise InputError(
+            f"dataset folder {data} does not exist. If it moved, give its new place: --data for ns-train, "
+            f"or the `data:` entry of the run's config.yml for ns-eval and ns-viewer."
+        )
     if data.suffix == ".json" or (data / "transforms.json").exists() and not (data / "images.json").exists():
         return data  # a nerfstudio dataset made elsewhere: load as is
     if SceneFolder(data).manifest_path.exists():

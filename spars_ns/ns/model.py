@@ -33,6 +33,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from pytorch_msssim import SSIM
 from torch.nn import Parameter
 from torchmetrics.image import PeakSignalNoiseRatio
+from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
 from spars_ns.ns import cpu_rasterize
 
@@ -242,8 +243,6 @@ class LazyLPIPS:
         return self.metric(a, b)
 
     def _build(self, device: torch.device) -> None:
-        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
-
         try:
             self.metric = LearnedPerceptualImagePatchSimilarity(normalize=True).to(device)
         except Exception as err:  # network errors differ by platform (URLError, OSError, RuntimeError)

@@ -100,48 +100,57 @@ class Spars3rPipeline(VanillaPipeline):
         Called by `ns-eval` (no `step`), the result also lists each view's correction under
         `test_pose_corrections`; evaluations during training log scalars only.
         """
-        self.eval()
-        before, after, corrections = [], [], []
-        if output_path is not None:
-            output_path.mkdir(parents=True, exist_ok=True)
-        names = self.datamanager.eval_dataset.image_filenames
-        scale = float(self.datamanager.eval_dataset._dataparser_outputs.dataparser_scale)
-        steps = self.config.test_pose_steps
-        with Progress(
-            TextColumn("[progress.description]{task.description}"), BarColumn(), TimeElapsedColumn(), MofNCompleteColumn(),
-            transient=True,
-        ) as progress:
-            task = progress.add_task(f"[green]Evaluating test views ({steps} pose steps each)", total=len(names))
-            for index, (camera, batch) in enumerate(self.datamanager.fixed_indices_eval_dataloader):
-                with torch.no_grad():
-                    metrics, _ = self.model.get_image_metrics_and_images(self.model.get_outputs(camera), batch)
-                before.append(metrics)
-                correction = optimise_test_pose(self.model, camera, batch, steps, self.config.test_pose_lr)
-                with torch.no_grad():
-                    outputs = self.model.get_outputs(correction.apply(camera))
-                    metrics, images = self.model.get_image_metrics_and_images(outputs, batch)
-                after.append(metrics)
-                rotation_deg = math.degrees(float(correction.rotation.detach().norm()))
-                corrections.append({
-                    "image": Path(names[index]).name,
-                    "rotation_deg": rotation_deg,
-                    "translation_sfm_units": float(correction.translation.detach().norm()) / scale,
-                    "rotation_vector": correction.rotation.detach().cpu().tolist(),
-                    "translation_vector_sfm_units": (correction.translation.detach().cpu() / scale).tolist(),
-                    "psnr_before_tpo": before[-1]["psnr"],
-                    "psnr": metrics["psnr"],
-                })
-                if output_path is not None:
-                    for key, image in images.items():
-                        vutils.save_image(image.permute(2, 0, 1).cpu(), output_path / f"eval_{key}_{index:04d}.png")
-                progress.advance(task)
-        self.train()
-        results = {**_average(after, "", get_std), **_average(before, "_before_tpo", get_std), "test_pose_steps": steps}
-        if self.model.lpips.unavailable:
-            results["lpips_unavailable"] = self.model.lpips.unavailable
-        if step is None:
-            results["test_pose_corrections"] = corrections
-        return results
+        return evaluate_test_views(
+            self, self.config.test_pose_steps, self.config.test_pose_lr, output_path, get_std, with_corrections=step is None
+        )
+
+
+def evaluate_test_views(
+    pipeline: VanillaPipeline, steps: int, lr: float, output_path: Optional[Path] = None, get_std: bool = False,
+    with_corrections: bool = False,
+) -> dict:
+    """Score every eval view of a splatfacto-family pipeline before and after test-time pose optimisation."""
+    model = pipeline.model
+    pipeline.eval()
+    before, after, corrections = [], [], []
+    if output_path is not None:
+        output_path.mkdir(parents=True, exist_ok=True)
+    dataset = pipeline.datamanager.eval_dataset
+    scale = float(dataset._dataparser_outputs.dataparser_scale)
+    with Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), TimeElapsedColumn(), MofNCompleteColumn(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"[green]Evaluating test views ({steps} pose steps each)", total=len(dataset))
+        for index, (camera, batch) in enumerate(pipeline.datamanager.fixed_indices_eval_dataloader):
+            with torch.no_grad():
+                metrics, _ = model.get_image_metrics_and_images(model.get_outputs(camera), batch)
+            before.append(metrics)
+            correction = optimise_test_pose(model, camera, batch, steps, lr)
+            with torch.no_grad():
+                metrics, images = model.get_image_metrics_and_images(model.get_outputs(correction.apply(camera)), batch)
+            after.append(metrics)
+            corrections.append({
+                "image": Path(dataset.image_filenames[index]).name,
+                "rotation_deg": math.degrees(float(correction.rotation.detach().norm())),
+                "translation_sfm_units": float(correction.translation.detach().norm()) / scale,
+                "rotation_vector": correction.rotation.detach().cpu().tolist(),
+                "translation_vector_sfm_units": (correction.translation.detach().cpu() / scale).tolist(),
+                "psnr_before_tpo": before[-1]["psnr"],
+                "psnr": metrics["psnr"],
+            })
+            if output_path is not None:
+                for key, image in images.items():
+                    vutils.save_image(image.permute(2, 0, 1).cpu(), output_path / f"eval_{key}_{index:04d}.png")
+            progress.advance(task)
+    pipeline.train()
+    results = {**_average(after, "", get_std), **_average(before, "_before_tpo", get_std), "test_pose_steps": steps}
+    unavailable = getattr(model.lpips, "unavailable", None)
+    if unavailable:
+        results["lpips_unavailable"] = unavailable
+    if with_corrections:
+        results["test_pose_corrections"] = corrections
+    return results
 
 
 def _average(per_view: list[dict], suffix: str, with_std: bool) -> dict:

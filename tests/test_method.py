@@ -1,0 +1,202 @@
+"""The spars3r method on CPU: the real `ns-train` and `ns-eval` on a synthetic scene, test-time
+pose optimisation, the depth loss, and the bad inputs of the method."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import roma
+import torch
+import yaml
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.utils.eval_utils import eval_setup
+
+from spars_ns.errors import InputError
+from spars_ns.ns.dataparser import SparsDataParserConfig
+from spars_ns.ns.dataset import SparsDataset
+from spars_ns.ns.model import LazyLPIPS, Spars3rModelConfig, depth_loss
+from spars_ns.pipeline import ProcessConfig, process
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
+
+ENV = {**os.environ, "COLUMNS": "200"}
+TEST_VIEWS = ["view_000.png", "view_004.png"]
+# Small enough for CPU: images at 80x60 (a quarter of the photos), 300 steps, 100 pose steps per test view.
+TRAIN_ARGS = [
+    "--vis", "tensorboard", "--max-num-iterations", "300", "--steps-per-eval-all-images", "0",
+    "--steps-per-eval-image", "0", "--steps-per-save", "1000", "--pipeline.test-pose-steps", "100",
+    "--pipeline.datamanager.camera-res-scale-factor", "0.25", "--pipeline.model.num-downscales", "0",
+    "--pipeline.model.warmup-length", "100", "--pipeline.model.refine-every", "50",
+]
+
+
+@pytest.fixture(scope="module")
+def depth_scene(photos, prior_files, tmp_path_factory):
+    """The synthetic photos with a prior aligned and refined: the scene has depth/ for the depth loss.
+    Few dense seed points: the CPU rasteriser's cost grows with the number of Gaussians."""
+    output = tmp_path_factory.mktemp("depth_scene")
+    return process(ProcessConfig(
+        images=photos, output=output, test_every=4, prior="files", prior_dir=prior_files, refine="global", max_dense_points=4000,
+    ))
+
+
+@pytest.fixture(scope="module")
+def trained(depth_scene, tmp_path_factory):
+    """config.yml of a real `ns-train spars3r` run on CPU."""
+    output = tmp_path_factory.mktemp("runs")
+    command = ["ns-train", "spars3r", "--data", str(depth_scene.root), "--output-dir", str(output), "--timestamp", "run", *TRAIN_ARGS]
+    out = subprocess.run(command, capture_output=True, text=True, env=ENV)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return output / depth_scene.root.name / "spars3r" / "run" / "config.yml"
+
+
+def mean_colour_psnr(pipeline) -> float:
+    """PSNR of predicting each test image by its own mean colour: what a model that learnt nothing scores."""
+    values = []
+    for _, batch in pipeline.datamanager.fixed_indices_eval_dataloader:
+        image = batch["image"].float() / 255.0
+        values.append(-10 * math.log10(float(((image - image.mean((0, 1))) ** 2).mean())))
+    return float(np.mean(values))
+
+
+def test_ns_eval_scores_test_views_after_pose_optimisation(trained, tmp_path):
+    result_path = tmp_path / "eval.json"
+    out = subprocess.run(["ns-eval", "--load-config", str(trained), "--output-path", str(result_path)], capture_output=True, text=True, env=ENV)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    results = json.loads(result_path.read_text())["results"]
+
+    _, pipeline, _, _ = eval_setup(trained, test_mode="test")
+    baseline = mean_colour_psnr(pipeline)
+    assert results["psnr"] > baseline + 6, (results["psnr"], baseline)
+    assert results["psnr_before_tpo"] > baseline + 6
+    assert 0 < results["ssim"] <= 1 and results["test_pose_steps"] == 100
+    assert ("lpips" in results) != ("lpips_unavailable" in results)
+    corrections = results["test_pose_corrections"]
+    assert [c["image"] for c in corrections] == TEST_VIEWS
+    # SfM registered the test views well: TPO only nudges them.
+    assert all(c["rotation_deg"] < 1.0 for c in corrections)
+
+
+def perturb(camera_to_worlds: torch.Tensor, degrees: float, offset: float, seed: int) -> None:
+    """Rotate each camera in place about a random axis through its centre, and move it by `offset`."""
+    generator = torch.Generator().manual_seed(seed)
+    for c2w in camera_to_worlds:
+        axis = torch.nn.functional.normalize(torch.randn(3, generator=generator), dim=0)
+        c2w[:, :3] = roma.rotvec_to_rotmat(axis * math.radians(degrees)) @ c2w[:, :3]
+        c2w[:, 3] += offset * torch.nn.functional.normalize(torch.randn(3, generator=generator), dim=0)
+
+
+def test_pose_optimisation_recovers_perturbed_test_views_with_gaussians_frozen(trained):
+    _, pipeline, _, _ = eval_setup(trained, test_mode="test")
+    perturb(pipeline.datamanager.eval_dataset.cameras.camera_to_worlds, degrees=1.5, offset=0.02, seed=0)
+    gaussians = {name: p.detach().clone() for name, p in pipeline.model.gauss_params.items()}
+
+    results = pipeline.get_average_eval_image_metrics()
+
+    assert results["psnr"] - results["psnr_before_tpo"] >= 3.0, results
+    for correction in results["test_pose_corrections"]:
+        assert 0.75 < correction["rotation_deg"] < 2.5  # it undid roughly the 1.5 degrees it was given
+    for name, before in gaussians.items():
+        assert torch.equal(pipeline.model.gauss_params[name], before), f"{name} changed during evaluation"
+        assert pipeline.model.gauss_params[name].requires_grad
+
+
+def test_moved_dataset_folder_is_named_by_ns_eval(trained, tmp_path):
+    moved = tmp_path / "somewhere_else"
+    run = yaml.load(trained.read_text(), Loader=yaml.Loader)
+    run.data = run.pipeline.datamanager.data = moved  # as if the scene folder had been moved there
+    config = tmp_path / "config.yml"
+    config.write_text(yaml.dump(run))
+    out = subprocess.run(["ns-eval", "--load-config", str(config), "--output-path", str(tmp_path / "e.json")],
+                         capture_output=True, text=True, env=ENV)
+    assert out.returncode != 0
+    assert f"dataset folder {moved} does not exist" in " ".join((out.stdout + out.stderr).split())
+
+
+def test_depth_maps_reach_the_batch_scaled_like_the_poses(depth_scene):
+    outputs = SparsDataParserConfig(data=depth_scene.root).setup().get_dataparser_outputs("train")
+    dataset = SparsDataset(outputs)
+    data = dataset.get_data(0)
+    stored = np.load(outputs.metadata["depth_filenames"][0])
+    assert data["depth_image"].shape == (*data["image"].shape[:2], 2)
+    depth, confidence = data["depth_image"][..., 0].numpy(), data["depth_image"][..., 1].numpy()
+    known = stored > 0
+    assert known.mean() > 0.5
+    assert np.allclose(depth[known], stored[known] * outputs.dataparser_scale, rtol=1e-5)
+    assert set(np.unique(confidence[known])) <= {0.0, 1.0}  # the synthetic prior's confidence is its hit mask
+
+
+def test_depth_of_the_wrong_size_is_refused_with_its_name(depth_scene, tmp_path):
+    copy = shutil.copytree(depth_scene.root, tmp_path / "scene")
+    bad = copy / "depth" / "view_001.npy"
+    np.save(bad, np.ones((10, 12), np.float32))
+    outputs = SparsDataParserConfig(data=copy).setup().get_dataparser_outputs("train")
+    with pytest.raises(InputError, match=r"view_001\.npy: depth map is 12x10 pixels but its image .*view_001\.png is 320x240"):
+        SparsDataset(outputs).get_data(0)
+
+
+def build_model(seed_points, **config):
+    return Spars3rModelConfig(**config).setup(
+        scene_box=SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]])), num_train_data=2, metadata={},
+        seed_points=seed_points,
+    )
+
+
+def test_model_starts_from_the_seed_points_on_cpu():
+    xyz = torch.rand(200, 3)
+    rgb = torch.randint(0, 256, (200, 3), dtype=torch.uint8)
+    model = build_model((xyz, rgb))
+    assert torch.equal(model.means, xyz)
+    assert torch.allclose(model.colors, rgb.float() / 255, atol=1e-6)
+    assert model.means.device.type == "cpu"
+
+
+def test_no_seed_points_start_from_random_gaussians_with_a_warning(capsys):
+    model = build_model(None, num_random=300)
+    assert model.num_points == 300
+    assert "no seed points" in capsys.readouterr().out
+
+
+def test_pearson_depth_loss_ignores_the_scale_and_shift_of_disparity():
+    torch.manual_seed(0)
+    target = torch.rand(32, 32, 1) * 4 + 1
+    weight = torch.ones_like(target)
+    affine = 1.0 / (0.5 / target + 0.1)  # disparity scaled and shifted
+    assert depth_loss(affine, target, weight, "pearson") < 1e-5
+    assert depth_loss(torch.rand(32, 32, 1) * 4 + 1, target, weight, "pearson") > 0.5
+    assert depth_loss(target * 1.5, target, weight, "metric") > 0.5
+
+
+def test_depth_loss_skips_unknown_and_untrusted_pixels():
+    target = torch.full((16, 16, 1), 2.0)
+    pred = target.clone()
+    pred[:8] = 7.0  # wrong where the prior is unknown (0) or has no confidence
+    target_unknown = target.clone()
+    target_unknown[:4] = 0.0
+    weight = torch.ones_like(target)
+    weight[4:8] = 0.0
+    assert depth_loss(pred, target_unknown, weight, "metric") == pytest.approx(0.0, abs=1e-6)
+    assert depth_loss(pred, target, torch.ones_like(target), "metric") > 2
+
+
+def test_lpips_is_built_from_local_weights_and_reported_unavailable_without(tmp_path, monkeypatch):
+    import torchvision
+
+    a, b = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *args, **kwargs: (_ for _ in ()).throw(OSError("offline")))
+    offline = LazyLPIPS()
+    assert math.isnan(offline(a, b)) and "alexnet-owt-7be5be79.pth" in offline.unavailable
+
+    # A randomly initialised AlexNet where torchvision looks for its weights.
+    checkpoints = tmp_path / "home" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(torchvision.models.alexnet().state_dict(), checkpoints / "alexnet-owt-7be5be79.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    local = LazyLPIPS()
+    same, different = float(local(a, a)), float(local(a, b))
+    assert local.unavailable is None and same == pytest.approx(0.0, abs=1e-6) and different > same
