@@ -49,6 +49,8 @@ class Args:
     """spars3r's dense prior (files needs --prior-dir)."""
     prior_dir: Path | None = None
     refine: Literal["none", "global", "local"] = "none"
+    max_dense_points: int = 500_000
+    """Cap on spars3r's dense seed points (keep it small on CPU)."""
     depth_loss_weight: float | None = None
     """spars3r's depth loss weight; default: the method's."""
     output: Path = Path("/tmp/bench_nvs")
@@ -123,7 +125,7 @@ def main(args: Args) -> None:
             if method == "spars3r":
                 scene = process(ProcessConfig(
                     images=photos, output=work / "spars3r_scene", test_views=tuple(test), prior=args.prior,
-                    prior_dir=args.prior_dir, refine=args.refine,
+                    prior_dir=args.prior_dir, refine=args.refine, max_dense_points=args.max_dense_points,
                 )).root
             else:
                 scene = defaults_scene(args.scene, photos, train, test, work / "defaults_scene")

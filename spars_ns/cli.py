@@ -32,7 +32,7 @@ def entrypoint() -> None:
     config = tyro.extras.subcommand_cli_from_dict(commands)
     try:
         if isinstance(config, DemoConfig):
-            run_demo(config, console)
+            run_demo(config)
         else:
             run_process(config)
     except SparsError as err:

@@ -16,6 +16,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from rich.console import Console
 
 from spars_ns.pipeline import ProcessConfig, process
 from spars_ns.synthetic import distorted_pointmap, make_scene
@@ -36,13 +37,15 @@ class DemoConfig:
     seed: int = 0
 
 
-def run_demo(config: DemoConfig, console) -> dict:
+def run_demo(config: DemoConfig) -> dict:
+    """Runs the demo; prints the metrics and where everything is on standard output."""
     from spars_ns.ns.runs import short_run
 
     on_cpu = not torch.cuda.is_available()
     steps = config.steps or (300 if on_cpu else 2000)
     test_pose_steps = config.test_pose_steps if config.test_pose_steps is not None else (100 if on_cpu else 500)
     output = config.output.resolve()
+    console = Console()
 
     synthetic = make_scene(num_views=config.views, seed=config.seed)
     photos, prior_dir = output / "photos", output / "prior"

@@ -5,13 +5,18 @@ import json
 import math
 import os
 import shutil
+import socket
 import subprocess
+import time
+import urllib.request
+
 
 import numpy as np
 import pytest
 import roma
 import torch
 import yaml
+from PIL import Image
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.utils.eval_utils import eval_setup
 
@@ -59,6 +64,14 @@ def mean_colour_psnr(pipeline) -> float:
     values = []
     for _, batch in pipeline.datamanager.fixed_indices_eval_dataloader:
         image = batch["image"].float() / 255.0
+        values.append(-10 * math.log10(float(((image - image.mean((0, 1))) ** 2).mean())))
+    return float(np.mean(values))
+
+
+def mean_colour_psnr_of(paths, size) -> float:
+    values = []
+    for path in paths:
+        image = np.asarray(Image.open(path).convert("RGB").resize(size, Image.Resampling.BILINEAR)) / 255.0
         values.append(-10 * math.log10(float(((image - image.mean((0, 1))) ** 2).mean())))
     return float(np.mean(values))
 
@@ -200,3 +213,40 @@ def test_lpips_is_built_from_local_weights_and_reported_unavailable_without(tmp_
     local = LazyLPIPS()
     same, different = float(local(a, a)), float(local(a, b))
     assert local.unavailable is None and same == pytest.approx(0.0, abs=1e-6) and different > same
+
+
+def test_ns_viewer_loads_a_trained_run_and_serves(trained):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    viewer = subprocess.Popen(
+        ["ns-viewer", "--load-config", str(trained), "--viewer.websocket-port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        page = None
+        while page is None and time.monotonic() < deadline and viewer.poll() is None:
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+            except OSError:
+                time.sleep(2)
+        assert page is not None, f"viewer exited with {viewer.poll()} or never answered"
+        assert "<html" in page.lower()
+    finally:
+        viewer.kill()
+        viewer.wait()
+
+
+def test_demo_runs_end_to_end_on_cpu(tmp_path):
+    out = subprocess.run(
+        ["spars-ns", "demo", "--output", str(tmp_path / "demo"), "--steps", "100", "--test-pose-steps", "10"],
+        capture_output=True, text=True, env=ENV,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    results = json.loads((tmp_path / "demo" / "eval.json").read_text())
+    assert results["test_pose_steps"] == 10 and len(results["test_pose_corrections"]) == 2
+    photos = [tmp_path / "demo" / "photos" / name for name in TEST_VIEWS]
+    assert results["psnr"] > mean_colour_psnr_of(photos, size=(80, 60)) + 3  # only 100 steps
+    printed = " ".join(out.stdout.split())
+    assert "ns-viewer --load-config" in printed and str(tmp_path / "demo" / "scene") in printed
