@@ -21,6 +21,7 @@ from spars_ns.align import (
 )
 from spars_ns.errors import InputError
 from spars_ns.export import sfm_points, transforms_dict, write_points_ply, write_transforms
+from spars_ns.features import FeatureType, LearnedFeaturesConfig
 from spars_ns.figures import residual_picture
 from spars_ns.images import ImageRecord, file_sha1, ingest_image, list_images
 from spars_ns.priors import DensePrior
@@ -42,6 +43,9 @@ class ProcessOptions:
     """Every Nth image by sorted name (the 1st, N+1th, ...) is held out as a test view; 0: none."""
     test_views: tuple[str, ...] = ()
     """File names of the photos to hold out as test views instead (overrides --test-every)."""
+    features: FeatureType = "sift"
+    """Local features of the SfM stage: SIFT (pycolmap), or ALIKED / DISK matched by LightGlue
+    (kornia; weights downloaded on first use, or --learned-features.*-checkpoint)."""
     prior: Literal["none", "files", "mast3r"] = "none"
     """Dense prior: none (SfM points only), files (depth or pointmaps from --prior-dir), mast3r."""
     prior_dir: Path | None = None
@@ -59,6 +63,7 @@ class ProcessOptions:
     max_dense_points: int = 500_000
     """Cap on the prior points written to points.ply (sampled evenly over images)."""
     sfm: SfMConfig = field(default_factory=SfMConfig)
+    learned_features: LearnedFeaturesConfig = field(default_factory=LearnedFeaturesConfig)
     mast3r: Mast3rConfig = field(default_factory=Mast3rConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     region_options: RegionsConfig = field(default_factory=RegionsConfig)
@@ -133,8 +138,12 @@ def ingest_stage(scene: SceneFolder, images_folder: Path) -> tuple[list[ImageRec
     return records, stage_fp
 
 
-def sfm_stage(scene: SceneFolder, records: list[ImageRecord], train: list[str], test: list[str], config: SfMConfig, upstream: str) -> str:
-    stage_fp = fingerprint("sfm", __version__, upstream, asdict(config), train, test, pycolmap.__version__)
+def sfm_stage(
+    scene: SceneFolder, records: list[ImageRecord], train: list[str], test: list[str], options: ProcessOptions, upstream: str,
+) -> str:
+    config = options.sfm
+    learned = asdict(options.learned_features) if options.features != "sift" else None
+    stage_fp = fingerprint("sfm", __version__, upstream, asdict(config), options.features, learned, train, test, pycolmap.__version__)
     report_path = scene.sfm_dir / "report.json"
     outputs = [scene.sparse_dir, scene.sparse_with_test_dir, report_path]
     if scene.is_current("sfm", stage_fp, outputs):
@@ -148,6 +157,7 @@ def sfm_stage(scene: SceneFolder, records: list[ImageRecord], train: list[str], 
             result = run_sfm(
                 scene.images_dir, records, train, test, work, config,
                 on_attempt=lambda i: progress.update(task, description=f"SfM on {len(train)} training views, initial pair {i + 1}"),
+                features=options.features, learned=options.learned_features,
             )
             registered_test = sorted(n for n in test if n not in result.unregistered)
             report = {
@@ -164,7 +174,7 @@ def sfm_stage(scene: SceneFolder, records: list[ImageRecord], train: list[str], 
             with atomic_dir(target) as tmp:
                 model.write(tmp)
     scene.record(
-        "sfm", stage_fp, asdict(config), time.perf_counter() - start,
+        "sfm", stage_fp, {**asdict(config), "features": options.features, "learned_features": learned}, time.perf_counter() - start,
         {
             "train_registered": len(report["registered_train"]), "train_total": len(train),
             "test_registered": len(registered_test), "test_total": len(test),
@@ -458,7 +468,7 @@ def process(config: ProcessConfig) -> SceneFolder:
     output.mkdir(parents=True, exist_ok=True)
     records, ingest_fp = ingest_stage(scene, images)
     train, test = split_names([r.name for r in records], config.test_every, config.test_views)
-    sfm_fp = sfm_stage(scene, records, train, test, config.sfm, ingest_fp)
+    sfm_fp = sfm_stage(scene, records, train, test, config, ingest_fp)
     prior_fp = prior_stage(scene, config, sfm_fp)
     align_fp = align_stage(scene, config, prior_fp)
     refine_fp = refine_stage(scene, config, prior_fp, align_fp)

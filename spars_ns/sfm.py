@@ -24,7 +24,9 @@ import numpy as np
 import pycolmap
 
 from spars_ns.errors import SfMError
+from spars_ns.features import FeatureType, LearnedFeaturesConfig, extract, global_descriptor, load_extractor, load_matcher, match
 from spars_ns.images import ImageRecord
+from spars_ns.pairs import PairsConfig, select_pairs, thumbnail_descriptor
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class SfMConfig:
     all_starts_up_to: int = 24
     """Up to this many training views every start is mapped and the best model kept; above
     it (a start then costs minutes) further starts are made only while views are missing."""
+    pairs: PairsConfig = field(default_factory=PairsConfig)
     seed: int = 0
 
 
@@ -64,15 +67,73 @@ class SfMResult:
     init_pairs_tried: int = 0
 
 
-def extract_and_match(database: Path, image_dir: Path, images: list[ImageRecord], config: SfMConfig) -> None:
-    """SIFT features for every image and verified matches for every pair, into a new database.
+def extract_and_match(
+    database: Path, image_dir: Path, images: list[ImageRecord], config: SfMConfig,
+    features: FeatureType = "sift", learned: LearnedFeaturesConfig | None = None,
+) -> None:
+    """Features for every image and verified matches for the selected pairs, into a new database.
 
-    Images share a camera when their size and EXIF focal length agree.
+    Images share a camera when their size and EXIF focal length agree. Pairs: all of them up
+    to `config.pairs.exhaustive_up_to` images, else a retrieval shortlist (pairs.py).
     """
-    extraction = pycolmap.FeatureExtractionOptions()
-    extraction.sift.max_num_features = config.max_num_features
-    extraction.sift.domain_size_pooling = config.domain_size_pooling
-    extraction.sift.estimate_affine_shape = config.estimate_affine_shape
+    names = [r.name for r in images]
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.min_num_inliers = config.min_num_inliers
+    verification.ransac.random_seed = config.seed
+    pairs_path = database.with_name("pairs.txt")
+    if features == "sift":
+        extraction = pycolmap.FeatureExtractionOptions()
+        extraction.sift.max_num_features = config.max_num_features
+        extraction.sift.domain_size_pooling = config.domain_size_pooling
+        extraction.sift.estimate_affine_shape = config.estimate_affine_shape
+        for group, reader in camera_groups(images, config):
+            pycolmap.extract_features(
+                database, image_dir, image_names=group, camera_mode=pycolmap.CameraMode.SINGLE,
+                reader_options=reader, extraction_options=extraction, device=pycolmap.Device.cpu,
+            )
+        descriptors = None
+        if len(names) > config.pairs.exhaustive_up_to:
+            descriptors = np.stack([thumbnail_descriptor(image_dir / n) for n in names])
+        write_pairs(pairs_path, select_pairs(names, descriptors, config.pairs))
+        matching = pycolmap.FeatureMatchingOptions()
+        matching.guided_matching = config.guided_matching
+        pycolmap.match_image_pairs(
+            database, matching_options=matching, pairing_options=pycolmap.ImportedPairingOptions(match_list_path=pairs_path),
+            verification_options=verification, device=pycolmap.Device.cpu,
+        )
+        return
+
+    learned = learned or LearnedFeaturesConfig()
+    import_images(database, image_dir, images, config)
+    extractor = load_extractor(features, learned)
+    found = {n: extract(extractor, image_dir / n, learned) for n in names}
+    del extractor
+    pairs = select_pairs(names, np.stack([global_descriptor(found[n]) for n in names]), config.pairs)
+    matcher = load_matcher(features, learned)
+    matches = {(a, b): match(matcher, found[a], found[b]) for a, b in pairs}
+    write_keypoints_and_matches(database, {n: f.keypoints for n, f in found.items()}, matches)
+    write_pairs(pairs_path, pairs)
+    pycolmap.verify_matches(database, pairs_path, options=verification)
+
+
+def write_keypoints_and_matches(
+    database: Path, keypoints: dict[str, np.ndarray], matches: dict[tuple[str, str], np.ndarray]
+) -> None:
+    """Keypoints (N, 2) per image name and raw matches (M, 2) per pair, into a database whose
+    cameras and images exist; pycolmap.verify_matches then adds the two-view geometries."""
+    db = pycolmap.Database.open(database)
+    try:
+        ids = {image.name: image.image_id for image in db.read_all_images()}
+        for name, points in keypoints.items():
+            db.write_keypoints(ids[name], np.ascontiguousarray(points, np.float32))
+        for (a, b), pairs in matches.items():
+            db.write_matches(ids[a], ids[b], np.ascontiguousarray(pairs, np.uint32))
+    finally:
+        db.close()
+
+
+def camera_groups(images: list[ImageRecord], config: SfMConfig):
+    """(image names, reader options) per camera: one per size and EXIF focal length."""
 
     def camera_key(record: ImageRecord):
         return (record.width, record.height, record.focal_prior or 0.0)
@@ -82,24 +143,18 @@ def extract_and_match(database: Path, image_dir: Path, images: list[ImageRecord]
         if focal:
             camera = pycolmap.Camera.create_from_model_name(0, config.camera_model, focal, width, height)
             reader.camera_params = camera.params_to_string()
-        pycolmap.extract_features(
-            database,
-            image_dir,
-            image_names=[r.name for r in group],
-            camera_mode=pycolmap.CameraMode.SINGLE,
-            reader_options=reader,
-            extraction_options=extraction,
-            device=pycolmap.Device.cpu,
-        )
+        yield [r.name for r in group], reader
 
-    matching = pycolmap.FeatureMatchingOptions()
-    matching.guided_matching = config.guided_matching
-    verification = pycolmap.TwoViewGeometryOptions()
-    verification.min_num_inliers = config.min_num_inliers
-    verification.ransac.random_seed = config.seed
-    pycolmap.match_exhaustive(
-        database, matching_options=matching, verification_options=verification, device=pycolmap.Device.cpu
-    )
+
+def import_images(database: Path, image_dir: Path, images: list[ImageRecord], config: SfMConfig) -> None:
+    """Cameras and images, without features, into a new database."""
+    pycolmap.Database.open(database).close()
+    for group, reader in camera_groups(images, config):
+        pycolmap.import_images(database, image_dir, camera_mode=pycolmap.CameraMode.SINGLE, image_names=group, options=reader)
+
+
+def write_pairs(path: Path, pairs: list[tuple[str, str]]) -> None:
+    path.write_text("".join(f"{a} {b}\n" for a, b in pairs))
 
 
 def mapper_options(config: SfMConfig, image_names: list[str]) -> pycolmap.IncrementalPipelineOptions:
@@ -259,6 +314,7 @@ def explain_unregistered(graph: MatchGraph, name: str, registered: list[str], co
 def run_sfm(
     image_dir: Path, images: list[ImageRecord], train_names: list[str], test_names: list[str],
     work_dir: Path, config: SfMConfig, on_attempt: Callable[[int], None] | None = None,
+    features: FeatureType = "sift", learned: LearnedFeaturesConfig | None = None,
 ) -> SfMResult:
     """Features, matches, mapping of training views, registration of test views.
 
@@ -268,7 +324,7 @@ def run_sfm(
     work_dir.mkdir(parents=True, exist_ok=True)
     database = work_dir / "database.db"
     database.unlink(missing_ok=True)
-    extract_and_match(database, image_dir, images, config)
+    extract_and_match(database, image_dir, images, config, features, learned)
     graph = MatchGraph(database)
     train, attempts = map_training_views(database, graph, image_dir, train_names, config, work_dir / "models", on_attempt)
 

@@ -1,0 +1,69 @@
+"""Which image pairs to match: all of them for small sets, a shortlist by retrieval above that.
+
+As in the Image Matching Challenge 2023 pipelines, a shortlist keeps each image's top-k
+nearest images by a global descriptor, plus, when the names look like frames of a video,
+its neighbours in name order. The global descriptor is whatever the caller gives: the
+mean of an image's learned local descriptors when learned features are used (no extra
+weights), or `thumbnail_descriptor`, which needs no weights at all.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass
+class PairsConfig:
+    exhaustive_up_to: int = 40
+    """Match every pair up to this many images; above it, a retrieval shortlist."""
+    top_k: int = 10
+    """Nearest images by global descriptor kept per image in the shortlist."""
+    sequential: int = 3
+    """Neighbours in name order also kept, when the names look like video frames (0: never)."""
+
+
+def select_pairs(names: list[str], descriptors: np.ndarray | None, config: PairsConfig) -> list[tuple[str, str]]:
+    """Unordered pairs (a, b) with a before b in `names`; `descriptors` (N, D) are needed above
+    `exhaustive_up_to`."""
+    if len(names) <= config.exhaustive_up_to:
+        return list(combinations(names, 2))
+    if descriptors is None or len(descriptors) != len(names):
+        raise ValueError("retrieval needs one global descriptor per image")
+    unit = descriptors / np.maximum(np.linalg.norm(descriptors, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    chosen: set[tuple[int, int]] = set()
+    k = min(config.top_k, len(names) - 1)
+    for i, row in enumerate(similarity):
+        for j in np.argpartition(-row, k - 1)[:k]:
+            chosen.add((min(i, int(j)), max(i, int(j))))
+    if config.sequential and looks_sequential(names):
+        order = sorted(range(len(names)), key=lambda i: names[i])
+        for position, i in enumerate(order):
+            for j in order[position + 1 : position + 1 + config.sequential]:
+                chosen.add((min(i, j), max(i, j)))
+    return [(names[i], names[j]) for i, j in sorted(chosen)]
+
+
+def looks_sequential(names: list[str]) -> bool:
+    """True when the names share a prefix and differ by a frame number (frame_0001.jpg, ...)."""
+    stems = [Path(n).stem for n in names]
+    parts = [re.fullmatch(r"(.*?)(\d+)", s) for s in stems]
+    if not all(parts):
+        return False
+    return len({p.group(1) for p in parts}) == 1
+
+
+def thumbnail_descriptor(path: Path, size: tuple[int, int] = (32, 24)) -> np.ndarray:
+    """A weight-free global descriptor: the image shrunk to 32x24 grey levels, zero-mean and
+    unit-norm. It finds the near-duplicate views of a walk-through; learned descriptors do better."""
+    with Image.open(path) as image:
+        grey = np.asarray(image.convert("L").resize(size, Image.Resampling.BILINEAR), np.float32).ravel()
+    grey -= grey.mean()
+    return grey / max(float(np.linalg.norm(grey)), 1e-12)

@@ -1,0 +1,132 @@
+"""Learned matching (kornia ALIKED/DISK + LightGlue) into the COLMAP database, and pair selection.
+
+No weights can be downloaded here: the models are the real kornia classes, randomly
+initialised, saved as local checkpoints and loaded the way a user's files are."""
+
+import numpy as np
+import pycolmap
+import pytest
+import torch
+
+from spars_ns.errors import InputError
+from spars_ns.features import LearnedFeaturesConfig, load_extractor
+from spars_ns.images import file_sha1, ingest_image
+from spars_ns.metrics import pair_errors_deg
+from spars_ns.pairs import PairsConfig, looks_sequential, select_pairs
+from spars_ns.sfm import (
+    MatchGraph, SfMConfig, extract_and_match, import_images, map_training_views, write_keypoints_and_matches, write_pairs,
+)
+from spars_ns.synthetic import camera_points
+
+from conftest import true_poses
+
+
+@pytest.fixture(scope="module")
+def records(photos, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ingested")
+    return folder, [ingest_image(photos / f"view_00{i}.png", folder, file_sha1(photos / f"view_00{i}.png")) for i in (1, 2, 3)]
+
+
+def random_checkpoints(kind: str, folder) -> LearnedFeaturesConfig:
+    import kornia.feature as KF
+
+    torch.manual_seed(0)
+    extractor = KF.ALIKED("aliked-n16", max_num_keypoints=256) if kind == "aliked+lightglue" else KF.DISK()
+    matcher = KF.LightGlue(None, **{**KF.LightGlue.features[kind.split("+")[0]], "weights": None})
+    torch.save(extractor.state_dict(), folder / "extractor.pth")
+    torch.save(matcher.state_dict(), folder / "matcher.pth")
+    return LearnedFeaturesConfig(
+        max_keypoints=256, resize_max=320, extractor_checkpoint=folder / "extractor.pth",
+        matcher_checkpoint=folder / "matcher.pth", device="cpu",
+    )
+
+
+@pytest.mark.parametrize("kind", ["aliked+lightglue", "disk+lightglue"])
+def test_learned_features_fill_the_database_pycolmap_reads(kind, records, tmp_path):
+    image_dir, images = records
+    learned = random_checkpoints(kind, tmp_path)
+    database = tmp_path / "database.db"
+    extract_and_match(database, image_dir, images, SfMConfig(), features=kind, learned=learned)
+
+    db = pycolmap.Database.open(database)
+    try:
+        stored = {image.name: image for image in db.read_all_images()}
+        assert sorted(stored) == sorted(r.name for r in images)
+        counts = {name: db.num_keypoints_for_image(image.image_id) for name, image in stored.items()}
+        assert all(0 < n <= 256 for n in counts.values())
+        for a, b in [("view_001.png", "view_002.png"), ("view_001.png", "view_003.png"), ("view_002.png", "view_003.png")]:
+            matches = db.read_matches(stored[a].image_id, stored[b].image_id)
+            assert matches.ndim == 2 and matches.shape[1] == 2
+            assert np.all(matches[:, 0] < counts[a]) and np.all(matches[:, 1] < counts[b])
+            assert db.exists_two_view_geometry(stored[a].image_id, stored[b].image_id)  # verification ran on every pair
+    finally:
+        db.close()
+
+
+def test_true_correspondences_written_as_learned_matches_verify_and_map(scene, records, tmp_path):
+    """The database path of learned features, fed with exact correspondences, gives verified
+    geometry and a mapped model with the true relative poses."""
+    image_dir, images = records
+    database = tmp_path / "database.db"
+    import_images(database, image_dir, images, SfMConfig())
+    rng = np.random.default_rng(0)
+    points, view = camera_points(scene, 2)
+    rows, cols = rng.integers(0, scene.height, 400), rng.integers(0, scene.width, 400)
+    hit = np.isfinite(view.depth[rows, cols])
+    cam = points[rows[hit], cols[hit]]  # 400 random pixels of view 2, unprojected: the shared 3D points
+    rotation, translation = scene.cam_from_world[2][:, :3], scene.cam_from_world[2][:, 3]
+    world = (cam - translation) @ rotation
+    keypoints, visible = {}, {}
+    for i, name in zip((1, 2, 3), ("view_001.png", "view_002.png", "view_003.png")):
+        c = world @ scene.cam_from_world[i][:, :3].T + scene.cam_from_world[i][:, 3]
+        uv = c @ scene.intrinsics.T
+        uv = uv[:, :2] / uv[:, 2:]
+        keypoints[name] = uv.astype(np.float32)
+        visible[name] = (c[:, 2] > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < scene.width) & (uv[:, 1] >= 0) & (uv[:, 1] < scene.height)
+    pairs = [("view_001.png", "view_002.png"), ("view_001.png", "view_003.png"), ("view_002.png", "view_003.png")]
+    matches = {}
+    for a, b in pairs:
+        both = np.flatnonzero(visible[a] & visible[b])
+        matches[(a, b)] = np.stack([both, both], 1)
+    write_keypoints_and_matches(database, keypoints, matches)
+    write_pairs(tmp_path / "pairs.txt", pairs)
+    pycolmap.verify_matches(database, tmp_path / "pairs.txt")
+
+    config = SfMConfig()
+    graph = MatchGraph(database)
+    model, _ = map_training_views(database, graph, image_dir, [r.name for r in images], config, tmp_path / "models")
+    assert model.num_reg_images() == 3
+    estimated = {model.image(i).name: model.image(i).cam_from_world().matrix() for i in model.reg_image_ids()}
+    truth = {k: v for k, v in true_poses(scene).items() if k in estimated}
+    assert max(pair_errors_deg(estimated, truth).values()) < 0.5
+
+
+def test_missing_weights_offline_name_the_option(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(InputError, match="--learned-features.extractor-checkpoint"):
+        load_extractor("disk+lightglue", LearnedFeaturesConfig(device="cpu"))
+
+
+def test_small_sets_match_every_pair():
+    names = [f"img{i}.jpg" for i in range(5)]
+    assert len(select_pairs(names, None, PairsConfig(exhaustive_up_to=5))) == 10
+
+
+def test_retrieval_keeps_nearest_images_and_video_neighbours():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16))
+    names = [f"shot_{c}{i}.jpg" for c in "abc" for i in range(4)]  # 3 places, 4 photos each
+    descriptors = np.concatenate([centres[k] + 0.05 * rng.normal(size=(4, 16)) for k in range(3)])
+    pairs = select_pairs(names, descriptors, PairsConfig(exhaustive_up_to=4, top_k=3, sequential=0))
+    assert len(pairs) == 3 * 6  # each place's photos pair up among themselves, nothing across
+    assert all(a[5] == b[5] for a, b in pairs)
+
+    frames = [f"frame_{i:04d}.jpg" for i in range(12)]
+    assert looks_sequential(frames) and not looks_sequential(names + ["other.jpg"])
+    with_video = select_pairs(frames, descriptors, PairsConfig(exhaustive_up_to=4, top_k=3, sequential=2))
+    assert ("frame_0003.jpg", "frame_0004.jpg") in with_video and ("frame_0003.jpg", "frame_0005.jpg") in with_video
