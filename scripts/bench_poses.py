@@ -3,9 +3,12 @@
     python scripts/bench_poses.py --scene ../shared/data/strecha/fountain-P11 --views 3
 
 For a scene folder with `images/` and a ground-truth nerfstudio `transforms.json`, picks K
-images evenly spaced by sorted name, runs both methods in one process, and prints a
-Markdown table: registered / total, median pair error (degrees), mAA@10, ATE (fraction of
-scene extent) and seconds.
+images evenly spaced by sorted name, runs our SfM stage with each `--features` type and
+pycolmap's defaults in one process, and prints a Markdown table: registered / total,
+median pair error (degrees), mAA@10, ATE (fraction of scene extent) and seconds. A feature
+type whose weights cannot be had gets a row saying so.
+
+    python scripts/bench_poses.py --scene ../shared/data/fox --views 6 --features sift aliked+lightglue disk+lightglue
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import numpy as np
 import pycolmap
 import tyro
 
+from spars_ns.errors import InputError, SfMError
+from spars_ns.features import FeatureType, LearnedFeaturesConfig
 from spars_ns.images import file_sha1, ingest_image
 from spars_ns.metrics import absolute_trajectory_error, evenly_spaced, load_true_poses, mean_average_accuracy, pair_errors_deg
 from spars_ns.sfm import SfMConfig, run_sfm
-from spars_ns.errors import SfMError
 
 
 @dataclass
@@ -32,7 +36,10 @@ class Args:
     """Scene folders with images/ and a ground-truth transforms.json."""
     views: list[int] = field(default_factory=lambda: [3])
     """Numbers of views K to pick, evenly spaced by sorted name."""
+    features: list[FeatureType] = field(default_factory=lambda: ["sift"])
+    """Feature types of our SfM stage, one row each."""
     sfm: SfMConfig = field(default_factory=SfMConfig)
+    learned_features: LearnedFeaturesConfig = field(default_factory=LearnedFeaturesConfig)
 
 
 def poses_of(model: pycolmap.Reconstruction | None) -> dict[str, np.ndarray]:
@@ -41,10 +48,11 @@ def poses_of(model: pycolmap.Reconstruction | None) -> dict[str, np.ndarray]:
     return {im.name: im.cam_from_world().matrix() for im in model.images.values() if im.has_pose}
 
 
-def run_ours(image_dir: Path, names: list[str], work: Path, config: SfMConfig) -> dict[str, np.ndarray]:
+def run_ours(image_dir: Path, names: list[str], work: Path, args: Args, features: FeatureType) -> dict[str, np.ndarray]:
     records = [ingest_image(image_dir / n, work, file_sha1(image_dir / n)) for n in names]
     try:
-        result = run_sfm(work, records, [r.name for r in records], [], work / "sfm", config)
+        result = run_sfm(work, records, [r.name for r in records], [], work / "sfm", args.sfm,
+                         features=features, learned=args.learned_features)
     except SfMError:
         return {}
     return poses_of(result.train)
@@ -79,19 +87,27 @@ def main(args: Args) -> None:
         for k in args.views:
             names = evenly_spaced(list(truth_all), k)
             truth = {n: truth_all[n] for n in names}
-            for method in ("spars-ns", "pycolmap defaults"):
+            for method in [f"spars-ns {f}" for f in args.features] + ["pycolmap defaults"]:
                 with tempfile.TemporaryDirectory() as tmp:
                     start = time.perf_counter()
-                    if method == "spars-ns":
-                        estimated = run_ours(scene / "images", names, Path(tmp), args.sfm)
-                    else:
-                        estimated = run_defaults(scene / "images", names, Path(tmp))
+                    try:
+                        if method == "pycolmap defaults":
+                            estimated = run_defaults(scene / "images", names, Path(tmp))
+                        else:
+                            estimated = run_ours(scene / "images", names, Path(tmp), args, method.split()[1])
+                    except InputError as err:  # learned weights not available
+                        print(f"{method}: {err}", flush=True)
+                        rows.append({"scene": scene.name, "views": k, "method": method, "unavailable": True})
+                        continue
                     rows.append({"scene": scene.name, "views": k, "method": method, **score(estimated, truth, time.perf_counter() - start)})
                 print(rows[-1], flush=True)
 
     print("\n| scene | views | method | registered | median pair err (deg) | mAA@10 | ATE / extent | seconds |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
+        if r.get("unavailable"):
+            print(f"| {r['scene']} | {r['views']} | {r['method']} | weights unavailable | | | | |")
+            continue
         print(
             f"| {r['scene']} | {r['views']} | {r['method']} | {r['registered']} | {r['median_pair_error_deg']:.2f} | "
             f"{r['mAA@10']:.3f} | {r['ATE']:.4f} | {r['seconds']:.1f} |"
