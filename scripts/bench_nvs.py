@@ -94,8 +94,8 @@ def defaults_scene(scene: Path, photos: Path, train: list[str], test: list[str],
                        **camera_to_opencv(model.camera(image.camera_id))})
     reference = camera_to_opencv(model.camera(registered[names[0]].camera_id))
     for name in test:
-        world_from_cam = np.linalg.inv(np.vstack([truth[name], [0, 0, 0, 1]]))
-        model_from_cam = to_model.matrix() @ world_from_cam
+        world_from_cam = np.linalg.inv(np.vstack([truth[name][:3], [0, 0, 0, 1]]))
+        model_from_cam = np.vstack([to_model.matrix(), [0, 0, 0, 1]]) @ world_from_cam
         model_from_cam[:3, :3] /= to_model.scale
         frames.append({"file_path": f"images/{name}", "transform_matrix": opencv_to_opengl_c2w(np.linalg.inv(model_from_cam)[:3]).tolist(),
                        **reference})
@@ -139,7 +139,7 @@ def main(args: Args) -> None:
     print("| views | method | PSNR before -> after TPO | SSIM before -> after | LPIPS before -> after | train s | peak GPU GiB | Gaussians |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        lpips = f"{r['lpips_before_tpo']:.3f} -> {r['lpips']:.3f}" if "lpips" in r else "n/a (no AlexNet weights)"
+        lpips = "n/a (no AlexNet weights)" if "lpips_unavailable" in r else f"{r['lpips_before_tpo']:.3f} -> {r['lpips']:.3f}"
         print(
             f"| {r['views']} | {r['method']} | {r['psnr_before_tpo']:.2f} -> {r['psnr']:.2f} | "
             f"{r['ssim_before_tpo']:.3f} -> {r['ssim']:.3f} | {lpips} | {r['train_seconds']:.0f} | "

@@ -18,7 +18,7 @@ import torch
 
 from spars_ns.ns.dataparser import SparsDataParserConfig
 from spars_ns.ns.model import LazyLPIPS
-from spars_ns.ns.pipeline import Spars3rPipelineConfig
+from spars_ns.ns.pipeline import Spars3rPipelineConfig, evaluate_test_views
 
 
 def short_run(
@@ -30,8 +30,6 @@ def short_run(
     quarter of their size (the CPU rasteriser's cost grows with pixels)."""
     from nerfstudio.scripts.train import main as train
     from nerfstudio.utils.eval_utils import eval_setup
-
-    from spars_ns.ns.pipeline import evaluate_test_views
 
     on_cpu = not torch.cuda.is_available()
     config = _method_config(method)
