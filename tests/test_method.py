@@ -152,9 +152,9 @@ def test_depth_of_the_wrong_size_is_refused_with_its_name(depth_scene, tmp_path)
         SparsDataset(outputs).get_data(0)
 
 
-def build_model(seed_points, **config):
+def build_model(seed_points, metadata=None, **config):
     return Spars3rModelConfig(**config).setup(
-        scene_box=SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]])), num_train_data=2, metadata={},
+        scene_box=SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]])), num_train_data=2, metadata=metadata or {},
         seed_points=seed_points,
     )
 
@@ -166,6 +166,14 @@ def test_model_starts_from_the_seed_points_on_cpu():
     assert torch.equal(model.means, xyz)
     assert torch.allclose(model.colors, rgb.float() / 255, atol=1e-6)
     assert model.means.device.type == "cpu"
+
+
+def test_depth_loss_is_on_only_where_the_scene_has_depth_and_a_weight():
+    seeds = (torch.rand(50, 3), torch.zeros(50, 3, dtype=torch.uint8))
+    with_depth = {"depth_filenames": ["a.npy", "b.npy"]}
+    assert build_model(seeds, with_depth).uses_depth
+    assert not build_model(seeds, {"depth_filenames": None}).uses_depth
+    assert not build_model(seeds, with_depth, depth_loss_weight=0.0).uses_depth
 
 
 def test_no_seed_points_start_from_random_gaussians_with_a_warning(capsys):
