@@ -29,7 +29,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 # nerfstudio's exponential learning-rate schedule leaves numpy floats in the optimiser and
 # scheduler state, which torch >= 2.6 refuses to unpickle by default, so `ns-eval` and
 # `ns-viewer` could not load a checkpoint. Numpy scalars are plain data: allow them.
-torch.serialization.add_safe_globals([np._core.multiarray.scalar, np.dtype, np.dtypes.Float64DType])
+_NUMPY_SCALAR = np.float64(0).__reduce__()[0]  # numpy's scalar reconstructor, wherever this numpy keeps it
+torch.serialization.add_safe_globals([_NUMPY_SCALAR, np.dtype, type(np.dtype(np.float64))])
 
 
 @dataclass
