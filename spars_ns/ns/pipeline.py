@@ -67,7 +67,7 @@ def optimise_test_pose(model: SplatfactoModel, camera: Cameras, batch: dict, ste
         return correction
     optimiser = torch.optim.Adam([correction.rotation, correction.translation], lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 0.1 ** (step / steps))
-    ssim = SSIM(data_range=1.0, size_average=True, channel=3)
+    ssim = SSIM(data_range=1.0, size_average=True, channel=3).to(device)  # its window is not moved for you
     frozen = [p for p in model.parameters() if p.requires_grad]
     for parameter in frozen:
         parameter.requires_grad_(False)
