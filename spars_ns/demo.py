@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 from rich.console import Console
 
 from spars_ns.pipeline import ProcessConfig, process
-from spars_ns.synthetic import distorted_pointmap, make_scene
+from spars_ns.synthetic import make_scene, write_prior_files
 
 
 @dataclass
@@ -48,12 +47,9 @@ def run_demo(config: DemoConfig) -> dict:
     console = Console()
 
     synthetic = make_scene(num_views=config.views, seed=config.seed)
-    photos, prior_dir = output / "photos", output / "prior"
+    photos = output / "photos"
     synthetic.write_images(photos)
-    prior_dir.mkdir(parents=True, exist_ok=True)
-    for index in range(synthetic.num_views):
-        pts3d, conf, _ = distorted_pointmap(synthetic, index, seed=config.seed)
-        np.savez(prior_dir / f"{Path(synthetic.image_name(index)).stem}.npz", pts3d=pts3d, conf=conf)
+    prior_dir = write_prior_files(synthetic, output / "prior", config.seed)
     scene = process(ProcessConfig(
         images=photos, output=output / "scene", test_every=4, prior="files", prior_dir=prior_dir, refine="global",
         max_dense_points=4000 if on_cpu else 200_000,  # the CPU rasteriser's cost grows with Gaussians

@@ -246,6 +246,15 @@ def distorted_pointmap(
     return np.where(hit[..., None], foreign, 0).astype(np.float32), conf, true_points
 
 
+def write_prior_files(scene: SyntheticScene, folder: Path, seed: int) -> Path:
+    """`distorted_pointmap` of every view as `<stem>.npz` (pts3d, conf): a files prior for `--prior files`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(scene.num_views):
+        pts3d, conf, _ = distorted_pointmap(scene, index, seed=seed)
+        np.savez(folder / f"{Path(scene.image_name(index)).stem}.npz", pts3d=pts3d, conf=conf)
+    return folder
+
+
 def sparse_observations(
     scene: SyntheticScene, points_per_view: int = 400, seed: int = 0
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:

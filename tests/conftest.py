@@ -7,7 +7,7 @@ import pycolmap
 import pytest
 
 from spars_ns.pipeline import ProcessConfig, process
-from spars_ns.synthetic import SyntheticScene, distorted_pointmap, make_scene
+from spars_ns.synthetic import SyntheticScene, make_scene, write_prior_files
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -35,11 +35,7 @@ def processed(photos, tmp_path_factory):
 @pytest.fixture(scope="session")
 def prior_files(scene, tmp_path_factory) -> Path:
     """Pointmaps that err the way learned priors do (`distorted_pointmap`), one per view."""
-    folder = tmp_path_factory.mktemp("prior_files")
-    for i in range(scene.num_views):
-        pts3d, conf, _ = distorted_pointmap(scene, i, seed=0)
-        np.savez(folder / f"view_{i:03d}.npz", pts3d=pts3d, conf=conf)
-    return folder
+    return write_prior_files(scene, tmp_path_factory.mktemp("prior_files"), seed=0)
 
 
 @pytest.fixture(scope="session")
