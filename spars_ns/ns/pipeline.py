@@ -125,11 +125,12 @@ def evaluate_test_views(
         task = progress.add_task(f"[green]Evaluating test views ({steps} pose steps each)", total=len(dataset))
         for index, (camera, batch) in enumerate(pipeline.datamanager.fixed_indices_eval_dataloader):
             with torch.no_grad():
-                metrics, _ = model.get_image_metrics_and_images(model.get_outputs(camera), batch)
+                metrics, images = model.get_image_metrics_and_images(model.get_outputs(camera), batch)
             before.append(metrics)
             correction = optimise_test_pose(model, camera, batch, steps, lr)
-            with torch.no_grad():
-                metrics, images = model.get_image_metrics_and_images(model.get_outputs(correction.apply(camera)), batch)
+            if steps > 0:  # otherwise the registered pose's render is the result
+                with torch.no_grad():
+                    metrics, images = model.get_image_metrics_and_images(model.get_outputs(correction.apply(camera)), batch)
             after.append(metrics)
             corrections.append({
                 "image": Path(dataset.image_filenames[index]).name,
