@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,10 +27,11 @@ import pycolmap
 import torch
 import tyro
 
-from spars_ns.ns.runs import short_run
+from bench_poses import defaults_model  # this script's folder is on sys.path
 from spars_ns.export import camera_to_opencv, sfm_points, write_points_ply
 from spars_ns.geometry import opencv_to_opengl_c2w
 from spars_ns.metrics import evenly_spaced, load_true_poses
+from spars_ns.ns.runs import short_run
 from spars_ns.pipeline import ProcessConfig, process
 
 Method = Literal["spars3r", "splatfacto"]
@@ -74,12 +74,9 @@ def link_photos(scene: Path, names: list[str], folder: Path) -> Path:
 def defaults_scene(scene: Path, photos: Path, train: list[str], test: list[str], output: Path) -> Path:
     """A nerfstudio dataset from pycolmap's default SfM of the training views (see the module doc for test poses)."""
     output.mkdir(parents=True, exist_ok=True)
-    database = output / "database.db"
-    database.unlink(missing_ok=True)
-    pycolmap.extract_features(database, photos, image_names=train, device=pycolmap.Device.cpu)
-    pycolmap.match_exhaustive(database, device=pycolmap.Device.cpu)
-    models = pycolmap.incremental_mapping(database, photos, output / "models")
-    model = max(models.values(), key=lambda m: m.num_reg_images())
+    model = defaults_model(photos, train, output)
+    if model is None:
+        raise SystemExit(f"pycolmap's defaults registered no model from {train}")
     registered = {im.name: im for im in model.images.values() if im.has_pose}
     truth = load_true_poses(scene / "transforms.json")
     names = [n for n in train if n in registered]

@@ -58,13 +58,18 @@ def run_ours(image_dir: Path, names: list[str], work: Path, args: Args, features
     return poses_of(result.train)
 
 
-def run_defaults(image_dir: Path, names: list[str], work: Path) -> dict[str, np.ndarray]:
+def defaults_model(image_dir: Path, names: list[str], work: Path) -> pycolmap.Reconstruction | None:
+    """pycolmap with its default options on `names`: the model with most registered images."""
     database = work / "database.db"
+    database.unlink(missing_ok=True)
     pycolmap.extract_features(database, image_dir, image_names=names, device=pycolmap.Device.cpu)
     pycolmap.match_exhaustive(database, device=pycolmap.Device.cpu)
     models = pycolmap.incremental_mapping(database, image_dir, work / "models")
-    largest = max(models.values(), key=lambda m: m.num_reg_images(), default=None)
-    return poses_of(largest)
+    return max(models.values(), key=lambda m: m.num_reg_images(), default=None)
+
+
+def run_defaults(image_dir: Path, names: list[str], work: Path) -> dict[str, np.ndarray]:
+    return poses_of(defaults_model(image_dir, names, work))
 
 
 def score(estimated: dict[str, np.ndarray], truth: dict[str, np.ndarray], seconds: float) -> dict:
