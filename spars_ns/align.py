@@ -14,32 +14,16 @@ cameras), so they do not depend on the reconstruction's arbitrary scale.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import pycolmap
 
+from spars_ns.options import AlignConfig
 from spars_ns.priors import DensePrior
 
 SOURCE_SFM, SOURCE_GLOBAL, SOURCE_REGION, SOURCE_REFINE = 0, 1, 2, 3
 REGION_GLOBAL, REGION_DROPPED = 0, -1
-
-
-@dataclass
-class AlignConfig:
-    """Options of the alignment stage. Defaults measured with scripts/bench_align.py."""
-
-    inlier_threshold: float = 0.01
-    """RANSAC inlier distance as a fraction of the scene depth."""
-    min_correspondences: int = 10
-    """Fewer SfM correspondences than this: the image keeps its SfM points only."""
-    min_region_outliers: int = 5
-    """Outliers a region must hold to get its own Sim3."""
-    min_region_inlier_ratio: float = 0.6
-    """A region's own fit must explain this share of its correspondences, or it is rejected."""
-    rejected_regions: Literal["global", "drop"] = "drop"
-    """Pixels of a rejected region: keep the global transform, or drop them."""
-    seed: int = 0
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""`spars-ns` command line: `spars-ns process --images DIR --output DIR`, `spars-ns demo`."""
+"""`spars-ns` command line: `spars-ns process --images DIR --output DIR`, `spars-ns demo`,
+`spars-ns export-splat --load-config config.yml --output-dir DIR`."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from rich.logging import RichHandler
 
 from spars_ns.demo import DemoConfig, run_demo
 from spars_ns.errors import SparsError
-from spars_ns.pipeline import ProcessConfig, process
+from spars_ns.ns.splat import ExportSplatConfig, export_splat
+from spars_ns.options import ProcessConfig
 
 console = Console(stderr=True)
 
 
 def run_process(config: ProcessConfig) -> None:
+    from spars_ns.pipeline import process  # pycolmap: not needed to export a trained run
+
     scene = process(config)
     counts = scene.stage_entry("export")["counts"]
     console.print(
@@ -25,16 +29,18 @@ def run_process(config: ProcessConfig) -> None:
     )
 
 
+def run_export_splat(config: ExportSplatConfig) -> None:
+    path, count = export_splat(config)
+    console.print(f"[green]Wrote {count} Gaussians to {path}[/green]")
+
+
 def entrypoint() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
     logging.getLogger("pycolmap").setLevel(logging.WARNING)
-    commands = {"process": ProcessConfig, "demo": DemoConfig}
-    config = tyro.extras.subcommand_cli_from_dict(commands)
+    commands = {"process": (ProcessConfig, run_process), "demo": (DemoConfig, run_demo), "export-splat": (ExportSplatConfig, run_export_splat)}
+    config = tyro.extras.subcommand_cli_from_dict({name: command for name, (command, _) in commands.items()})
     try:
-        if isinstance(config, DemoConfig):
-            run_demo(config)
-        else:
-            run_process(config)
+        next(run for command, run in commands.values() if isinstance(config, command))(config)
     except SparsError as err:
         console.print(f"[red]error:[/red] {err}")
         sys.exit(1)

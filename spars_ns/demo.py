@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from rich.console import Console
 
-from spars_ns.pipeline import ProcessConfig, process
+from spars_ns.options import ProcessConfig
 from spars_ns.synthetic import make_scene, write_prior_files
 
 
@@ -39,6 +39,7 @@ class DemoConfig:
 def run_demo(config: DemoConfig) -> dict:
     """Runs the demo; prints the metrics and where everything is on standard output."""
     from spars_ns.ns.runs import short_run
+    from spars_ns.pipeline import process
 
     on_cpu = not torch.cuda.is_available()
     steps = config.steps or (300 if on_cpu else 2000)

@@ -1,4 +1,4 @@
-"""Writes the scene as a nerfstudio dataset: `transforms.json` and the seed `points.ply`.
+"""Writes the scene as a nerfstudio dataset: `transforms.json`, and the SfM points for `points.ply` (`ply.py`).
 
 The world frame is COLMAP's (no axis permutation); nerfstudio's dataparser orients and
 scales poses and points together, so they stay consistent.
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pycolmap
-from plyfile import PlyData, PlyElement
 
 from spars_ns.errors import SfMError
 from spars_ns.geometry import opencv_to_opengl_c2w
@@ -97,30 +96,4 @@ def sfm_points(model: pycolmap.Reconstruction) -> tuple[np.ndarray, np.ndarray]:
     points = list(model.points3D.values())
     xyz = np.array([p.xyz for p in points], np.float32).reshape(-1, 3)
     rgb = np.array([p.color for p in points], np.uint8).reshape(-1, 3)
-    return xyz, rgb
-
-
-def write_points_ply(path, xyz: np.ndarray, rgb: np.ndarray, confidence: np.ndarray, source: np.ndarray) -> None:
-    """Binary PLY: x, y, z (float), red, green, blue (uchar), confidence (float) and source
-    (uchar: 0 sfm, 1 global, 2 region), readable by open3d, plyfile and nerfstudio."""
-    vertices = np.empty(len(xyz), dtype=[
-        ("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
-        ("confidence", "f4"), ("source", "u1"),
-    ])
-    for i, axis in enumerate("xyz"):
-        vertices[axis] = xyz[:, i]
-    for i, channel in enumerate(("red", "green", "blue")):
-        vertices[channel] = rgb[:, i]
-    vertices["confidence"] = confidence
-    vertices["source"] = source
-    tmp = path.with_name(f".{path.name}.partial")
-    PlyData([PlyElement.describe(vertices, "vertex")]).write(str(tmp))
-    tmp.replace(path)
-
-
-def read_points_ply(path) -> tuple[np.ndarray, np.ndarray]:
-    """(xyz float32 (N, 3), rgb uint8 (N, 3)) from a PLY written by `write_points_ply`."""
-    vertices = PlyData.read(str(path))["vertex"]
-    xyz = np.stack([vertices[a] for a in "xyz"], axis=1).astype(np.float32)
-    rgb = np.stack([vertices[c] for c in ("red", "green", "blue")], axis=1).astype(np.uint8)
     return xyz, rgb

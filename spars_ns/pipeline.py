@@ -6,9 +6,8 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pycolmap
@@ -17,71 +16,23 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from spars_ns import __version__
 from spars_ns.align import (
-    SOURCE_GLOBAL, SOURCE_REFINE, SOURCE_REGION, SOURCE_SFM, AlignConfig, align_scene, correspondences, depth_in_camera,
+    SOURCE_GLOBAL, SOURCE_REFINE, SOURCE_REGION, SOURCE_SFM, align_scene, correspondences, depth_in_camera,
 )
 from spars_ns.errors import InputError
-from spars_ns.export import sfm_points, transforms_dict, write_points_ply, write_transforms
-from spars_ns.features import FeatureType, LearnedFeaturesConfig
+from spars_ns.export import sfm_points, transforms_dict, write_transforms
 from spars_ns.figures import residual_picture
 from spars_ns.images import ImageRecord, file_sha1, ingest_image, list_images
+from spars_ns.options import ProcessConfig, ProcessOptions
+from spars_ns.ply import write_points_ply
 from spars_ns.priors import DensePrior
 from spars_ns.priors.files import load_file_prior
-from spars_ns.priors.mast3r import Mast3rConfig, load_model, predict_priors
-from spars_ns.refine import RefineConfig, RefineView, refine_depths
-from spars_ns.regions import RegionsConfig, SamRegions, superpixel_regions
+from spars_ns.priors.mast3r import load_model, predict_priors
+from spars_ns.refine import RefineView, refine_depths
+from spars_ns.regions import SamRegions, superpixel_regions
 from spars_ns.scene import SceneFolder, atomic_dir, atomic_write_text, fingerprint, library_versions
-from spars_ns.sfm import SfMConfig, run_sfm
+from spars_ns.sfm import run_sfm
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ProcessOptions:
-    """How photos are processed (shared by `spars-ns process` and the spars-data dataparser)."""
-
-    test_every: int = 0
-    """Every Nth image by sorted name (the 1st, N+1th, ...) is held out as a test view; 0: none."""
-    test_views: tuple[str, ...] = ()
-    """File names of the photos to hold out as test views instead (overrides --test-every)."""
-    features: FeatureType = "sift"
-    """Local features of the SfM stage: SIFT (pycolmap), or ALIKED / DISK matched by LightGlue
-    (kornia; weights downloaded on first use, or --learned-features.*-checkpoint)."""
-    prior: Literal["none", "files", "mast3r"] = "none"
-    """Dense prior: none (SfM points only), files (depth or pointmaps from --prior-dir), mast3r."""
-    prior_dir: Path | None = None
-    """Folder of <stem>.npy / <stem>.npz depth or pointmaps, for --prior files."""
-    alignment: Literal["none", "global", "two-stage"] = "two-stage"
-    """How the prior is mapped onto the SfM frame: none (SfM seeds only), one Sim3 per
-    image, or that plus a Sim3 per region where the global fit leaves outliers."""
-    regions: Literal["sam", "superpixels"] = "superpixels"
-    """Region proposals of the two-stage alignment: SAM (needs weights) or superpixels."""
-    refine: Literal["none", "global", "local"] = "none"
-    """Frozen-depth refinement of the prior's depth: none, a scale and shift per image, or
-    that plus a smooth local grid solved jointly for multi-view consistency."""
-    refine_input: Literal["depth", "disparity"] = "depth"
-    """What a files prior holds when it is refined without alignment (aligned priors are depth)."""
-    max_dense_points: int = 500_000
-    """Cap on the prior points written to points.ply (sampled evenly over images)."""
-    sfm: SfMConfig = field(default_factory=SfMConfig)
-    learned_features: LearnedFeaturesConfig = field(default_factory=LearnedFeaturesConfig)
-    mast3r: Mast3rConfig = field(default_factory=Mast3rConfig)
-    align: AlignConfig = field(default_factory=AlignConfig)
-    region_options: RegionsConfig = field(default_factory=RegionsConfig)
-    refine_options: RefineConfig = field(default_factory=RefineConfig)
-
-
-@dataclass(kw_only=True)
-class ProcessConfig(ProcessOptions):
-    """Turn a folder of photos into a processed scene (a nerfstudio dataset)."""
-
-    images: Path
-    """Folder of input photos (never modified)."""
-    output: Path
-    """Processed-scene folder to create or update."""
-
-    @classmethod
-    def from_options(cls, options: ProcessOptions, images: Path, output: Path) -> "ProcessConfig":
-        return cls(images=images, output=output, **{f.name: getattr(options, f.name) for f in fields(ProcessOptions)})
 
 
 def split_names(names: list[str], test_every: int, test_views: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
@@ -463,6 +414,11 @@ def process(config: ProcessConfig) -> SceneFolder:
     output = config.output.resolve()
     if output == images or images in output.parents:
         raise InputError(f"--output {output} must not be the image folder or inside it.")
+    if output in images.parents:  # e.g. nerfstudio's layout, proj/images with --output proj: ingest would replace proj/images
+        raise InputError(
+            f"--images {images} is inside --output {output}; processing rewrites that folder and must never touch your "
+            f"photos. Choose an output folder that does not hold them, e.g. --output {output.parent / (output.name + '-spars')}."
+        )
     pycolmap.logging.minloglevel = 2  # COLMAP's per-step INFO lines drown the progress display
     scene = SceneFolder(output)
     output.mkdir(parents=True, exist_ok=True)

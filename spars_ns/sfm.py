@@ -26,36 +26,10 @@ import pycolmap
 from spars_ns.errors import SfMError
 from spars_ns.features import FeatureType, LearnedFeaturesConfig, extract, global_descriptor, load_extractor, load_matcher, match
 from spars_ns.images import ImageRecord
-from spars_ns.pairs import PairsConfig, select_pairs, thumbnail_descriptor
+from spars_ns.options import SfMConfig
+from spars_ns.pairs import select_pairs, thumbnail_descriptor
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SfMConfig:
-    """Options of the SfM stage. Defaults measured in BENCHMARKS.md (bench_poses)."""
-
-    camera_model: str = "SIMPLE_RADIAL"
-    """COLMAP camera model; few views constrain little more than focal length and k1."""
-    max_num_features: int = 8192
-    domain_size_pooling: bool = True
-    """DSP-SIFT: more distinctive descriptors for wide baselines (CPU extraction only)."""
-    estimate_affine_shape: bool = True
-    """Affine-covariant SIFT: halves the pair error on 3-view Strecha scenes (BENCHMARKS.md)."""
-    guided_matching: bool = True
-    min_num_inliers: int = 15
-    """Verified matches a pair needs to count as overlapping."""
-    init_min_num_inliers: int = 30
-    init_min_tri_angle: float = 4.0
-    abs_pose_min_num_inliers: int = 15
-    abs_pose_min_inlier_ratio: float = 0.1
-    max_init_pairs: int = 6
-    """Starts of the mapper: COLMAP's choice of initial pair, then the strongest pairs."""
-    all_starts_up_to: int = 24
-    """Up to this many training views every start is mapped and the best model kept; above
-    it (a start then costs minutes) further starts are made only while views are missing."""
-    pairs: PairsConfig = field(default_factory=PairsConfig)
-    seed: int = 0
 
 
 @dataclass

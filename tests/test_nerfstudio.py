@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,10 +12,11 @@ from spars_ns.ns.dataparser import SparsDataParserConfig
 from spars_ns.pipeline import ProcessOptions
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+BIN = Path(sys.executable).parent  # the environment's own commands, also when it is not activated
 
 
 def test_ns_train_lists_spars3r_and_spars_data():
-    out = subprocess.run(["ns-train", "spars3r", "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    out = subprocess.run([str(BIN / "ns-train"), "spars3r", "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "spars-data" in out.stdout and "pipeline.model" in out.stdout
 
@@ -48,3 +50,18 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path):
     )
     assert out.returncode == 1
     assert "missing does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_training_a_processed_scene_needs_no_pycolmap(processed):
+    """The offline GPU install (scripts/offline_wheels.sh) leaves pycolmap out: the method, the
+    dataparser on a processed scene and the `spars-ns` commands must not import it."""
+    code = (
+        "import sys; sys.modules['pycolmap'] = None\n"  # any import of pycolmap now fails
+        "import spars_ns.configs, spars_ns.cli, spars_ns.ns.runs\n"
+        "from pathlib import Path\nfrom spars_ns.ns.dataparser import SparsDataParserConfig\n"
+        f"outputs = SparsDataParserConfig(data=Path({str(processed.root)!r})).setup().get_dataparser_outputs('train')\n"
+        "print(len(outputs.image_filenames))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "6"

@@ -177,6 +177,18 @@ def test_bad_options_are_refused(photos, tmp_path):
         process(ProcessConfig(images=photos, output=tmp_path / "s", test_views=("view_001.png", "nope.png")))
 
 
+def test_photos_inside_the_output_folder_are_refused_and_left_untouched(photos, tmp_path):
+    project = tmp_path / "proj"  # nerfstudio's layout: a dataset folder with images/ inside
+    shutil.copytree(photos, project / "images")
+    (project / "images" / "notes.txt").write_text("mine")
+    (project / "images" / "raw").mkdir()
+    (project / "images" / "raw" / "0001.cr2").write_bytes(b"raw camera file")
+    before = {p.relative_to(project): p.read_bytes() for p in project.rglob("*") if p.is_file()}
+    with pytest.raises(InputError, match=r"--images .*proj/images is inside --output .*proj; .*--output .*proj-spars"):
+        process(ProcessConfig(images=project / "images", output=project))
+    assert {p.relative_to(project): p.read_bytes() for p in project.rglob("*") if p.is_file()} == before
+
+
 def test_named_test_views_override_test_every():
     names = [f"view_{i:03d}.jpg" for i in range(6)]
     train, test = split_names(names, test_every=2, test_views=("view_005.png", "view_002"))

@@ -17,8 +17,8 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, Nerfst
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
 from spars_ns.errors import InputError
-from spars_ns.export import read_points_ply
-from spars_ns.pipeline import ProcessConfig, ProcessOptions, process
+from spars_ns.options import ProcessConfig, ProcessOptions
+from spars_ns.ply import read_points_ply
 from spars_ns.scene import SceneFolder
 
 
@@ -51,6 +51,8 @@ def resolve_scene(config: SparsDataParserConfig) -> Path:
         return data  # a nerfstudio dataset made elsewhere: load as is
     if SceneFolder(data).manifest_path.exists():
         return data
+    from spars_ns.pipeline import process  # needs pycolmap, which training a processed scene does not
+
     scene_dir = config.scene_dir or data.parent / f"{data.name}-spars"
     process(ProcessConfig.from_options(config.processing, images=data, output=scene_dir))
     return scene_dir

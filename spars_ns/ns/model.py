@@ -6,6 +6,8 @@ Departures from nerfstudio 1.1.5's splatfacto, and why:
 - `get_outputs` is our own: splatfacto's moves intrinsics with `.cuda()` and calls gsplat,
   which rasterises only with CUDA; ours takes the device from the model and falls back to
   the pure-PyTorch rasteriser (`cpu_rasterize.py`).
+- Densification can be gsplat's MCMCStrategy (a capped budget) instead of splatfacto's.
+- The viewer opens looking at the scene (`viewer.py`).
 - An optional depth loss against `depth/` from the processed scene (aligned or refined prior
   depth), masked by validity and weighted by the prior's confidence.
 """
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional, Type
 
 import torch
-from gsplat.strategy import DefaultStrategy
+from gsplat.strategy import DefaultStrategy, MCMCStrategy
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.model_components.lib_bilagrid import BilateralGrid
 from nerfstudio.models.splatfacto import (
@@ -36,6 +38,7 @@ from torchmetrics.image import PeakSignalNoiseRatio
 from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
 from spars_ns.ns import cpu_rasterize
+from spars_ns.ns.viewer import SceneView
 
 VIEWER_BACKGROUND = (0.1490, 0.1647, 0.2157)  # the viewer's background, as splatfacto uses
 
@@ -51,6 +54,17 @@ class Spars3rModelConfig(SplatfactoModelConfig):
     depth_loss_weight: float = 0.1
     """Weight of the depth loss; 0 turns it off. Ignored when the scene has no depth/.
     0.1 measured best of 0, 0.05, 0.1 and 0.2 on a synthetic scene at CPU scale (BENCHMARKS.md)."""
+    strategy: Literal["default", "mcmc"] = "default"
+    """Densification: splatfacto's (gsplat's DefaultStrategy: split, clone, prune), or gsplat's
+    MCMCStrategy (relocate and add Gaussians up to `max_gaussians`, with noise; needs CUDA)."""
+    max_gaussians: int = 1_000_000
+    """The MCMC strategy's budget of Gaussians."""
+    mcmc_noise_lr: float = 5e5
+    """Scale of the MCMC strategy's noise on the means, times the means' learning rate."""
+    mcmc_opacity_reg: float = 0.01
+    """MCMC: weight of the mean opacity in the loss (frees Gaussians for relocation)."""
+    mcmc_scale_reg: float = 0.01
+    """MCMC: weight of the mean scale in the loss."""
 
 
 class Spars3rModel(SplatfactoModel):
@@ -82,24 +96,47 @@ class Spars3rModel(SplatfactoModel):
             self.background_color = get_color(self.config.background_color)
         if self.config.use_bilateral_grid:
             self.bil_grids = BilateralGrid(self.num_train_data, *self.config.grid_shape)
-        self.strategy = DefaultStrategy(
-            prune_opa=self.config.cull_alpha_thresh,
-            grow_grad2d=self.config.densify_grad_thresh,
-            grow_scale3d=self.config.densify_size_thresh,
-            grow_scale2d=self.config.split_screen_size,
-            prune_scale3d=self.config.cull_scale_thresh,
-            prune_scale2d=self.config.cull_screen_size,
-            refine_scale2d_stop_iter=self.config.stop_screen_size_at,
-            refine_start_iter=self.config.warmup_length,
-            refine_stop_iter=self.config.stop_split_at,
-            reset_every=self.config.reset_alpha_every * self.config.refine_every,
-            refine_every=self.config.refine_every,
-            pause_refine_after_reset=self.num_train_data + self.config.refine_every,
-            absgrad=self.config.use_absgrad,
+        self.strategy = self._strategy()
+        if self.config.strategy == "mcmc":
+            self.strategy_state = self.strategy.initialize_state()
+        else:
+            self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+        self.scene_view = SceneView()  # the viewer finds it and opens looking at the scene
+
+    def _strategy(self) -> DefaultStrategy | MCMCStrategy:
+        config = self.config
+        if config.strategy == "mcmc":
+            if not torch.cuda.is_available():
+                raise RuntimeError("--pipeline.model.strategy mcmc needs CUDA: gsplat's relocation and noise run only there.")
+            return MCMCStrategy(  # min_opacity stays gsplat's (0.005), as in gsplat's own MCMC training
+                cap_max=config.max_gaussians, noise_lr=config.mcmc_noise_lr, refine_start_iter=config.warmup_length,
+                refine_stop_iter=config.stop_split_at, refine_every=config.refine_every,
+            )
+        return DefaultStrategy(
+            prune_opa=config.cull_alpha_thresh,
+            grow_grad2d=config.densify_grad_thresh,
+            grow_scale3d=config.densify_size_thresh,
+            grow_scale2d=config.split_screen_size,
+            prune_scale3d=config.cull_scale_thresh,
+            prune_scale2d=config.cull_screen_size,
+            refine_scale2d_stop_iter=config.stop_screen_size_at,
+            refine_start_iter=config.warmup_length,
+            refine_stop_iter=config.stop_split_at,
+            reset_every=config.reset_alpha_every * config.refine_every,
+            refine_every=config.refine_every,
+            pause_refine_after_reset=self.num_train_data + config.refine_every,
+            absgrad=config.use_absgrad,
             revised_opacity=False,
             verbose=False,
         )
-        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+
+    def step_post_backward(self, step):
+        if self.config.strategy == "default":
+            return super().step_post_backward(step)
+        self.strategy.step_post_backward(
+            params=self.gauss_params, optimizers=self.optimizers, state=self.strategy_state, step=self.step, info=self.info,
+            lr=self.optimizers["means"].param_groups[0]["lr"],
+        )
 
     def _initial_points(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Seed means and colours in [0, 1]: the scene's points, or random ones with a warning."""
@@ -160,9 +197,9 @@ class Spars3rModel(SplatfactoModel):
             sh_degree=sh_degree,
             render_mode="RGB+ED" if with_depth else "RGB",
             rasterize_mode=self.config.rasterize_mode,
-            absgrad=self.strategy.absgrad,
+            absgrad=self.config.strategy == "default" and self.strategy.absgrad,
         )
-        if self.training:
+        if self.training and self.config.strategy == "default":  # the MCMC strategy needs no 2D gradients
             self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)
 
         background = self._get_background_color()
@@ -179,6 +216,9 @@ class Spars3rModel(SplatfactoModel):
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> dict[str, torch.Tensor]:
         losses = super().get_loss_dict(outputs, batch, metrics_dict)
+        if self.training and self.config.strategy == "mcmc":
+            losses["mcmc_opacity_reg"] = self.config.mcmc_opacity_reg * torch.sigmoid(self.gauss_params["opacities"]).mean()
+            losses["mcmc_scale_reg"] = self.config.mcmc_scale_reg * torch.exp(self.gauss_params["scales"]).mean()
         if self.training and self.uses_depth:
             target = self._downscale_depth(batch["depth_image"].to(self.device))
             losses["depth_loss"] = self.config.depth_loss_weight * depth_loss(

@@ -26,10 +26,17 @@ def short_run(
 ) -> dict:
     """Train `method` (spars3r, or stock splatfacto) on a processed scene and score its test views
     with test-time pose optimisation. Returns the metrics, `config` (the run's config.yml),
-    `train_seconds`, `peak_gpu_gib` and `gaussians`. Without CUDA, images are used at a
-    quarter of their size (the CPU rasteriser's cost grows with pixels)."""
+    `train_seconds`, `peak_gpu_gib` and `gaussians`."""
+    trained = train_run(method, scene, output, steps, model_overrides)
+    results = score_run(method, Path(trained["config"]), test_pose_steps)
+    return {**results, **trained}
+
+
+def train_run(method: str, scene: Path, output: Path, steps: int, model_overrides: Optional[dict] = None) -> dict:
+    """Train `method` with nerfstudio's trainer. Returns `config` (the run's config.yml),
+    `train_seconds` and `peak_gpu_gib`. Without CUDA, images are used
+    at a quarter of their size (the CPU rasteriser's cost grows with pixels)."""
     from nerfstudio.scripts.train import main as train
-    from nerfstudio.utils.eval_utils import eval_setup
 
     on_cpu = not torch.cuda.is_available()
     config = _method_config(method)
@@ -56,13 +63,23 @@ def short_run(
         start = time.perf_counter()
         train(config)
         seconds = time.perf_counter() - start
-        peak = 0.0 if on_cpu else torch.cuda.max_memory_allocated() / 2**30
-        config_path = config.get_base_dir() / "config.yml"
+    peak = 0.0 if on_cpu else torch.cuda.max_memory_allocated() / 2**30
+    config_path = config.get_base_dir() / "config.yml"
+    return {"config": str(config_path), "train_seconds": seconds, "peak_gpu_gib": peak}
+
+
+def score_run(method: str, config_path: Path, test_pose_steps: int) -> dict:
+    """`ns-eval`'s scores of a trained run: every test view before and after `test_pose_steps` of
+    test-time pose optimisation (also for stock splatfacto), and the run's `gaussians`. Written beside the run's config as
+    `eval_with_test_pose_optimisation_<steps>.json`."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    with lpips_built_lazily(method):
         _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
     results = evaluate_test_views(pipeline, test_pose_steps, Spars3rPipelineConfig.test_pose_lr, with_corrections=True)
-    (config.get_base_dir() / "eval_with_test_pose_optimisation.json").write_text(json.dumps(results, indent=2))
-    return {**results, "config": str(config_path), "train_seconds": seconds, "peak_gpu_gib": peak,
-            "gaussians": pipeline.model.num_points}
+    results["gaussians"] = pipeline.model.num_points
+    (config_path.parent / f"eval_with_test_pose_optimisation_{test_pose_steps}.json").write_text(json.dumps(results, indent=2))
+    return results
 
 
 def _method_config(method: str):
@@ -75,8 +92,6 @@ def _method_config(method: str):
 
         return copy.deepcopy(method_configs["splatfacto"])
     raise ValueError(f"unknown method {method!r}: spars3r or splatfacto")
-
-
 
 
 @contextlib.contextmanager

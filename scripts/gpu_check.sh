@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The GPU checks of one session, as one command on a lent GPU machine (the `device` tool).
+#
+# Prepare on the development machine first (CPU, a few minutes), into the ignored folder .gpu/:
+#   bash scripts/offline_wheels.sh .gpu/wheels
+#   python scripts/bench_nvs.py prepare --scene ../shared/data/fox --views 6 12 --output .gpu/scenes
+#   python scripts/bench_nvs.py prepare --scene ../shared/data/strecha/fountain-P11 --views 5 --test-every 1 --output .gpu/scenes
+#   python scripts/bench_nvs.py prepare --scene ../shared/data/strecha/Herz-Jesus-P8 --views 5 --test-every 1 --output .gpu/scenes
+# then run, with carry [".gpu"]:   bash scripts/gpu_check.sh [STEPS] [DATASET ...]
+# (default 7000 steps on every prepared dataset; name datasets, e.g. fox_6, to run fewer).
+#
+# In order, each step bounded so that what finished comes back: install the wheels, build
+# gsplat's CUDA kernels for this GPU (timed), the CUDA tests, then per dataset the variants
+# of bench_nvs.py (one JSON per run), then `spars-ns export-splat` of a GPU-trained run.
+# Everything lands in $OUT: log.txt, benchmarks.tar (the JSON files), splat_header.txt.
+set -uo pipefail
+out=${OUT:-/tmp/gpu_check}
+json=/tmp/benchmarks  # tarred into $OUT: at most 8 files come back
+mkdir -p "$out" "$json"
+exec > >(tee "$out/log.txt") 2>&1
+steps=${1:-7000}
+shift || true
+datasets=("$@")
+[ ${#datasets[@]} -gt 0 ] || datasets=($(ls .gpu/scenes))
+export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
+stamp() { echo "[$(date +%T) +$((SECONDS))s] $*"; }
+
+stamp "machine"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python3 -m pip install -q --no-index --no-deps .gpu/wheels/*.whl || exit 1
+stamp "installed"; python3 -c "import torch, gsplat, nerfstudio; print(torch.__version__, gsplat.__version__)"
+
+# The first CUDA call compiles gsplat (nvcc, one architecture): time it apart from the tests.
+python3 -c "from gsplat.cuda._backend import _C; print('gsplat kernels', _C is not None)"
+stamp "gsplat built"
+timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_cpu_rasterize.py
+stamp "CUDA tests done"
+
+for dataset in "${datasets[@]}"; do
+    timeout 1200 python3 scripts/bench_nvs.py run --prepared ".gpu/scenes/$dataset" --steps "$steps" \
+        --variants splatfacto-defaults splatfacto spars3r spars3r-mcmc --test-pose-steps 100 500 \
+        --json-dir "$json" --runs /tmp/runs
+    stamp "$dataset done"
+    tar -cf "$out/benchmarks.tar" -C "$(dirname "$json")" "$(basename "$json")"
+done
+
+config=$(ls /tmp/runs/*spars3r/*/spars3r/*/config.yml 2>/dev/null | head -1)
+if [ -n "$config" ]; then
+    spars-ns export-splat --load-config "$config" --output-dir /tmp/export && head -c 2000 /tmp/export/splat.ply | strings | head -80 > "$out/splat_header.txt"
+    stamp "exported $config"
+fi
+python3 scripts/bench_nvs.py table "$json"/*.json

@@ -1,0 +1,52 @@
+"""`spars-ns export-splat`: a trained run's Gaussians as a 3DGS PLY, without open3d.
+
+The file is what `ns-export gaussian-splat` writes (same properties, order and filtering:
+see `spars_ns/ply.py`), in the same frame: nerfstudio's world frame, after the
+dataparser's orientation and scale (`dataparser_transforms.json` of the run maps it back).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from spars_ns.errors import InputError
+
+
+@dataclass
+class ExportSplatConfig:
+    """Write the Gaussians of a trained spars3r (or splatfacto) run as a PLY for splat viewers."""
+
+    load_config: Path
+    """config.yml of the run (as for ns-eval)."""
+    output_dir: Path
+    """Folder for the PLY (created if needed)."""
+    output_filename: str = "splat.ply"
+
+
+def export_splat(config: ExportSplatConfig) -> tuple[Path, int]:
+    """Writes the PLY; returns its path and the number of Gaussians in it."""
+    # Imported here: the nerfstudio import takes seconds that `spars-ns process --help` should not wait for.
+    from nerfstudio.models.splatfacto import SplatfactoModel
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from spars_ns.ply import write_splat_ply
+
+    if not config.load_config.is_file():
+        raise InputError(f"{config.load_config}: no such run config (the config.yml that ns-train wrote)")
+    _, pipeline, _, _ = eval_setup(config.load_config, test_mode="inference")
+    model = pipeline.model
+    if not isinstance(model, SplatfactoModel):
+        raise InputError(f"{config.load_config}: a {type(model).__name__} run; only Gaussian-splat runs (spars3r, splatfacto) export splats")
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    path = config.output_dir / config.output_filename
+    with torch.no_grad():
+        arrays = {name: value.numpy(force=True) for name, value in (
+            ("means", model.means), ("sh_dc", model.shs_0), ("sh_rest", model.shs_rest), ("opacity_logits", model.opacities),
+            ("log_scales", model.scales), ("quats", model.quats),
+        )}
+    if model.config.sh_degree == 0:
+        arrays["sh_rest"] = arrays["sh_rest"][:, :0]  # as nerfstudio writes it: no f_rest_* without higher SH
+    return path, write_splat_ply(path, **arrays)

@@ -1,0 +1,112 @@
+"""Processing options: importable without pycolmap.
+
+`ns-train`, `ns-eval` and `ns-viewer` parse the spars-data dataparser's processing options
+even when the scene is already processed; they need no SfM library then, so a GPU node can
+train without pycolmap (scripts/offline_wheels.sh). The options of the stages whose modules
+import pycolmap (sfm, align) live here; the other stages keep theirs beside their code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+from spars_ns.features import FeatureType, LearnedFeaturesConfig
+from spars_ns.pairs import PairsConfig
+from spars_ns.priors.mast3r import Mast3rConfig
+from spars_ns.refine import RefineConfig
+from spars_ns.regions import RegionsConfig
+
+
+@dataclass
+class SfMConfig:
+    """Options of the SfM stage. Defaults measured in BENCHMARKS.md (bench_poses)."""
+
+    camera_model: str = "SIMPLE_RADIAL"
+    """COLMAP camera model; few views constrain little more than focal length and k1."""
+    max_num_features: int = 8192
+    domain_size_pooling: bool = True
+    """DSP-SIFT: more distinctive descriptors for wide baselines (CPU extraction only)."""
+    estimate_affine_shape: bool = True
+    """Affine-covariant SIFT: halves the pair error on 3-view Strecha scenes (BENCHMARKS.md)."""
+    guided_matching: bool = True
+    min_num_inliers: int = 15
+    """Verified matches a pair needs to count as overlapping."""
+    init_min_num_inliers: int = 30
+    init_min_tri_angle: float = 4.0
+    abs_pose_min_num_inliers: int = 15
+    abs_pose_min_inlier_ratio: float = 0.1
+    max_init_pairs: int = 6
+    """Starts of the mapper: COLMAP's choice of initial pair, then the strongest pairs."""
+    all_starts_up_to: int = 24
+    """Up to this many training views every start is mapped and the best model kept; above
+    it (a start then costs minutes) further starts are made only while views are missing."""
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    seed: int = 0
+
+
+@dataclass
+class AlignConfig:
+    """Options of the alignment stage. Defaults measured with scripts/bench_align.py."""
+
+    inlier_threshold: float = 0.01
+    """RANSAC inlier distance as a fraction of the scene depth."""
+    min_correspondences: int = 10
+    """Fewer SfM correspondences than this: the image keeps its SfM points only."""
+    min_region_outliers: int = 5
+    """Outliers a region must hold to get its own Sim3."""
+    min_region_inlier_ratio: float = 0.6
+    """A region's own fit must explain this share of its correspondences, or it is rejected."""
+    rejected_regions: Literal["global", "drop"] = "drop"
+    """Pixels of a rejected region: keep the global transform, or drop them."""
+    seed: int = 0
+
+
+@dataclass
+class ProcessOptions:
+    """How photos are processed (shared by `spars-ns process` and the spars-data dataparser)."""
+
+    test_every: int = 0
+    """Every Nth image by sorted name (the 1st, N+1th, ...) is held out as a test view; 0: none."""
+    test_views: tuple[str, ...] = ()
+    """File names of the photos to hold out as test views instead (overrides --test-every)."""
+    features: FeatureType = "sift"
+    """Local features of the SfM stage: SIFT (pycolmap), or ALIKED / DISK matched by LightGlue
+    (kornia; weights downloaded on first use, or --learned-features.*-checkpoint)."""
+    prior: Literal["none", "files", "mast3r"] = "none"
+    """Dense prior: none (SfM points only), files (depth or pointmaps from --prior-dir), mast3r."""
+    prior_dir: Path | None = None
+    """Folder of <stem>.npy / <stem>.npz depth or pointmaps, for --prior files."""
+    alignment: Literal["none", "global", "two-stage"] = "two-stage"
+    """How the prior is mapped onto the SfM frame: none (SfM seeds only), one Sim3 per
+    image, or that plus a Sim3 per region where the global fit leaves outliers."""
+    regions: Literal["sam", "superpixels"] = "superpixels"
+    """Region proposals of the two-stage alignment: SAM (needs weights) or superpixels."""
+    refine: Literal["none", "global", "local"] = "none"
+    """Frozen-depth refinement of the prior's depth: none, a scale and shift per image, or
+    that plus a smooth local grid solved jointly for multi-view consistency."""
+    refine_input: Literal["depth", "disparity"] = "depth"
+    """What a files prior holds when it is refined without alignment (aligned priors are depth)."""
+    max_dense_points: int = 500_000
+    """Cap on the prior points written to points.ply (sampled evenly over images)."""
+    sfm: SfMConfig = field(default_factory=SfMConfig)
+    learned_features: LearnedFeaturesConfig = field(default_factory=LearnedFeaturesConfig)
+    mast3r: Mast3rConfig = field(default_factory=Mast3rConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    region_options: RegionsConfig = field(default_factory=RegionsConfig)
+    refine_options: RefineConfig = field(default_factory=RefineConfig)
+
+
+@dataclass(kw_only=True)
+class ProcessConfig(ProcessOptions):
+    """Turn a folder of photos into a processed scene (a nerfstudio dataset)."""
+
+    images: Path
+    """Folder of input photos (never modified)."""
+    output: Path
+    """Processed-scene folder to create or update."""
+
+    @classmethod
+    def from_options(cls, options: ProcessOptions, images: Path, output: Path) -> "ProcessConfig":
+        return cls(images=images, output=output, **{f.name: getattr(options, f.name) for f in fields(ProcessOptions)})

@@ -1,0 +1,74 @@
+"""The PLY files of a scene and of a trained run, written and read with plyfile.
+
+- `points.ply`: the processed scene's seed points, with their confidence and source.
+- `splat.ply`: a trained run's Gaussians in the layout of the 3D Gaussian Splatting
+  reference code, which nerfstudio's `ns-export gaussian-splat` writes and splat viewers
+  read. Ours needs no open3d: nerfstudio's exporter imports open3d and pymeshlab (500 MB,
+  and libusb on Linux) before it runs, which a GPU node installed offline does not have.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from plyfile import PlyData, PlyElement
+
+MIN_OPACITY_LOGIT = -5.5373  # logit(1/255): fainter Gaussians are skipped by the rasteriser, and not exported
+
+
+def _write_atomic(path: Path, vertices: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    PlyData([PlyElement.describe(vertices, "vertex")]).write(str(tmp))
+    tmp.replace(path)
+
+
+def write_points_ply(path, xyz: np.ndarray, rgb: np.ndarray, confidence: np.ndarray, source: np.ndarray) -> None:
+    """Binary PLY: x, y, z (float), red, green, blue (uchar), confidence (float) and source
+    (uchar: 0 sfm, 1 global, 2 region), readable by open3d, plyfile and nerfstudio."""
+    vertices = np.empty(len(xyz), dtype=[
+        ("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
+        ("confidence", "f4"), ("source", "u1"),
+    ])
+    for i, axis in enumerate("xyz"):
+        vertices[axis] = xyz[:, i]
+    for i, channel in enumerate(("red", "green", "blue")):
+        vertices[channel] = rgb[:, i]
+    vertices["confidence"] = confidence
+    vertices["source"] = source
+    _write_atomic(path, vertices)
+
+
+def read_points_ply(path) -> tuple[np.ndarray, np.ndarray]:
+    """(xyz float32 (N, 3), rgb uint8 (N, 3)) from a PLY written by `write_points_ply`."""
+    vertices = PlyData.read(str(path))["vertex"]
+    xyz = np.stack([vertices[a] for a in "xyz"], axis=1).astype(np.float32)
+    rgb = np.stack([vertices[c] for c in ("red", "green", "blue")], axis=1).astype(np.uint8)
+    return xyz, rgb
+
+
+def write_splat_ply(
+    path: Path, means: np.ndarray, sh_dc: np.ndarray, sh_rest: np.ndarray, opacity_logits: np.ndarray,
+    log_scales: np.ndarray, quats: np.ndarray,
+) -> int:
+    """Gaussians as a 3DGS PLY: x y z, nx ny nz (zero), f_dc_0..2, f_rest_* (channel-major, as
+    the reference code orders them), opacity (logit), scale_0..2 (log), rot_0..3 (wxyz), all
+    float. `sh_rest` is (N, K, 3) as splatfacto holds it. Gaussians with a non-finite value or
+    an opacity under 1/255 are left out, as nerfstudio's exporter does. Returns the count written."""
+    count = len(means)
+    sh_rest = sh_rest.transpose(0, 2, 1).reshape(count, -1)
+    columns = {
+        **{axis: means[:, i] for i, axis in enumerate("xyz")},
+        **{normal: np.zeros(count, np.float32) for normal in ("nx", "ny", "nz")},
+        **{f"f_dc_{i}": sh_dc[:, i] for i in range(3)},
+        **{f"f_rest_{i}": sh_rest[:, i] for i in range(sh_rest.shape[1])},
+        "opacity": opacity_logits.reshape(count),
+        **{f"scale_{i}": log_scales[:, i] for i in range(3)},
+        **{f"rot_{i}": quats[:, i] for i in range(4)},
+    }
+    keep = np.all([np.isfinite(column) for column in columns.values()], axis=0) & (columns["opacity"] >= MIN_OPACITY_LOGIT)
+    vertices = np.empty(int(keep.sum()), dtype=[(name, "f4") for name in columns])
+    for name, column in columns.items():
+        vertices[name] = column[keep]
+    _write_atomic(path, vertices)
+    return len(vertices)
