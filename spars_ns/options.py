@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
+from spars_ns.errors import InputError
 from spars_ns.features import FeatureType, LearnedFeaturesConfig
 from spars_ns.pairs import PairsConfig
 from spars_ns.priors.mast3r import Mast3rConfig
@@ -110,3 +111,23 @@ class ProcessConfig(ProcessOptions):
     @classmethod
     def from_options(cls, options: ProcessOptions, images: Path, output: Path) -> "ProcessConfig":
         return cls(images=images, output=output, **{f.name: getattr(options, f.name) for f in fields(ProcessOptions)})
+
+
+def check_options(config: ProcessOptions) -> None:
+    """Refuse option combinations that cannot work, before any photo is read."""
+    if config.test_every < 0:
+        raise InputError(f"--test-every must be 0 (no test views) or positive, got {config.test_every}.")
+    if config.prior == "files" and (config.prior_dir is None or not Path(config.prior_dir).is_dir()):
+        raise InputError(f"--prior files needs --prior-dir pointing at a folder (got {config.prior_dir}).")
+    aligned = config.prior != "none" and config.alignment != "none"
+    if config.refine != "none" and not (aligned or config.prior == "files"):
+        raise InputError(
+            "--refine needs depth to refine: a --prior with --alignment global or two-stage, "
+            "or --prior files (depth or disparity, see --refine-input)."
+        )
+    sam = config.region_options.sam_checkpoint
+    if aligned and config.alignment == "two-stage" and config.regions == "sam" and (sam is None or not Path(sam).is_file()):
+        raise InputError(
+            f"SAM checkpoint {sam} not found: pass --region-options.sam-checkpoint PATH "
+            "to the downloaded weights, or use --regions superpixels."
+        )

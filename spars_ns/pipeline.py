@@ -22,7 +22,7 @@ from spars_ns.errors import InputError
 from spars_ns.export import sfm_points, transforms_dict, write_transforms
 from spars_ns.figures import residual_picture
 from spars_ns.images import ImageRecord, file_sha1, ingest_image, list_images
-from spars_ns.options import ProcessConfig, ProcessOptions
+from spars_ns.options import ProcessConfig, ProcessOptions, check_options
 from spars_ns.ply import write_points_ply
 from spars_ns.priors import DensePrior
 from spars_ns.priors.files import load_file_prior
@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 
 def split_names(names: list[str], test_every: int, test_views: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
     """(train, test) by sorted name: the named test views, or else indices 0, N, 2N, ..."""
-    if test_every < 0:
-        raise InputError(f"--test-every must be 0 (no test views) or positive, got {test_every}.")
     names = sorted(names)
     if test_views:
         by_stem = {Path(n).stem: n for n in names}
@@ -144,11 +142,10 @@ def registered_train(scene: SceneFolder) -> tuple[pycolmap.Reconstruction, list[
 def prior_stage(scene: SceneFolder, config: ProcessConfig, upstream: str) -> str | None:
     """Dense priors of the registered training views, into prior/<stem>.npz."""
     if config.prior == "none":
+        scene.clear("prior", [scene.prior_dir])
         return None
     model, images = registered_train(scene)
     if config.prior == "files":
-        if config.prior_dir is None or not config.prior_dir.is_dir():
-            raise InputError(f"--prior files needs --prior-dir pointing at a folder (got {config.prior_dir}).")
         sources = sorted(p for p in config.prior_dir.iterdir() if p.suffix in (".npy", ".npz"))
         settings = [(p.name, file_sha1(p)) for p in sources]
     else:
@@ -196,6 +193,7 @@ def _region_proposer(config: ProcessConfig, working_images: dict[str, np.ndarray
 def align_stage(scene: SceneFolder, config: ProcessConfig, upstream: str | None) -> str | None:
     """Aligned priors into align/: per image points, depth, region ids, inlier mask, residual picture."""
     if upstream is None or config.alignment == "none":
+        scene.clear("align", [scene.align_dir])
         return None
     region_settings = (config.regions, asdict(config.region_options)) if config.alignment == "two-stage" else None
     stage_fp = fingerprint("align", __version__, upstream, config.alignment, region_settings, asdict(config.align))
@@ -263,12 +261,8 @@ def refine_stage(scene: SceneFolder, config: ProcessConfig, prior_fp: str | None
     """Refined depth: refine/<stem>.npz at working resolution; depth/<stem>.npy and the prior's
     confidence, depth/<stem>.confidence.npy, at image size."""
     if config.refine == "none":
+        scene.clear("refine", [scene.refine_dir, scene.depth_dir])
         return None
-    if align_fp is None and not (prior_fp and config.prior == "files"):
-        raise InputError(
-            "--refine needs depth to refine: a --prior with --alignment global or two-stage, "
-            "or --prior files (depth or disparity, see --refine-input)."
-        )
     kind = "depth" if align_fp else config.refine_input
     stage_fp = fingerprint("refine", __version__, prior_fp, align_fp, config.refine, kind, asdict(config.refine_options))
     if scene.is_current("refine", stage_fp, [scene.refine_dir, scene.depth_dir]):
@@ -313,7 +307,7 @@ def refine_stage(scene: SceneFolder, config: ProcessConfig, prior_fp: str | None
                 depth = np.nan_to_num(prior.resample_to_original(result.depth, camera.width, camera.height), nan=0.0)
                 points = unproject_working(result.depth, views[names.index(image.name)])
                 aligned_points = scene.align_dir / f"{stem}.npz"
-                if aligned_points.exists():  # seed points only where alignment left none
+                if align_fp and aligned_points.exists():  # seed points only where alignment left none
                     with np.load(aligned_points) as data:
                         points[np.isfinite(data["points"]).all(-1)] = np.nan
                 np.savez_compressed(working / f"{stem}.npz", points=points, depth=result.depth, conf=prior.conf)
@@ -351,9 +345,10 @@ def unproject_working(depth: np.ndarray, view: RefineView) -> np.ndarray:
     return ((cam - view.cam_from_world[:, 3]) @ view.cam_from_world[:, :3]).astype(np.float32)
 
 
-def dense_points(scene: SceneFolder, max_points: int, seed: int) -> tuple[np.ndarray, ...]:
-    """(xyz, rgb, confidence, source) sampled from aligned and refined priors, evenly over images."""
-    files = sorted(scene.align_dir.glob("*.npz")) + sorted(scene.refine_dir.glob("*.npz"))
+def dense_points(scene: SceneFolder, aligned: bool, refined: bool, max_points: int, seed: int) -> tuple[np.ndarray, ...]:
+    """(xyz, rgb, confidence, source) sampled from the aligned and refined priors of the stages
+    that ran (as the caller knows from their fingerprints), evenly over images."""
+    files = (sorted(scene.align_dir.glob("*.npz")) if aligned else []) + (sorted(scene.refine_dir.glob("*.npz")) if refined else [])
     rng = np.random.default_rng(seed)
     chunks = []
     for path in files:
@@ -388,7 +383,7 @@ def export_stage(
     xyz, rgb = sfm_points(pycolmap.Reconstruction(scene.sparse_dir))
     confidence, source = np.ones(len(xyz), np.float32), np.full(len(xyz), SOURCE_SFM, np.uint8)
     if any(dense_fp):
-        dense = dense_points(scene, config.max_dense_points, config.sfm.seed)
+        dense = dense_points(scene, dense_fp[0] is not None, dense_fp[1] is not None, config.max_dense_points, config.sfm.seed)
         xyz, rgb, confidence, source = (np.concatenate([a, b]) for a, b in zip((xyz, rgb, confidence, source), dense))
     write_points_ply(scene.points_path, xyz, rgb, confidence, source.astype(np.uint8))
     with_depth = dense_fp[1] is not None
@@ -409,7 +404,9 @@ def export_stage(
 
 
 def process(config: ProcessConfig) -> SceneFolder:
-    """Run every stage whose inputs changed; returns the processed scene."""
+    """Run every stage whose inputs changed; a stage switched off leaves no outputs and no
+    manifest entry. Returns the processed scene."""
+    check_options(config)
     images = config.images.resolve()
     output = config.output.resolve()
     if output == images or images in output.parents:
@@ -419,6 +416,7 @@ def process(config: ProcessConfig) -> SceneFolder:
             f"--images {images} is inside --output {output}; processing rewrites that folder and must never touch your "
             f"photos. Choose an output folder that does not hold them, e.g. --output {output.parent / (output.name + '-spars')}."
         )
+    split_names([p.name for p in list_images(images)], config.test_every, config.test_views)  # before any work
     pycolmap.logging.minloglevel = 2  # COLMAP's per-step INFO lines drown the progress display
     scene = SceneFolder(output)
     output.mkdir(parents=True, exist_ok=True)

@@ -146,5 +146,17 @@ class SceneFolder:
         }
         atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2))
 
+    def clear(self, stage: str, outputs: list[Path]) -> None:
+        """Forget a stage that is switched off: its manifest entry first, then its outputs, so
+        that a run killed in between leaves nothing that claims to be current."""
+        manifest = self.read_manifest()
+        if manifest["stages"].pop(stage, None) is not None:
+            atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2))
+        for path in outputs:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
     def stage_entry(self, stage: str) -> dict | None:
         return self.read_manifest()["stages"].get(stage)

@@ -83,9 +83,17 @@ def test_bad_prior_files_name_the_file(tmp_path, content, message):
         load_file_prior(tmp_path, "a.jpg", _camera())
 
 
-def test_files_prior_without_a_folder_is_refused(photos, tmp_path):
-    with pytest.raises(InputError, match="--prior-dir"):
-        process(ProcessConfig(images=photos, output=tmp_path / "s", prior="files"))
+@pytest.mark.parametrize("options, message", [
+    ({"prior": "files"}, "--prior-dir"),
+    ({"refine": "local"}, "--refine needs depth"),
+    ({"test_every": -1}, "--test-every must be 0"),
+    ({"prior": "mast3r", "regions": "sam"}, "SAM checkpoint None not found"),
+])
+def test_bad_option_combinations_are_refused_before_any_work(photos, tmp_path, options, message):
+    """Each would otherwise be found after SfM (minutes on real photos)."""
+    with pytest.raises(InputError, match=message):
+        process(ProcessConfig(images=photos, output=tmp_path / "s", **options))
+    assert not (tmp_path / "s").exists()
 
 
 def test_an_image_without_usable_prior_keeps_its_sfm_points(dense_scene, prior_files, photos, tmp_path):
@@ -144,11 +152,6 @@ def test_refined_depth_from_affine_invariant_files(scene, photos, processed, tmp
     assert outputs.metadata["depth_unit_scale_factor"] == 1.0
 
 
-def test_refine_without_depth_is_refused(photos, tmp_path):
-    with pytest.raises(InputError, match="--refine needs depth"):
-        process(ProcessConfig(images=photos, output=tmp_path / "s", refine="local"))
-
-
 def test_refined_cameras_reach_transforms_json(dense_scene, photos, prior_files, tmp_path):
     from spars_ns.refine import RefineConfig
 
@@ -169,3 +172,31 @@ def test_refined_cameras_reach_transforms_json(dense_scene, photos, prior_files,
         moved = frames[name]["transform_matrix"] != before[name]["transform_matrix"]
         assert moved == (camera["cam_from_world"] is not None)  # None: the correction was rejected
     assert frames["view_000.png"]["transform_matrix"] == before["view_000.png"]["transform_matrix"]
+
+
+def point_sources(scene) -> set[int]:
+    return set(np.unique(PlyData.read(str(scene.points_path))["vertex"]["source"]).tolist())
+
+
+def test_a_stage_switched_off_leaves_nothing_behind(dense_scene, photos, prior_files, tmp_path):
+    """On -> off for alignment, refinement and the prior, in turn, on one scene folder: each
+    stage's outputs and manifest entry go, and points.ply and transforms.json stop using them."""
+    output = tmp_path / "scene"
+    shutil.copytree(dense_scene.root, output)
+    options = {"images": photos, "output": output, "test_every": 4, "prior": "files", "prior_dir": prior_files, "refine": "global"}
+    scene = process(ProcessConfig(**options))
+    assert point_sources(scene) == {0, 1, 2} and scene.depth_dir.exists()
+
+    steps = [  # change, stage switched off, its outputs, seed sources left, depth listed
+        ({"alignment": "none"}, "align", [scene.align_dir], {0, 3}, True),  # the prior's own depth is refined now
+        ({"refine": "none"}, "refine", [scene.refine_dir, scene.depth_dir], {0}, False),
+        ({"prior": "none"}, "prior", [scene.prior_dir], {0}, False),
+    ]
+    for change, stage, gone, sources, with_depth in steps:
+        options |= change
+        scene = process(ProcessConfig(**options))
+        assert scene.stage_entry(stage) is None, stage
+        assert not any(path.exists() for path in gone), stage
+        assert point_sources(scene) == sources, stage
+        frames = json.loads(scene.transforms_path.read_text())["frames"]
+        assert all(("depth_file_path" in frame) == with_depth for frame in frames), stage
