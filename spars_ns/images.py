@@ -4,17 +4,22 @@ The scene folder gets its own copy of each photo, so nothing downstream can touc
 user's files. A photo is copied byte for byte when COLMAP and nerfstudio would read the
 same pixels from it; otherwise (EXIF rotation, palette/CMYK/16-bit modes, formats other
 than JPEG and PNG) it is rewritten as a PNG with the orientation applied, because COLMAP
-ignores EXIF orientation while a viewer shows the rotated picture.
+ignores EXIF orientation while a viewer shows the rotated picture. 16-bit and float
+greyscale photos are scaled to 8 bits (a plain conversion clips them to white). A name with
+whitespace gets underscores in the scene (`scene_name`): COLMAP's pair lists are
+space-separated, so "photo 3.jpg" would be read as "photo".
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from spars_ns.errors import InputError
@@ -44,6 +49,12 @@ class ImageRecord:
         return asdict(self)
 
 
+def scene_name(name: str) -> str:
+    """The name of a photo inside the scene: whitespace becomes underscores (COLMAP's pair
+    lists are space-separated)."""
+    return re.sub(r"\s", "_", name)
+
+
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside `folder`, sorted by name; other files are skipped with a warning."""
     if not folder.exists():
@@ -63,9 +74,10 @@ def list_images(folder: Path) -> list[Path]:
         raise InputError(f"Found only one image in {folder} ({images[0].name}); Structure-from-Motion needs at least 2.")
     stems: dict[str, Path] = {}
     for path in images:
-        if path.stem in stems:
-            raise InputError(f"{stems[path.stem]} and {path} share the name '{path.stem}'; rename one (per-image outputs are keyed by name).")
-        stems[path.stem] = path
+        stem = Path(scene_name(path.name)).stem
+        if stem in stems:
+            raise InputError(f"{stems[stem]} and {path} share the name '{stem}' in the scene; rename one (per-image outputs are keyed by name).")
+        stems[stem] = path
     return images
 
 
@@ -86,24 +98,30 @@ def ingest_image(source: Path, dest_folder: Path, sha1: str) -> ImageRecord:
             orientation = exif.get(_EXIF_ORIENTATION, 1)
             focal_35mm = exif.get_ifd(_EXIF_IFD).get(_EXIF_FOCAL_35MM)
             mode = raw.mode
-            reasons = []
+            reasons = []  # why the pixels or the format change
             if orientation not in (None, 1):
                 reasons.append(f"EXIF orientation {orientation} applied")
             if mode not in _COPYABLE_MODES:
-                reasons.append(f"mode {mode} converted to RGB")
+                reasons.append(f"mode {mode} converted to {'8-bit greyscale' if mode.startswith(('I', 'F')) else 'RGB'}")
             if source.suffix.lower() not in _COPYABLE_SUFFIXES:
                 reasons.append(f"{source.suffix} converted to PNG")
             if reasons:
                 image = ImageOps.exif_transpose(raw)
-                if image.mode not in _COPYABLE_MODES:
+                if image.mode.startswith(("I", "F")):
+                    image = to_8_bit(image, source)
+                elif image.mode not in _COPYABLE_MODES:
                     image = image.convert("RGB")
-                name = source.stem + ".png"
+                name = scene_name(source.stem) + ".png"
                 image.save(dest_folder / name)
                 width, height = image.size
             else:
-                name = source.name
+                name = scene_name(source.name)
                 shutil.copyfile(source, dest_folder / name)
                 width, height = raw.size
+            if scene_name(source.name) != source.name:
+                reasons.append("whitespace in the name replaced by underscores")
+    except InputError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise InputError(f"{source}: cannot read this image ({err}). Remove or replace the file.") from err
 
@@ -111,3 +129,21 @@ def ingest_image(source: Path, dest_folder: Path, sha1: str) -> ImageRecord:
     if focal_35mm:
         focal_prior = float(focal_35mm) / _FULL_FRAME_DIAGONAL_MM * (width**2 + height**2) ** 0.5
     return ImageRecord(name, str(source), sha1, width, height, focal_prior, "; ".join(reasons) or None)
+
+
+def to_8_bit(image: Image.Image, source: Path) -> Image.Image:
+    """A 16-bit integer (modes I;16*, or I within 0..65535) or float (F, within 0..1) greyscale
+    image scaled to 8-bit greyscale."""
+    values = np.asarray(image).astype(np.float64)
+    if image.mode == "F":
+        full_scale = 1.0
+    elif image.mode.startswith("I;16") or (values.min() >= 0 and values.max() <= 65535):
+        full_scale = 65535.0
+    else:
+        full_scale = None
+    if full_scale is None or not np.isfinite(values).all() or values.min() < 0 or values.max() > full_scale:
+        raise InputError(
+            f"{source}: a {image.mode} image with values from {values.min():g} to {values.max():g}, outside "
+            f"0..{full_scale or 65535:g}; save it as 8- or 16-bit PNG or JPEG."
+        )
+    return Image.fromarray(np.round(values / full_scale * 255).astype(np.uint8))

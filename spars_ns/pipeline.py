@@ -21,7 +21,7 @@ from spars_ns.align import (
 from spars_ns.errors import InputError
 from spars_ns.export import sfm_points, transforms_dict, write_transforms
 from spars_ns.figures import residual_picture
-from spars_ns.images import ImageRecord, file_sha1, ingest_image, list_images
+from spars_ns.images import ImageRecord, file_sha1, ingest_image, list_images, scene_name
 from spars_ns.options import ProcessConfig, ProcessOptions, check_options
 from spars_ns.ply import write_points_ply
 from spars_ns.priors import DensePrior
@@ -38,12 +38,12 @@ log = logging.getLogger(__name__)
 def split_names(names: list[str], test_every: int, test_views: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
     """(train, test) by sorted name: the named test views, or else indices 0, N, 2N, ..."""
     names = sorted(names)
-    if test_views:
-        by_stem = {Path(n).stem: n for n in names}
-        missing = [v for v in test_views if Path(v).stem not in by_stem]
+    if test_views:  # by the scene's stem: the scene's copy may be renamed (scene_name) or rewritten as PNG
+        by_stem = {Path(scene_name(n)).stem: n for n in names}
+        missing = [v for v in test_views if Path(scene_name(v)).stem not in by_stem]
         if missing:
             raise InputError(f"--test-views names photos that are not in the image folder: {', '.join(missing)}")
-        test = [by_stem[Path(v).stem] for v in test_views]
+        test = [by_stem[Path(scene_name(v)).stem] for v in test_views]
     else:
         test = [n for i, n in enumerate(names) if test_every and i % test_every == 0]
     train = [n for n in names if n not in test]

@@ -93,3 +93,35 @@ def test_grayscale_is_kept_and_palette_images_become_rgb(tmp_path):
     Image.open(tmp_path / "gray.png").convert("P").save(tmp_path / "palette.png")
     palette = ingest_image(tmp_path / "palette.png", out, "y")
     assert "mode P" in palette.rewritten and Image.open(out / "palette.png").mode == "RGB"
+
+
+def test_16_bit_and_float_greyscale_are_scaled_not_clipped(tmp_path):
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (48, 1))  # a 16-bit PNG opens as mode I;16
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    Image.fromarray((ramp / 65535.0).astype(np.float32)).save(tmp_path / "float.tif")
+    out = tmp_path / "scene"
+    out.mkdir()
+    for name in ("deep.png", "float.tif"):
+        record = ingest_image(tmp_path / name, out, "x")
+        copy = np.asarray(Image.open(out / record.name))
+        assert copy.shape == (48, 64) and record.name.endswith(".png")
+        assert np.abs(copy.astype(float) - ramp / 257.0).max() <= 1.0, name  # not all white
+        assert "8-bit greyscale" in record.rewritten
+
+
+def test_float_images_outside_0_to_1_are_refused_with_the_reason(tmp_path):
+    Image.fromarray(np.full((30, 40), 3.5, np.float32)).save(tmp_path / "hdr.tif")
+    (tmp_path / "scene").mkdir()
+    with pytest.raises(InputError, match=r"hdr\.tif: a F image with values from 3.5 to 3.5, outside 0..1"):
+        ingest_image(tmp_path / "hdr.tif", tmp_path / "scene", "x")
+
+
+def test_whitespace_in_a_name_becomes_underscores_in_the_scene(tmp_path):
+    _noise_image(tmp_path / "photo 3.jpg")
+    (tmp_path / "scene").mkdir()
+    record = ingest_image(tmp_path / "photo 3.jpg", tmp_path / "scene", "x")
+    assert record.name == "photo_3.jpg" and "whitespace" in record.rewritten
+    assert (tmp_path / "scene" / "photo_3.jpg").read_bytes() == (tmp_path / "photo 3.jpg").read_bytes()
+    _noise_image(tmp_path / "photo_3.png")
+    with pytest.raises(InputError, match="share the name 'photo_3'"):
+        list_images(tmp_path)

@@ -189,6 +189,16 @@ def test_photos_inside_the_output_folder_are_refused_and_left_untouched(photos, 
     assert {p.relative_to(project): p.read_bytes() for p in project.rglob("*") if p.is_file()} == before
 
 
+def test_a_photo_with_a_space_in_its_name_is_registered(photos, tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(photos, folder)
+    (folder / "view_003.png").rename(folder / "view 003.png")
+    scene = process(ProcessConfig(images=folder, output=tmp_path / "scene", test_views=("view 004.png",)))
+    report = json.loads((scene.sfm_dir / "report.json").read_text())
+    assert "view_003.png" in report["registered_train"] and not report["unregistered"]
+    assert report["registered_test"] == ["view_004.png"]
+
+
 def test_named_test_views_override_test_every():
     names = [f"view_{i:03d}.jpg" for i in range(6)]
     train, test = split_names(names, test_every=2, test_views=("view_005.png", "view_002"))
