@@ -44,6 +44,12 @@ def entrypoint() -> None:
     except SparsError as err:
         console.print(f"[red]error:[/red] {err}")
         sys.exit(1)
+    except OSError as err:  # a folder that cannot be written, a full disk: the path and the reason, no traceback
+        console.print(f"[red]error:[/red] {err.filename or ''}: {err.strerror or err}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: the stages that finished are kept; run the same command to resume.")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -420,11 +420,12 @@ def process(config: ProcessConfig) -> SceneFolder:
     pycolmap.logging.minloglevel = 2  # COLMAP's per-step INFO lines drown the progress display
     scene = SceneFolder(output)
     output.mkdir(parents=True, exist_ok=True)
-    records, ingest_fp = ingest_stage(scene, images)
-    train, test = split_names([r.name for r in records], config.test_every, config.test_views)
-    sfm_fp = sfm_stage(scene, records, train, test, config, ingest_fp)
-    prior_fp = prior_stage(scene, config, sfm_fp)
-    align_fp = align_stage(scene, config, prior_fp)
-    refine_fp = refine_stage(scene, config, prior_fp, align_fp)
-    export_stage(scene, train, test, sfm_fp, [align_fp, refine_fp], config)
+    with scene.lock():
+        records, ingest_fp = ingest_stage(scene, images)
+        train, test = split_names([r.name for r in records], config.test_every, config.test_views)
+        sfm_fp = sfm_stage(scene, records, train, test, config, ingest_fp)
+        prior_fp = prior_stage(scene, config, sfm_fp)
+        align_fp = align_stage(scene, config, prior_fp)
+        refine_fp = refine_stage(scene, config, prior_fp, align_fp)
+        export_stage(scene, train, test, sfm_fp, [align_fp, refine_fp], config)
     return scene

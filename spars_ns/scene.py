@@ -9,6 +9,7 @@ it was in.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -118,6 +119,26 @@ class SceneFolder:
     @property
     def manifest_path(self) -> Path:
         return self.root / "manifest.json"
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Held while a process writes the scene: a second process on the same folder is refused
+        (it would delete the first one's database). The OS releases it when the process ends."""
+        path = self.root / ".lock"
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                other = handle.read().strip() or "unknown"
+                raise InputError(
+                    f"{self.root} is being processed by another process (pid {other}); wait for it to finish, "
+                    f"or give another --output."
+                ) from None
+            handle.truncate(0)
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
 
     def read_manifest(self) -> dict:
         if not self.manifest_path.exists():

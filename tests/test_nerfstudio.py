@@ -1,8 +1,11 @@
 """The nerfstudio side: entry points, and the spars-data dataparser on real processed scenes."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +53,34 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path):
     )
     assert out.returncode == 1
     assert "missing does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_reports_an_os_error_as_one_line_naming_the_path(photos, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    out = subprocess.run(
+        [sys.executable, "-m", "spars_ns.cli", "process", "--images", str(photos), "--output", str(blocker / "scene")],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"},
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"error: {blocker / 'scene'}: Not a directory" in " ".join(out.stderr.split())
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_processing_with_one_line_and_keeps_finished_stages(photos, tmp_path):
+    output = tmp_path / "scene"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "spars_ns.cli", "process", "--images", str(photos), "--output", str(output)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
+    )
+    deadline = time.monotonic() + 60
+    while not (output / "manifest.json").exists() and time.monotonic() < deadline:  # ingest recorded, SfM under way
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130 and "Traceback" not in stderr
+    assert "interrupted: the stages that finished are kept" in " ".join(stderr.split())
+    assert json.loads((output / "manifest.json").read_text())["stages"].keys() == {"ingest"}
 
 
 def test_training_a_processed_scene_needs_no_pycolmap(processed):

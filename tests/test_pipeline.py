@@ -1,6 +1,7 @@
 """The SfM stage and the processed-scene folder, checked against the synthetic ground truth."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -197,6 +198,15 @@ def test_a_photo_with_a_space_in_its_name_is_registered(photos, tmp_path):
     report = json.loads((scene.sfm_dir / "report.json").read_text())
     assert "view_003.png" in report["registered_train"] and not report["unregistered"]
     assert report["registered_test"] == ["view_004.png"]
+
+
+def test_a_second_process_on_the_same_scene_is_refused(photos, tmp_path):
+    scene = pipeline.SceneFolder(tmp_path / "scene")
+    scene.root.mkdir()
+    with scene.lock():  # as if another run were processing this folder
+        with pytest.raises(InputError, match=rf"scene is being processed by another process \(pid {os.getpid()}\)"):
+            process(ProcessConfig(images=photos, output=scene.root))
+    assert sorted(p.name for p in scene.root.iterdir()) == [".lock"]  # the refused run wrote nothing
 
 
 def test_named_test_views_override_test_every():
