@@ -290,6 +290,11 @@ def refine_stage(scene: SceneFolder, config: ProcessConfig, prior_fp: str | None
             np.array([p.point3D_id for p in image.points2D if p.has_point3D()], np.int64), world,
         ))
         names.append(image.name)
+    if not views:
+        raise InputError(
+            f"--refine {config.refine}: no training view has depth to refine; the alignment kept SfM points only "
+            f"for every view ({scene.align_dir / 'report.json'} says why). Use --refine none, or check the prior."
+        )
     with _progress() as progress:
         progress.add_task(f"Refining depth of {len(views)} views ({config.refine})", total=None)
         results = refine_depths(views, config.refine, kind, config.refine_options)

@@ -74,12 +74,22 @@ def test_depth_files_unproject_with_the_sfm_camera(tmp_path):
         ({"depth": np.array([[1.0, np.nan], [1.0, 1.0]])}, "1 NaN or infinite"),
         ({"depth": np.ones((4, 4)), "conf": np.ones((3, 3))}, "conf has shape"),
         ({"normals": np.ones((4, 4))}, "neither 'depth' nor 'pts3d'"),
+        ({"depth": -np.ones((60, 80))}, "no pixel has a positive depth"),
+        ({"depth": np.ones((80, 60))}, r"prior is 60x80 .* photo 320x240; the proportions match only transposed"),
+        ({"depth": np.ones((60, 60))}, "the proportions match neither way"),
     ],
 )
 def test_bad_prior_files_name_the_file(tmp_path, content, message):
     if content is not None:
         np.savez(tmp_path / "a.npz", **content)
     with pytest.raises(InputError, match=message):
+        load_file_prior(tmp_path, "a.jpg", _camera())
+
+
+def test_a_prior_in_both_formats_is_refused(tmp_path):
+    np.save(tmp_path / "a.npy", np.ones((4, 4)))
+    np.savez(tmp_path / "a.npz", depth=np.ones((4, 4)))
+    with pytest.raises(InputError, match=r"Both .*a\.npz and .*a\.npy exist for a\.jpg"):
         load_file_prior(tmp_path, "a.jpg", _camera())
 
 
@@ -108,6 +118,18 @@ def test_an_image_without_usable_prior_keeps_its_sfm_points(dense_scene, prior_f
     report = json.loads((scene.align_dir / "report.json").read_text())
     assert "view_002.png" in report["sfm_points_only"] and "view_002.png" not in report["images"]
     assert not (scene.align_dir / "view_002.npz").exists() and (scene.align_dir / "view_003.npz").exists()
+
+
+def test_refining_when_no_view_kept_its_prior_says_why(dense_scene, prior_files, photos, tmp_path):
+    folder = tmp_path / "priors"
+    folder.mkdir()
+    for path in prior_files.glob("*.npz"):
+        with np.load(path) as data:
+            np.savez(folder / path.name, pts3d=data["pts3d"], conf=np.zeros(data["pts3d"].shape[:2], np.float32))
+    output = tmp_path / "scene"
+    shutil.copytree(dense_scene.root, output)
+    with pytest.raises(InputError, match=r"--refine global: no training view has depth to refine.*align/report\.json"):
+        process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_dir=folder, refine="global"))
 
 
 @pytest.mark.parametrize("kind", ["depth", "disparity"])

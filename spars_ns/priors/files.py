@@ -34,9 +34,12 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 def load_file_prior(folder: Path, image_name: str, camera: pycolmap.Camera) -> DensePrior:
     stem = Path(image_name).stem
     candidates = [folder / f"{stem}.npz", folder / f"{stem}.npy"]
-    path = next((p for p in candidates if p.exists()), None)
-    if path is None:
+    found = [p for p in candidates if p.exists()]
+    if not found:
         raise InputError(f"No prior for {image_name}: expected {candidates[0]} or {candidates[1]}.")
+    if len(found) == 2:
+        raise InputError(f"Both {found[0]} and {found[1]} exist for {image_name}; keep the one to use.")
+    path = found[0]
     values, conf = _read(path)
     values = np.asarray(values, np.float64)
     if values.ndim == 3 and values.shape[2] == 1:
@@ -52,11 +55,28 @@ def load_file_prior(folder: Path, image_name: str, camera: pycolmap.Camera) -> D
     for name, array in (("prior", values), ("conf", conf)):
         if not np.isfinite(array).all():
             raise InputError(f"{path}: {name} contains {int((~np.isfinite(array)).sum())} NaN or infinite values.")
+    check_covers_photo(path, (h, w), camera)
+    if values.ndim == 2 and not (values > 0).any():  # pointmaps may be in any frame: only depth has a sign to check
+        raise InputError(f"{path}: no pixel has a positive depth (from {values.min():g} to {values.max():g}); depth is the "
+                         "distance in front of the camera.")
     scale = (camera.width / w, camera.height / h)
     if values.ndim == 2:
         conf = np.where(values > 0, conf, 0.0)
         values = unproject_depth(values, camera, scale)
     return DensePrior(values.astype(np.float32), conf.astype(np.float32), scale, (0.0, 0.0))
+
+
+def check_covers_photo(path: Path, shape: tuple[int, int], camera: pycolmap.Camera) -> None:
+    """A prior may be smaller than its photo but must have its proportions (within 2%)."""
+    h, w = shape
+    photo, prior = camera.width / camera.height, w / h
+    if abs(prior / photo - 1) <= 0.02:
+        return
+    hint = " only transposed: save it as (height, width)" if abs(h / w / photo - 1) <= 0.02 else ""
+    raise InputError(
+        f"{path}: the prior is {w}x{h} (width x height) and its photo {camera.width}x{camera.height}; "
+        f"the proportions match{hint or ' neither way'}."
+    )
 
 
 def unproject_depth(depth: np.ndarray, camera: pycolmap.Camera, scale: tuple[float, float]) -> np.ndarray:
