@@ -64,7 +64,7 @@ def ingest_stage(scene: SceneFolder, images_folder: Path) -> tuple[list[ImageRec
     sources = list_images(images_folder)
     hashes = [file_sha1(p) for p in sources]
     stage_fp = fingerprint("ingest", __version__, [(p.name, h) for p, h in zip(sources, hashes)])
-    if scene.is_current("ingest", stage_fp, [scene.images_dir, scene.images_json]):
+    if not scene.begin("ingest", stage_fp, [scene.images_dir, scene.images_json]):
         log.info("ingest: %d images unchanged, skipping", len(sources))
         return [ImageRecord(**r) for r in json.loads(scene.images_json.read_text())], stage_fp
 
@@ -95,7 +95,7 @@ def sfm_stage(
     stage_fp = fingerprint("sfm", __version__, upstream, asdict(config), options.features, learned, train, test, pycolmap.__version__)
     report_path = scene.sfm_dir / "report.json"
     outputs = [scene.sparse_dir, scene.sparse_with_test_dir, report_path]
-    if scene.is_current("sfm", stage_fp, outputs):
+    if not scene.begin("sfm", stage_fp, outputs):
         log.info("sfm: cameras unchanged, skipping")
         return stage_fp
 
@@ -151,7 +151,7 @@ def prior_stage(scene: SceneFolder, config: ProcessConfig, upstream: str) -> str
     else:
         settings = asdict(config.mast3r)
     stage_fp = fingerprint("prior", __version__, upstream, config.prior, settings)
-    if scene.is_current("prior", stage_fp, [scene.prior_dir]):
+    if not scene.begin("prior", stage_fp, [scene.prior_dir]):
         return stage_fp
 
     start = time.perf_counter()
@@ -197,7 +197,7 @@ def align_stage(scene: SceneFolder, config: ProcessConfig, upstream: str | None)
         return None
     region_settings = (config.regions, asdict(config.region_options)) if config.alignment == "two-stage" else None
     stage_fp = fingerprint("align", __version__, upstream, config.alignment, region_settings, asdict(config.align))
-    if scene.is_current("align", stage_fp, [scene.align_dir / "report.json"]):
+    if not scene.begin("align", stage_fp, [scene.align_dir / "report.json"]):
         return stage_fp
 
     start = time.perf_counter()
@@ -265,7 +265,7 @@ def refine_stage(scene: SceneFolder, config: ProcessConfig, prior_fp: str | None
         return None
     kind = "depth" if align_fp else config.refine_input
     stage_fp = fingerprint("refine", __version__, prior_fp, align_fp, config.refine, kind, asdict(config.refine_options))
-    if scene.is_current("refine", stage_fp, [scene.refine_dir, scene.depth_dir]):
+    if not scene.begin("refine", stage_fp, [scene.refine_dir, scene.depth_dir]):
         return stage_fp
 
     start = time.perf_counter()
@@ -381,7 +381,7 @@ def export_stage(
 ) -> str:
     """transforms.json and points.ply; `dense_fp` are the align and refine fingerprints (None when not run)."""
     stage_fp = fingerprint("export", __version__, upstream, dense_fp, config.max_dense_points)
-    if scene.is_current("export", stage_fp, [scene.transforms_path, scene.points_path]):
+    if not scene.begin("export", stage_fp, [scene.transforms_path, scene.points_path]):
         return stage_fp
     start = time.perf_counter()
     model = pycolmap.Reconstruction(scene.sparse_with_test_dir)
@@ -426,6 +426,7 @@ def process(config: ProcessConfig) -> SceneFolder:
     scene = SceneFolder(output)
     output.mkdir(parents=True, exist_ok=True)
     with scene.lock():
+        scene.remove_leftovers()
         records, ingest_fp = ingest_stage(scene, images)
         train, test = split_names([r.name for r in records], config.test_every, config.test_views)
         sfm_fp = sfm_stage(scene, records, train, test, config, ingest_fp)

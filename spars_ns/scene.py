@@ -2,9 +2,10 @@
 
 Every stage records in `manifest.json` a fingerprint of its inputs and config, the
 library versions, its seconds and counts. A stage whose recorded fingerprint matches and
-whose outputs exist is skipped; outputs are written under a temporary name and renamed
-into place, and the manifest entry is written last, so a killed run redoes only the stage
-it was in.
+whose outputs exist is skipped. A stage that runs first removes its manifest entry, writes
+its outputs under temporary names and renames them into place, and records its entry
+last: a run killed anywhere in a stage leaves that stage without an entry, so the next run
+redoes it instead of trusting half-replaced outputs.
 """
 
 from __future__ import annotations
@@ -151,9 +152,28 @@ class SceneFolder:
             return {"version": MANIFEST_VERSION, "stages": {}}
         return manifest
 
-    def is_current(self, stage: str, stage_fingerprint: str, outputs: list[Path]) -> bool:
+    def begin(self, stage: str, stage_fingerprint: str, outputs: list[Path]) -> bool:
+        """Whether `stage` must run. It need not when its recorded fingerprint matches and its
+        outputs exist. When it must, its manifest entry is removed first: until `record`, the
+        outputs it replaces one by one are never taken for current by a later run."""
         entry = self.read_manifest()["stages"].get(stage)
-        return bool(entry) and entry["fingerprint"] == stage_fingerprint and all(p.exists() for p in outputs)
+        if entry and entry["fingerprint"] == stage_fingerprint and all(p.exists() for p in outputs):
+            return False
+        self.forget(stage)
+        return True
+
+    def forget(self, stage: str) -> None:
+        manifest = self.read_manifest()
+        if manifest["stages"].pop(stage, None) is not None:
+            atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2))
+
+    def remove_leftovers(self) -> None:
+        """Temporary files and folders (`.<name>.partial`, `.<name>.old`) of a run that was killed."""
+        for path in [*self.root.rglob(".*.partial"), *self.root.rglob(".*.old")]:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def record(self, stage: str, stage_fingerprint: str, config: Any, seconds: float, counts: dict, versions: dict) -> None:
         manifest = self.read_manifest()
@@ -170,9 +190,7 @@ class SceneFolder:
     def clear(self, stage: str, outputs: list[Path]) -> None:
         """Forget a stage that is switched off: its manifest entry first, then its outputs, so
         that a run killed in between leaves nothing that claims to be current."""
-        manifest = self.read_manifest()
-        if manifest["stages"].pop(stage, None) is not None:
-            atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2))
+        self.forget(stage)
         for path in outputs:
             if path.is_dir():
                 shutil.rmtree(path)

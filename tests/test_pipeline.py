@@ -214,3 +214,47 @@ def test_named_test_views_override_test_every():
     train, test = split_names(names, test_every=2, test_views=("view_005.png", "view_002"))
     assert test == ["view_005.jpg", "view_002.jpg"]  # matched by stem: photos may be rewritten as PNG
     assert train == ["view_000.jpg", "view_001.jpg", "view_003.jpg", "view_004.jpg"]
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_any_rename_leaves_a_scene_that_tells_the_truth(processed, photos, prior_files, tmp_path, monkeypatch):
+    """Run B (a dense prior, refined) is killed at each of its renames in turn, by fault injection;
+    then run A (SfM points only, what the folder held before) runs again: its points.ply must be
+    A's and agree with the manifest, with no leftovers, wherever B stopped."""
+    options_a = {"images": photos, "test_every": 4}
+    options_b = {**options_a, "prior": "files", "prior_dir": prior_files, "alignment": "global", "refine": "global"}
+    expected = processed.stage_entry("export")["counts"]["points"]
+    real_replace = os.replace
+    renames = []
+
+    def counting(*args):
+        renames.append(args[1])
+        real_replace(*args)
+
+    scratch = tmp_path / "count"
+    shutil.copytree(processed.root, scratch)
+    monkeypatch.setattr(os, "replace", counting)
+    process(ProcessConfig(**options_b, output=scratch))
+    monkeypatch.undo()
+    assert len(renames) > 10
+
+    for k in range(len(renames)):
+        output = tmp_path / f"killed_{k}"
+        shutil.copytree(processed.root, output)
+        calls = iter(range(len(renames)))
+
+        def killed_at_k(*args):
+            if next(calls) == k:
+                raise KeyboardInterrupt
+            real_replace(*args)
+
+        monkeypatch.setattr(os, "replace", killed_at_k)
+        with pytest.raises(KeyboardInterrupt):
+            process(ProcessConfig(**options_b, output=output))
+        monkeypatch.undo()
+        scene = process(ProcessConfig(**options_a, output=output))
+        vertices = PlyData.read(str(scene.points_path))["vertex"]
+        assert len(vertices) == scene.stage_entry("export")["counts"]["points"] == expected, (k, renames[k])
+        assert set(vertices["source"]) == {0}, (k, renames[k])
+        assert not list(output.rglob(".*.partial")) and not list(output.rglob(".*.old")), (k, renames[k])
+        shutil.rmtree(output)
