@@ -55,6 +55,9 @@ def extract_and_match(
     verification.min_num_inliers = config.min_num_inliers
     verification.ransac.random_seed = config.seed
     pairs_path = database.with_name("pairs.txt")
+    # Images enter the database in a fixed order before extraction: extraction alone numbers them
+    # in the order its threads finish, which changes the mapper's results from run to run.
+    import_images(database, image_dir, images, config)
     if features == "sift":
         extraction = pycolmap.FeatureExtractionOptions()
         extraction.sift.max_num_features = config.max_num_features
@@ -78,7 +81,6 @@ def extract_and_match(
         return
 
     learned = learned or LearnedFeaturesConfig()
-    import_images(database, image_dir, images, config)
     extractor = load_extractor(features, learned)
     found = {n: extract(extractor, image_dir / n, learned) for n in names}
     del extractor
@@ -121,7 +123,8 @@ def camera_groups(images: list[ImageRecord], config: SfMConfig):
 
 
 def import_images(database: Path, image_dir: Path, images: list[ImageRecord], config: SfMConfig) -> None:
-    """Cameras and images, without features, into a new database."""
+    """Cameras and images, without features, into a new database, numbered camera group by
+    camera group (`camera_groups` order), in name order within each."""
     pycolmap.Database.open(database).close()
     for group, reader in camera_groups(images, config):
         pycolmap.import_images(database, image_dir, camera_mode=pycolmap.CameraMode.SINGLE, image_names=group, options=reader)

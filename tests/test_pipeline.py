@@ -209,6 +209,15 @@ def test_a_second_process_on_the_same_scene_is_refused(photos, tmp_path):
     assert sorted(p.name for p in scene.root.iterdir()) == [".lock"]  # the refused run wrote nothing
 
 
+def test_images_are_numbered_in_name_order_whatever_the_extraction_threads_do(processed):
+    database = pycolmap.Database.open(processed.sfm_dir / "database.db")
+    try:
+        ids = {image.name: image.image_id for image in database.read_all_images()}
+    finally:
+        database.close()
+    assert [ids[name] for name in sorted(ids)] == list(range(1, len(ids) + 1))  # one camera here: name order
+
+
 def test_named_test_views_override_test_every():
     names = [f"view_{i:03d}.jpg" for i in range(6)]
     train, test = split_names(names, test_every=2, test_views=("view_005.png", "view_002"))
