@@ -274,17 +274,26 @@ def register_test_views(
     return with_test, left_out
 
 
-def explain_unregistered(graph: MatchGraph, name: str, registered: list[str], config: SfMConfig) -> str:
+def explain_unregistered(graph: MatchGraph, name: str, registered: list[str], train_names: list[str], config: SfMConfig) -> str:
+    """Why `name` is not in the model: against the registered images, or, when there is no model
+    at all, against the other training images (the mapper then found no initial pair)."""
     image_id = graph.image_ids[name]
     if graph.num_keypoints[image_id] < 50:
         return f"only {graph.num_keypoints[image_id]} features (blurred, dark or textureless?)"
+    others = registered or [n for n in train_names if n != name]
     best, best_name = 0, None
-    for other in registered:
+    for other in others:
         n = graph.num_inliers(image_id, graph.image_ids[other])
         if n > best:
             best, best_name = n, other
     if best_name is None:
-        return f"no verified matches (>= {config.min_num_inliers}) with any registered image"
+        return f"no verified matches (>= {config.min_num_inliers}) with any {'registered' if registered else 'other training'} image"
+    if not registered:
+        return (
+            f"{best} verified matches with {best_name}, but no pair could start the model: an initial pair needs "
+            f"{config.init_min_num_inliers} inliers seen at {config.init_min_tri_angle} degrees of triangulation angle "
+            "(photos taken from nearly the same place give too little)"
+        )
     return f"{best} verified matches with {best_name}, but its pose could not be estimated from them"
 
 
@@ -306,13 +315,15 @@ def run_sfm(
     train, attempts = map_training_views(database, graph, image_dir, train_names, config, work_dir / "models", on_attempt)
 
     registered = sorted(train.image(i).name for i in train.reg_image_ids()) if train else []
-    unregistered = {n: explain_unregistered(graph, n, registered, config) for n in train_names if n not in registered}
+    unregistered = {n: explain_unregistered(graph, n, registered, train_names, config) for n in train_names if n not in registered}
     if train is None or train.num_reg_images() < 2:
         lines = "\n".join(f"  {n}: {why}" for n, why in unregistered.items())
         raise SfMError(
             f"Structure-from-Motion registered {len(registered)} of {len(train_names)} training images "
             f"after {attempts} initial pairs ({', '.join(registered) or 'none'}).\n{lines}\n"
-            "Try: photos with more overlap (neighbouring views should share most of their content), "
+            + ("Try: photos taken from further apart (a step or two sideways between shots) as well as overlapping; "
+               if not registered else "")
+            + "Try: photos with more overlap (neighbouring views should share most of their content), "
             "less blur, more texture; or more photos of the same scene."
         )
     for name, why in unregistered.items():

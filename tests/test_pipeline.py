@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -167,6 +168,19 @@ def test_unrelated_photos_fail_with_what_registered_and_what_to_try(tmp_path):
         process(ProcessConfig(images=folder, output=tmp_path / "scene"))
     message = str(err.value)
     assert "registered 0 of 3" in message and "n1.png" in message and "Try:" in message
+
+
+def test_two_photos_from_one_place_are_reported_as_no_initial_pair(photos, tmp_path):
+    """They match well but cannot be triangulated: the message says that, not 'no verified matches'."""
+    folder = tmp_path / "twins"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copyfile(photos / "view_001.png", folder / name)
+    with pytest.raises(SfMError) as err:
+        process(ProcessConfig(images=folder, output=tmp_path / "scene"))
+    message = " ".join(str(err.value).split())
+    assert re.search(r"a\.png: \d{3,} verified matches with b\.png, but no pair could start the model", message), message
+    assert "no verified matches" not in message and "further apart" in message
 
 
 def test_bad_options_are_refused(photos, tmp_path):
