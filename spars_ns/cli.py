@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
+import os
 import sys
 
 import tyro
@@ -34,13 +36,28 @@ def run_export_splat(config: ExportSplatConfig) -> None:
     console.print(f"[green]Wrote {count} Gaussians to {path}[/green]")
 
 
+def run_interruptibly(run, config) -> None:
+    """`run(config)` in a worker thread, so that Ctrl-C reaches the main thread at once even while
+    the worker is inside a long pycolmap call (a signal is handled only between Python steps).
+    Stopping then is safe: every output is written under a temporary name and renamed in whole."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(run, config)
+    pool.shutdown(wait=False)  # an interrupt must not wait for the worker
+    while True:
+        try:
+            return future.result(timeout=0.2)
+        except concurrent.futures.TimeoutError:
+            continue
+
+
 def entrypoint() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
     logging.getLogger("pycolmap").setLevel(logging.WARNING)
     commands = {"process": (ProcessConfig, run_process), "demo": (DemoConfig, run_demo), "export-splat": (ExportSplatConfig, run_export_splat)}
     config = tyro.extras.subcommand_cli_from_dict({name: command for name, (command, _) in commands.items()})
+    run = next(run for command, run in commands.values() if isinstance(config, command))
     try:
-        next(run for command, run in commands.values() if isinstance(config, command))(config)
+        run_interruptibly(run, config)
     except SparsError as err:
         console.print(f"[red]error:[/red] {err}")
         sys.exit(1)
@@ -49,7 +66,8 @@ def entrypoint() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: the stages that finished are kept; run the same command to resume.")
-        sys.exit(130)
+        sys.stderr.flush()
+        os._exit(130)  # the worker may be inside pycolmap, which does not return for many seconds
 
 
 if __name__ == "__main__":
