@@ -9,6 +9,7 @@ import os
 import sys
 
 import tyro
+from rich import get_console
 from rich.console import Console
 from rich.logging import RichHandler
 
@@ -65,7 +66,9 @@ def entrypoint() -> None:
         console.print(f"[red]error:[/red] {err.filename or ''}: {err.strerror or err}")
         sys.exit(1)
     except KeyboardInterrupt:
+        get_console().show_cursor(True)  # the progress display hid it, and os._exit skips its clean-up
         console.print("[yellow]interrupted[/yellow]: the stages that finished are kept; run the same command to resume.")
+        sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)  # the worker may be inside pycolmap, which does not return for many seconds
 

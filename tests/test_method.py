@@ -38,10 +38,11 @@ BIN = Path(sys.executable).parent  # the environment's own commands, also when i
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TEST_VIEWS = ["view_000.png", "view_004.png"]
-# Small enough for CPU: images at 80x60 (a quarter of the photos), 300 steps, 100 pose steps per test view.
+# Small enough for CPU: images at 80x60 (a quarter of the photos), 300 steps, 20 pose steps per test view
+# (SfM registers the synthetic test views almost exactly; the perturbed-pose test asks for more).
 TRAIN_ARGS = [
     "--vis", "tensorboard", "--max-num-iterations", "300", "--steps-per-eval-all-images", "0",
-    "--steps-per-eval-image", "0", "--steps-per-save", "1000", "--pipeline.test-pose-steps", "100",
+    "--steps-per-eval-image", "0", "--steps-per-save", "1000", "--pipeline.test-pose-steps", "20",
     "--pipeline.datamanager.camera-res-scale-factor", "0.25", "--pipeline.model.num-downscales", "0",
     "--pipeline.model.warmup-length", "100", "--pipeline.model.refine-every", "50",
 ]
@@ -83,7 +84,7 @@ def test_ns_eval_scores_test_views_after_pose_optimisation(trained, tmp_path):
     baseline = mean_colour_psnr([batch["image"].numpy() / 255.0 for _, batch in pipeline.datamanager.fixed_indices_eval_dataloader])
     assert results["psnr"] > baseline + 6, (results["psnr"], baseline)
     assert results["psnr_before_tpo"] > baseline + 6
-    assert 0 < results["ssim"] <= 1 and results["test_pose_steps"] == 100
+    assert 0 < results["ssim"] <= 1 and results["test_pose_steps"] == 20
     assert ("lpips" in results) != ("lpips_unavailable" in results)
     corrections = results["test_pose_corrections"]
     assert [c["image"] for c in corrections] == TEST_VIEWS
@@ -103,6 +104,7 @@ def perturb(camera_to_worlds: torch.Tensor, degrees: float, offset: float, seed:
 @pytest.mark.slow
 def test_pose_optimisation_recovers_perturbed_test_views_with_gaussians_frozen(trained):
     _, pipeline, _, _ = eval_setup(trained, test_mode="test")
+    pipeline.config.test_pose_steps = 100  # enough to undo 1.5 degrees
     perturb(pipeline.datamanager.eval_dataset.cameras.camera_to_worlds, degrees=1.5, offset=0.02, seed=0)
     gaussians = {name: p.detach().clone() for name, p in pipeline.model.gauss_params.items()}
 
