@@ -49,10 +49,12 @@ TRAIN_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def depth_scene(photos, prior_files, tmp_path_factory):
+def depth_scene(dense_scene, photos, prior_files, tmp_path_factory):
     """The synthetic photos with a prior aligned and refined: the scene has depth/ for the depth loss.
-    Few dense seed points: the CPU rasteriser's cost grows with the number of Gaussians."""
-    output = tmp_path_factory.mktemp("depth_scene")
+    Few dense seed points: the CPU rasteriser's cost grows with the number of Gaussians. Made from a
+    copy of the aligned scene, so that only refinement and export run."""
+    output = tmp_path_factory.mktemp("depth_scene") / "scene"
+    shutil.copytree(dense_scene.root, output)
     return process(ProcessConfig(
         images=photos, output=output, test_every=4, prior="files", prior_dir=prior_files, refine="global", max_dense_points=4000,
     ))
@@ -315,12 +317,19 @@ def visible_gaussians(config: Path) -> dict[str, np.ndarray]:
     return {name: value[keep] for name, value in params.items()}
 
 
-@pytest.mark.slow
-def test_export_splat_writes_the_runs_gaussians_in_the_3dgs_layout(trained, tmp_path):
-    out = subprocess.run([str(BIN / "spars-ns"), "export-splat", "--load-config", str(trained), "--output-dir", str(tmp_path)],
+@pytest.fixture(scope="module")
+def exported_splat(trained, tmp_path_factory) -> Path:
+    """splat.ply of `spars-ns export-splat` on the trained run."""
+    output = tmp_path_factory.mktemp("export_splat")
+    out = subprocess.run([str(BIN / "spars-ns"), "export-splat", "--load-config", str(trained), "--output-dir", str(output)],
                          capture_output=True, text=True, env=ENV)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    vertices = PlyData.read(str(tmp_path / "splat.ply"))["vertex"]
+    return output / "splat.ply"
+
+
+@pytest.mark.slow
+def test_export_splat_writes_the_runs_gaussians_in_the_3dgs_layout(trained, exported_splat):
+    vertices = PlyData.read(str(exported_splat))["vertex"]
     gaussians = visible_gaussians(trained)
     assert vertices.count == len(gaussians["means"]) > 1000
     rest = gaussians["features_rest"].shape[1]
@@ -342,14 +351,13 @@ def open3d_imports() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not open3d_imports(), reason="nerfstudio's exporter imports open3d, which needs libusb-1.0-0 on Linux")
-def test_ns_export_gaussian_splat_of_a_spars3r_run_is_what_export_splat_writes(trained, tmp_path):
-    for command in ([str(BIN / "ns-export"), "gaussian-splat"], [str(BIN / "spars-ns"), "export-splat"]):
-        out = subprocess.run([*command, "--load-config", str(trained), "--output-dir", str(tmp_path / command[-1])],
-                             capture_output=True, text=True, env=ENV)
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    theirs = PlyData.read(str(tmp_path / "gaussian-splat" / "splat.ply"))["vertex"]
-    ours = PlyData.read(str(tmp_path / "export-splat" / "splat.ply"))["vertex"]
-    assert theirs.count == ours.count == len(visible_gaussians(trained)["means"])
+def test_ns_export_gaussian_splat_of_a_spars3r_run_is_what_export_splat_writes(trained, exported_splat, tmp_path):
+    out = subprocess.run([str(BIN / "ns-export"), "gaussian-splat", "--load-config", str(trained), "--output-dir", str(tmp_path)],
+                         capture_output=True, text=True, env=ENV)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    theirs = PlyData.read(str(tmp_path / "splat.ply"))["vertex"]
+    ours = PlyData.read(str(exported_splat))["vertex"]
+    assert theirs.count == ours.count
     assert [p.name for p in theirs.properties] == [p.name for p in ours.properties]
     for prop in theirs.properties:
         assert np.array_equal(theirs[prop.name], ours[prop.name]), prop.name
