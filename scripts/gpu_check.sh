@@ -8,6 +8,10 @@
 #   python scripts/bench_nvs.py prepare --scene ../shared/data/strecha/Herz-Jesus-P8 --views 5 --test-every 1 --output .gpu/scenes
 # then run, with carry [".gpu"]:   bash scripts/gpu_check.sh [STEPS] [DATASET ...]
 # (default 7000 steps on every prepared dataset; name datasets, e.g. fox_6, to run fewer).
+# VARIANTS="spars3r splatfacto-defaults" runs fewer variants, TPO="500" fewer pose-step counts;
+# INSTALL=0 skips the wheels. Without a GPU the gsplat build and CUDA tests are skipped, so the
+# rest can be tried on the development machine:
+#   INSTALL=0 VARIANTS=spars3r TPO=5 bash scripts/gpu_check.sh 30 Herz-Jesus-P8_5
 #
 # In order, each step bounded so that what finished comes back: install the wheels, build
 # gsplat's CUDA kernels for this GPU (timed), the CUDA tests, then per dataset the variants
@@ -15,32 +19,41 @@
 # Everything lands in $OUT: log.txt, benchmarks.tar (the JSON files), splat_header.txt.
 set -uo pipefail
 out=${OUT:-/tmp/gpu_check}
-json=/tmp/benchmarks  # tarred into $OUT: at most 8 files come back
+json=/tmp/benchmarks  # tarred into $OUT after every run: at most 8 files come back
+rm -rf "$json" /tmp/runs
 mkdir -p "$out" "$json"
 exec > >(tee "$out/log.txt") 2>&1
 steps=${1:-7000}
 shift || true
 datasets=("$@")
-[ ${#datasets[@]} -gt 0 ] || datasets=($(ls .gpu/scenes))
+[ ${#datasets[@]} -gt 0 ] || mapfile -t datasets < <(ls .gpu/scenes)
+read -r -a variants <<< "${VARIANTS:-splatfacto-defaults splatfacto spars3r spars3r-mcmc}"
+read -r -a tpo <<< "${TPO:-100 500}"  # counts of test-time pose optimisation steps to score after
 export PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
 stamp() { echo "[$(date +%T) +$((SECONDS))s] $*"; }
 
-stamp "machine"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-python3 -m pip install -q --no-index --no-deps .gpu/wheels/*.whl || exit 1
+stamp "machine"
+gpu=0; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv && gpu=1
+if [ "${INSTALL:-1}" = 1 ]; then
+    python3 -m pip install -q --no-index --no-deps .gpu/wheels/*.whl || exit 1
+fi
 stamp "installed"; python3 -c "import torch, gsplat, nerfstudio; print(torch.__version__, gsplat.__version__)"
 
-# The first CUDA call compiles gsplat (nvcc, one architecture): time it apart from the tests.
-python3 -c "from gsplat.cuda._backend import _C; print('gsplat kernels', _C is not None)"
-stamp "gsplat built"
-timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_cpu_rasterize.py
-stamp "CUDA tests done"
+if [ "$gpu" = 1 ]; then
+    # The first CUDA call compiles gsplat (nvcc, one architecture): time it apart from the tests.
+    python3 -c "from gsplat.cuda._backend import _C; print('gsplat kernels', _C is not None)"
+    stamp "gsplat built"
+    timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_cpu_rasterize.py
+    stamp "CUDA tests done"
+fi
 
 for dataset in "${datasets[@]}"; do
-    timeout 1200 python3 scripts/bench_nvs.py run --prepared ".gpu/scenes/$dataset" --steps "$steps" \
-        --variants splatfacto-defaults splatfacto spars3r spars3r-mcmc --test-pose-steps 100 500 \
-        --json-dir "$json" --runs /tmp/runs
-    stamp "$dataset done"
-    tar -cf "$out/benchmarks.tar" -C "$(dirname "$json")" "$(basename "$json")"
+    for variant in "${variants[@]}"; do
+        timeout 540 python3 scripts/bench_nvs.py run --prepared ".gpu/scenes/$dataset" --steps "$steps" \
+            --variants "$variant" --test-pose-steps "${tpo[@]}" --json-dir "$json" --runs /tmp/runs
+        stamp "$dataset $variant done"
+        tar -cf "$out/benchmarks.tar" -C "$(dirname "$json")" "$(basename "$json")"
+    done
 done
 
 config=$(ls /tmp/runs/*spars3r/*/spars3r/*/config.yml 2>/dev/null | head -1)
