@@ -15,21 +15,19 @@ from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from spars_ns import __version__
-from spars_ns.align import (
-    SOURCE_GLOBAL, SOURCE_REFINE, SOURCE_REGION, SOURCE_SFM, align_scene, correspondences, depth_in_camera,
-)
+from spars_ns.align import AlignedPrior, align_scene, correspondences, depth_in_camera
 from spars_ns.errors import InputError
 from spars_ns.export import sfm_points, transforms_dict, write_transforms
 from spars_ns.figures import residual_picture
 from spars_ns.images import ImageRecord, file_sha1, ingest_image, list_images, scene_name
 from spars_ns.options import ProcessConfig, ProcessOptions, check_options
-from spars_ns.ply import write_points_ply
+from spars_ns.ply import SOURCE_GLOBAL, SOURCE_REFINE, SOURCE_REGION, SOURCE_SFM, write_points_ply
 from spars_ns.priors import DensePrior
 from spars_ns.priors.files import load_file_prior
 from spars_ns.priors.mast3r import load_model, predict_priors
-from spars_ns.refine import RefineView, refine_depths
+from spars_ns.refine import RefinedPrior, RefineView, refine_depths
 from spars_ns.regions import SamRegions, superpixel_regions
-from spars_ns.scene import SceneFolder, atomic_dir, atomic_write_text, fingerprint, library_versions
+from spars_ns.scene import SceneFolder, atomic_dir, atomic_write_text, depth_confidence_path, fingerprint, library_versions
 from spars_ns.sfm import run_sfm
 
 log = logging.getLogger(__name__)
@@ -215,9 +213,8 @@ def align_stage(scene: SceneFolder, config: ProcessConfig, upstream: str | None)
                 continue
             prior, stem = priors[image.name], Path(image.name).stem
             depth = depth_in_camera(aligned.points, image.cam_from_world().matrix())
-            np.savez_compressed(
-                tmp / f"{stem}.npz", points=aligned.points, depth=depth.astype(np.float32), conf=prior.conf,
-                region_ids=aligned.region_ids, inlier_mask=aligned.inlier_mask,
+            AlignedPrior(aligned.points, depth.astype(np.float32), prior.conf, aligned.region_ids, aligned.inlier_mask).save(
+                tmp / f"{stem}.npz"
             )
             picture = residual_picture(
                 working_images[image.name],
@@ -278,8 +275,7 @@ def refine_stage(scene: SceneFolder, config: ProcessConfig, prior_fp: str | None
             aligned = scene.align_dir / f"{stem}.npz"
             if not aligned.exists():
                 continue  # kept SfM points only: nothing to refine
-            with np.load(aligned) as data:
-                values = data["depth"]
+            values = AlignedPrior.load(aligned).depth
         else:
             values = prior.pts3d[..., 2]
         xy, world = correspondences(model, image)
@@ -313,11 +309,10 @@ def refine_stage(scene: SceneFolder, config: ProcessConfig, prior_fp: str | None
                 points = unproject_working(result.depth, views[names.index(image.name)])
                 aligned_points = scene.align_dir / f"{stem}.npz"
                 if align_fp and aligned_points.exists():  # seed points only where alignment left none
-                    with np.load(aligned_points) as data:
-                        points[np.isfinite(data["points"]).all(-1)] = np.nan
-                np.savez_compressed(working / f"{stem}.npz", points=points, depth=result.depth, conf=prior.conf)
+                    points[np.isfinite(AlignedPrior.load(aligned_points).points).all(-1)] = np.nan
+                RefinedPrior(points, result.depth, prior.conf).save(working / f"{stem}.npz")
                 confidence = prior.resample_to_original(prior.conf, camera.width, camera.height)
-                np.save(full / f"{stem}.confidence.npy", np.nan_to_num(confidence, nan=0.0))
+                np.save(depth_confidence_path(full / f"{stem}.npy"), np.nan_to_num(confidence, nan=0.0))
             np.save(full / f"{stem}.npy", depth.astype(np.float32))
         corrected = {
             name: {"cam_from_world": r.cam_from_world.tolist() if r.cam_from_world is not None else None,
@@ -353,24 +348,19 @@ def unproject_working(depth: np.ndarray, view: RefineView) -> np.ndarray:
 def dense_points(scene: SceneFolder, aligned: bool, refined: bool, max_points: int, seed: int) -> tuple[np.ndarray, ...]:
     """(xyz, rgb, confidence, source) sampled from the aligned and refined priors of the stages
     that ran (as the caller knows from their fingerprints), evenly over images."""
-    files = (sorted(scene.align_dir.glob("*.npz")) if aligned else []) + (sorted(scene.refine_dir.glob("*.npz")) if refined else [])
+    files = [(p, AlignedPrior) for p in sorted(scene.align_dir.glob("*.npz")) if aligned]
+    files += [(p, RefinedPrior) for p in sorted(scene.refine_dir.glob("*.npz")) if refined]
     rng = np.random.default_rng(seed)
     chunks = []
-    for path in files:
-        with np.load(path) as data:
-            points, conf = data["points"], data["conf"]
-            region_ids = data["region_ids"] if "region_ids" in data else None
-        valid = np.isfinite(points).all(-1) & (conf > 0)
+    for path, record_type in files:
+        record = record_type.load(path)
+        valid = np.isfinite(record.points).all(-1) & (record.conf > 0)
         index = np.flatnonzero(valid)
         index = rng.choice(index, min(len(index), max_points // max(len(files), 1)), replace=False)
         image_path = next(scene.images_dir.glob(f"{path.stem}.*"))
         prior = DensePrior.load(scene.prior_dir / path.name)
         colours = prior.resample(np.asarray(Image.open(image_path).convert("RGB"))).reshape(-1, 3)
-        if region_ids is None:
-            source = np.full(len(index), SOURCE_REFINE)
-        else:
-            source = np.where(region_ids.ravel()[index] > 0, SOURCE_REGION, SOURCE_GLOBAL)
-        chunks.append((points.reshape(-1, 3)[index], colours[index], conf.ravel()[index], source))
+        chunks.append((record.points.reshape(-1, 3)[index], colours[index], record.conf.ravel()[index], record.sources().ravel()[index]))
     if not chunks:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32), np.zeros(0, np.uint8)
     return tuple(np.concatenate(parts) for parts in zip(*chunks))

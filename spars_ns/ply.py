@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from plyfile import PlyData, PlyElement
 
+# points.ply's `source` of each seed point
+SOURCE_SFM, SOURCE_GLOBAL, SOURCE_REGION, SOURCE_REFINE = 0, 1, 2, 3
 MIN_OPACITY_LOGIT = -5.5373  # logit(1/255): fainter Gaussians are skipped by the rasteriser, and not exported
 
 
@@ -25,7 +27,7 @@ def _write_atomic(path: Path, vertices: np.ndarray) -> None:
 
 def write_points_ply(path, xyz: np.ndarray, rgb: np.ndarray, confidence: np.ndarray, source: np.ndarray) -> None:
     """Binary PLY: x, y, z (float), red, green, blue (uchar), confidence (float) and source
-    (uchar: 0 sfm, 1 global, 2 region), readable by open3d, plyfile and nerfstudio."""
+    (uchar: the SOURCE_* values), readable by open3d, plyfile and nerfstudio."""
     vertices = np.empty(len(xyz), dtype=[
         ("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
         ("confidence", "f4"), ("source", "u1"),

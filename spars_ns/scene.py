@@ -17,10 +17,12 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
 
 from spars_ns.errors import InputError
 
@@ -67,6 +69,26 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+class NpzRecord:
+    """Mixin of a dataclass of arrays kept as one `.npz` file (its field names are the keys),
+    written under a temporary name and renamed in whole."""
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.partial.npz")
+        np.savez_compressed(tmp, **{f.name: getattr(self, f.name) for f in fields(self)})
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path):
+        with np.load(path) as data:
+            return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+def depth_confidence_path(depth_path: Path) -> Path:
+    """Where the confidence of a depth map `depth/<stem>.npy` is kept: beside it, `<stem>.confidence.npy`."""
+    return depth_path.with_name(f"{depth_path.stem}.confidence.npy")
 
 
 @dataclass(frozen=True)

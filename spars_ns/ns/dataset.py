@@ -19,11 +19,7 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from PIL import Image
 
 from spars_ns.errors import InputError
-
-
-def confidence_path(depth_path: Path) -> Path:
-    """Where the confidence of a depth map is kept: beside it, `<stem>.confidence.npy`."""
-    return depth_path.with_name(f"{depth_path.stem}.confidence.npy")
+from spars_ns.scene import depth_confidence_path
 
 
 class SparsDataset(InputDataset):
@@ -48,7 +44,7 @@ class SparsDataset(InputDataset):
                 f"{path}: depth map is {depth.shape[1]}x{depth.shape[0]} pixels but its image {image_path} is "
                 f"{image_size[0]}x{image_size[1]}; depth must be given at the image's own size."
             )
-        conf_file = confidence_path(path)
+        conf_file = depth_confidence_path(path)
         confidence = _load_map(conf_file) if conf_file.exists() else np.ones_like(depth)
         if confidence.shape != depth.shape:
             raise InputError(f"{conf_file}: confidence is {confidence.shape[::-1]} pixels, its depth {depth.shape[::-1]}")
