@@ -58,8 +58,8 @@ def _progress() -> Progress:
     )
 
 
-def ingest_stage(scene: SceneFolder, images_folder: Path) -> tuple[list[ImageRecord], str]:
-    sources = list_images(images_folder)
+def ingest_stage(scene: SceneFolder, images_folder: Path, sources: list[Path]) -> tuple[list[ImageRecord], str]:
+    """The scene's copies of `sources` (the photos of `images_folder`, from `list_images`)."""
     hashes = [file_sha1(p) for p in sources]
     stage_fp = fingerprint("ingest", __version__, [(p.name, h) for p, h in zip(sources, hashes)])
     if not scene.begin("ingest", stage_fp, [scene.images_dir, scene.images_json]):
@@ -411,13 +411,14 @@ def process(config: ProcessConfig) -> SceneFolder:
             f"--images {images} is inside --output {output}; processing rewrites that folder and must never touch your "
             f"photos. Choose an output folder that does not hold them, e.g. --output {output.parent / (output.name + '-spars')}."
         )
-    split_names([p.name for p in list_images(images)], config.test_every, config.test_views)  # before any work
+    sources = list_images(images)
+    split_names([p.name for p in sources], config.test_every, config.test_views)  # refused before any work
     pycolmap.logging.minloglevel = 2  # COLMAP's per-step INFO lines drown the progress display
     scene = SceneFolder(output)
     output.mkdir(parents=True, exist_ok=True)
     with scene.lock():
         scene.remove_leftovers()
-        records, ingest_fp = ingest_stage(scene, images)
+        records, ingest_fp = ingest_stage(scene, images, sources)
         train, test = split_names([r.name for r in records], config.test_every, config.test_views)
         sfm_fp = sfm_stage(scene, records, train, test, config, ingest_fp)
         prior_fp = prior_stage(scene, config, sfm_fp)
