@@ -6,6 +6,7 @@
 #   python scripts/bench_nvs.py prepare --scene ../shared/data/fox --views 6 12 --output .gpu/scenes
 #   python scripts/bench_nvs.py prepare --scene ../shared/data/strecha/fountain-P11 --views 5 --test-every 1 --output .gpu/scenes
 #   python scripts/bench_nvs.py prepare --scene ../shared/data/strecha/Herz-Jesus-P8 --views 5 --test-every 1 --output .gpu/scenes
+#   bash scripts/build_gsplat_kernels.sh     # optional: gsplat's kernels, so the device does not compile them
 # then run, with carry [".gpu"]:   bash scripts/gpu_check.sh [STEPS] [DATASET ...]
 # (default 7000 steps on every prepared dataset; name datasets, e.g. fox_6, to run fewer).
 # VARIANTS="spars3r splatfacto-defaults" runs fewer variants, TPO="500" fewer pose-step counts;
@@ -39,8 +40,19 @@ if [ "${INSTALL:-1}" = 1 ]; then
 fi
 stamp "installed"; python3 -c "import torch, gsplat, nerfstudio; print(torch.__version__, gsplat.__version__)"
 
+if [ "$gpu" = 1 ] && [ -f .gpu/gsplat_cuda.so ]; then
+    # gsplat's kernels prebuilt on the development machine (nvcc 13.0, torch 2.11.0+cu130, sm_90; see
+    # scripts/build_gsplat_kernels.sh): gsplat imports `gsplat.csrc` before it compiles, so a module of
+    # that name that loads the build saves the minutes of nvcc. If it cannot load, gsplat compiles.
+    site=$(python3 -c "import gsplat, os; print(os.path.dirname(gsplat.__file__))")
+    cp .gpu/gsplat_cuda.so "$site/gsplat_cuda_prebuilt.so"
+    printf '%s\n' "import importlib.util, os" \
+        "_spec = importlib.util.spec_from_file_location('gsplat_cuda', os.path.join(os.path.dirname(__file__), 'gsplat_cuda_prebuilt.so'))" \
+        "_module = importlib.util.module_from_spec(_spec)" "_spec.loader.exec_module(_module)" "globals().update(vars(_module))" \
+        > "$site/csrc.py"
+fi
 if [ "$gpu" = 1 ]; then
-    # The first CUDA call compiles gsplat (nvcc, one architecture): time it apart from the tests.
+    # The first CUDA call compiles gsplat (nvcc, one architecture) unless prebuilt: time it apart from the tests.
     python3 -c "from gsplat.cuda._backend import _C; print('gsplat kernels', _C is not None)"
     stamp "gsplat built"
     timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_cpu_rasterize.py
