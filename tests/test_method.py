@@ -1,5 +1,6 @@
 """The spars3r method on CPU: the real `ns-train` and `ns-eval` on a synthetic scene, test-time
-pose optimisation, the depth loss, and the bad inputs of the method."""
+pose optimisation, the depth loss, the viewer in a browser, splat export, and the bad inputs of
+the method."""
 
 import json
 import math

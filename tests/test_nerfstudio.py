@@ -1,4 +1,5 @@
-"""The nerfstudio side: entry points, and the spars-data dataparser on real processed scenes."""
+"""The nerfstudio side: entry points, the spars-data dataparser on real processed scenes, what
+training imports, and the `spars-ns` command's errors and interrupts."""
 
 import json
 import os
