@@ -190,8 +190,8 @@ class SceneFolder:
             atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2))
 
     def remove_leftovers(self) -> None:
-        """Temporary files and folders (`.<name>.partial`, `.<name>.old`) of a run that was killed."""
-        for path in [*self.root.rglob(".*.partial"), *self.root.rglob(".*.old")]:
+        """Temporary files and folders (`.<name>.partial[.npz]`, `.<name>.old`) of a run that was killed."""
+        for path in [p for pattern in (".*.partial", ".*.partial.*", ".*.old") for p in self.root.rglob(pattern)]:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
