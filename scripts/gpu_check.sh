@@ -14,6 +14,12 @@
 # rest can be tried on the development machine:
 #   INSTALL=0 VARIANTS=spars3r TPO=5 bash scripts/gpu_check.sh 30 Herz-Jesus-P8_5
 #
+# Sizing (an estimate, not yet measured): a variant at 3000 steps on fox's 540x960 photos, then
+# scored after 100 and 500 pose steps on 6 test views, should take one to two minutes on an
+# H200, so one 10-minute call holds about `VARIANTS="splatfacto-defaults spars3r" bash
+# scripts/gpu_check.sh 3000 fox_6` with time to spare; the log's timestamps give the real
+# figures for sizing the next call.
+#
 # In order, each step bounded so that what finished comes back: install the wheels, build
 # gsplat's CUDA kernels for this GPU (timed), the CUDA tests, then per dataset the variants
 # of bench_nvs.py (one JSON per run), then `spars-ns export-splat` of a GPU-trained run.
