@@ -32,11 +32,13 @@ def export_splat(config: ExportSplatConfig) -> tuple[Path, int]:
     from nerfstudio.models.splatfacto import SplatfactoModel
     from nerfstudio.utils.eval_utils import eval_setup
 
+    from spars_ns.ns.runs import lpips_built_lazily
     from spars_ns.ply import write_splat_ply
 
     if not config.load_config.is_file():
         raise InputError(f"{config.load_config}: no such run config (the config.yml that ns-train wrote)")
-    _, pipeline, _, _ = eval_setup(config.load_config, test_mode="inference")
+    with lpips_built_lazily("splatfacto"):  # a stock splatfacto run would download AlexNet when loaded
+        _, pipeline, _, _ = eval_setup(config.load_config, test_mode="inference")
     model = pipeline.model
     if not isinstance(model, SplatfactoModel):
         raise InputError(f"{config.load_config}: a {type(model).__name__} run; only Gaussian-splat runs (spars3r, splatfacto) export splats")
