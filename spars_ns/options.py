@@ -17,7 +17,7 @@ from spars_ns.features import FeatureType, LearnedFeaturesConfig
 from spars_ns.pairs import PairsConfig
 from spars_ns.priors.mast3r import Mast3rConfig
 from spars_ns.refine import RefineConfig
-from spars_ns.regions import RegionsConfig
+from spars_ns.regions import RegionsConfig, check_sam_checkpoint
 
 
 @dataclass
@@ -125,9 +125,5 @@ def check_options(config: ProcessOptions) -> None:
             "--refine needs depth to refine: a --prior with --alignment global or two-stage, "
             "or --prior files (depth or disparity, see --refine-input)."
         )
-    sam = config.region_options.sam_checkpoint
-    if aligned and config.alignment == "two-stage" and config.regions == "sam" and (sam is None or not Path(sam).is_file()):
-        raise InputError(
-            f"SAM checkpoint {sam} not found: pass --region-options.sam-checkpoint PATH "
-            "to the downloaded weights, or use --regions superpixels."
-        )
+    if aligned and config.alignment == "two-stage" and config.regions == "sam":
+        check_sam_checkpoint(config.region_options)

@@ -79,6 +79,14 @@ def merge_masks(masks: np.ndarray, min_overlap: float) -> np.ndarray:
     return labels
 
 
+def check_sam_checkpoint(config: RegionsConfig) -> None:
+    if config.sam_checkpoint is None or not Path(config.sam_checkpoint).is_file():
+        raise InputError(
+            f"SAM checkpoint {config.sam_checkpoint} not found: pass --region-options.sam-checkpoint PATH "
+            "to the downloaded weights, or use --regions superpixels."
+        )
+
+
 class SamRegions:
     """A SAM predictor built once per run; call it per image with outlier pixels."""
 
@@ -90,11 +98,7 @@ class SamRegions:
                 "--regions sam needs the segment-anything package: pip install 'spars-ns[sam]' "
                 "(or use --regions superpixels)."
             ) from err
-        if config.sam_checkpoint is None or not Path(config.sam_checkpoint).is_file():
-            raise InputError(
-                f"SAM checkpoint {config.sam_checkpoint} not found: pass --region-options.sam-checkpoint PATH "
-                "to the downloaded weights, or use --regions superpixels."
-            )
+        check_sam_checkpoint(config)
         model = sam_model_registry[config.sam_model](checkpoint=str(config.sam_checkpoint))
         self.predictor = SamPredictor(model.to(device).eval())
         self.config = config

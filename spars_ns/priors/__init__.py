@@ -9,14 +9,14 @@ model's depth or pointmaps), `mast3r` (MASt3R with its sparse global alignment),
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from spars_ns.scene import NpzRecord
 
 
 @dataclass
-class DensePrior:
+class DensePrior(NpzRecord):
     """One image's dense prior at its working resolution (h, w).
 
     `pts3d` is in the prior's own frame (the camera frame for depth, the model's world
@@ -29,6 +29,10 @@ class DensePrior:
     conf: np.ndarray  # (h, w) float32, 0 where invalid
     scale: tuple[float, float]  # (sx, sy)
     offset: tuple[float, float]  # (ox, oy)
+
+    def __post_init__(self):
+        self.scale = tuple(float(v) for v in self.scale)  # loaded from a file, they are arrays
+        self.offset = tuple(float(v) for v in self.offset)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -73,13 +77,3 @@ class DensePrior:
         out = np.full(width * height, np.nan, np.float32)
         out[inside] = values[y[inside], x[inside]]
         return out.reshape(height, width)
-
-    def save(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.partial.npz")
-        np.savez_compressed(tmp, pts3d=self.pts3d, conf=self.conf, scale=np.array(self.scale), offset=np.array(self.offset))
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: Path) -> "DensePrior":
-        with np.load(path) as data:
-            return cls(data["pts3d"], data["conf"], tuple(data["scale"]), tuple(data["offset"]))
