@@ -40,8 +40,8 @@ class Args:
     seed: int = 0
     noise: float = 0.002
     """Prior noise, a fraction of depth (per axis)."""
-    align: AlignConfig = field(default_factory=AlignConfig)
-    regions: RegionsConfig = field(default_factory=RegionsConfig)
+    align_options: AlignConfig = field(default_factory=AlignConfig)
+    regions_options: RegionsConfig = field(default_factory=RegionsConfig)
 
 
 def main(args: Args) -> None:
@@ -82,17 +82,17 @@ def main(args: Args) -> None:
     rows = []
     variants = {
         "global": None,
-        "two-stage, superpixels": lambda name, prior: (lambda _: superpixel_regions(images[name], args.regions)),
+        "two-stage, superpixels": lambda name, prior: (lambda _: superpixel_regions(images[name], args.regions_options)),
         "two-stage, true object masks": lambda name, prior: (lambda _: [object_ids[name] + 1]),
     }
     for label, proposer in variants.items():
         start = time.perf_counter()
-        result = align_scene(model, priors, proposer, args.align)
+        result = align_scene(model, priors, proposer, args.align_options)
         seconds = time.perf_counter() - start
         median, within = error_stats({n: a.points for n, a in result.images.items()})
         kept = np.mean([np.isfinite(a.points).all(-1)[object_ids[n] >= 0].mean() for n, a in result.images.items()])
         rows.append((label, median, within, kept, seconds))
-    floor = align_scene(model, noise_only, None, args.align)
+    floor = align_scene(model, noise_only, None, args.align_options)
     rows.append(("noise floor", *error_stats({n: a.points for n, a in floor.images.items()}), 1.0, 0.0))
 
     print(f"\n{args.views} views at {args.width}x{args.height}, prior noise {args.noise:.3f} of depth\n")

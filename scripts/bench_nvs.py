@@ -157,6 +157,7 @@ def defaults_dataset(scene: Path, train: list[str], test: list[str], work: Path,
 def prepare(args: Prepare) -> None:
     import pycolmap
 
+    from spars_ns.options import PriorConfig
     from spars_ns.pipeline import ProcessConfig, process
 
     pycolmap.logging.minloglevel = 2
@@ -171,7 +172,7 @@ def prepare(args: Prepare) -> None:
                 (photos / photo).symlink_to((args.scene / "images" / photo).resolve())
         print(f"{name}: train {train}\n  test {test}", flush=True)
         scene = process(ProcessConfig(
-            images=photos, output=work / "spars3r_scene", test_views=tuple(test), prior=args.prior, prior_dir=args.prior_dir,
+            images=photos, output=work / "spars3r_scene", test_views=tuple(test), prior=args.prior, prior_options=PriorConfig(dir=args.prior_dir),
             refine=args.refine, max_dense_points=args.max_dense_points,
         ))
         copy_dataset(scene.root, output / "spars3r")

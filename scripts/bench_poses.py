@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ import pycolmap
 import tyro
 
 from spars_ns.errors import InputError, SfMError
-from spars_ns.features import FeatureType, LearnedFeaturesConfig
+from spars_ns.features import FeatureType
 from spars_ns.images import file_sha1, ingest_image
 from spars_ns.metrics import absolute_trajectory_error, evenly_spaced, load_true_poses, mean_average_accuracy, pair_errors_deg
 from spars_ns.sfm import SfMConfig, run_sfm
@@ -37,9 +37,8 @@ class Args:
     views: list[int] = field(default_factory=lambda: [3])
     """Numbers of views K to pick, evenly spaced by sorted name."""
     features: list[FeatureType] = field(default_factory=lambda: ["sift"])
-    """Feature types of our SfM stage, one row each."""
-    sfm: SfMConfig = field(default_factory=SfMConfig)
-    learned_features: LearnedFeaturesConfig = field(default_factory=LearnedFeaturesConfig)
+    """Feature types of our SfM stage, one row each (overrides --sfm-options.features)."""
+    sfm_options: SfMConfig = field(default_factory=SfMConfig)
 
 
 def poses_of(model: pycolmap.Reconstruction | None) -> dict[str, np.ndarray]:
@@ -51,8 +50,7 @@ def poses_of(model: pycolmap.Reconstruction | None) -> dict[str, np.ndarray]:
 def run_ours(image_dir: Path, names: list[str], work: Path, args: Args, features: FeatureType) -> dict[str, np.ndarray]:
     records = [ingest_image(image_dir / n, work, file_sha1(image_dir / n)) for n in names]
     try:
-        result = run_sfm(work, records, [r.name for r in records], [], work / "sfm", args.sfm,
-                         features=features, learned=args.learned_features)
+        result = run_sfm(work, records, [r.name for r in records], [], work / "sfm", replace(args.sfm_options, features=features))
     except SfMError:
         return {}
     return poses_of(result.train)

@@ -20,26 +20,9 @@ import numpy as np
 import pycolmap
 
 from spars_ns.options import AlignConfig
-from spars_ns.ply import SOURCE_GLOBAL, SOURCE_REGION
 from spars_ns.priors import DensePrior
-from spars_ns.scene import NpzRecord
 
 REGION_GLOBAL, REGION_DROPPED = 0, -1
-
-
-@dataclass
-class AlignedPrior(NpzRecord):
-    """`align/<stem>.npz`: one view's prior mapped into the SfM frame, at the prior's working resolution."""
-
-    points: np.ndarray  # (h, w, 3) SfM frame, nan where dropped
-    depth: np.ndarray  # (h, w) z in the view's camera, SfM units
-    conf: np.ndarray  # (h, w) the prior's confidence
-    region_ids: np.ndarray  # (h, w) REGION_GLOBAL, a region's id (> 0), or REGION_DROPPED
-    inlier_mask: np.ndarray  # (h, w) pixels of SfM correspondences that the global fit explains
-
-    def sources(self) -> np.ndarray:
-        """(h, w) points.ply source of each pixel's point."""
-        return np.where(self.region_ids > 0, SOURCE_REGION, SOURCE_GLOBAL)
 
 
 @dataclass

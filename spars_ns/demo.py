@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from rich.console import Console
 
-from spars_ns.options import ProcessConfig
+from spars_ns.options import PriorConfig, ProcessConfig
 from spars_ns.synthetic import make_scene, write_prior_files
 
 
@@ -52,7 +52,7 @@ def run_demo(config: DemoConfig) -> dict:
     synthetic.write_images(photos)
     prior_dir = write_prior_files(synthetic, output / "prior", config.seed)
     scene = process(ProcessConfig(
-        images=photos, output=output / "scene", test_every=4, prior="files", prior_dir=prior_dir, refine="global",
+        images=photos, output=output / "scene", test_every=4, prior="files", prior_options=PriorConfig(dir=prior_dir), refine="global",
         max_dense_points=4000 if on_cpu else 200_000,  # the CPU rasteriser's cost grows with Gaussians
     ))
 

@@ -27,7 +27,7 @@ FeatureType = Literal["sift", "aliked+lightglue", "disk+lightglue"]
 
 @dataclass
 class LearnedFeaturesConfig:
-    """Options of learned features (`--features aliked+lightglue|disk+lightglue`)."""
+    """Options of learned features (`--sfm-options.features aliked+lightglue|disk+lightglue`)."""
 
     max_keypoints: int = 4096
     resize_max: int = 1600
@@ -81,7 +81,7 @@ def load_extractor(kind: FeatureType, config: LearnedFeaturesConfig) -> torch.nn
         else:
             raise ValueError(f"no learned extractor for {kind!r}")
     except (OSError, RuntimeError) as err:
-        raise _weights_error(kind.split("+")[0].upper(), err, "--learned-features.extractor-checkpoint") from err
+        raise _weights_error(kind.split("+")[0].upper(), err, "--sfm-options.learned.extractor-checkpoint") from err
     return model.eval().to(device)
 
 
@@ -96,7 +96,7 @@ def load_matcher(kind: FeatureType, config: LearnedFeaturesConfig) -> torch.nn.M
         else:
             model = KF.LightGlue(features)
     except (OSError, RuntimeError) as err:
-        raise _weights_error(f"LightGlue ({features})", err, "--learned-features.matcher-checkpoint") from err
+        raise _weights_error(f"LightGlue ({features})", err, "--sfm-options.learned.matcher-checkpoint") from err
     return model.eval().to(device_of(config))
 
 

@@ -4,6 +4,11 @@
 even when the scene is already processed; they need no SfM library then, so a GPU node can
 train without pycolmap (scripts/offline_wheels.sh). The options of the stages whose modules
 import pycolmap (sfm, align) live here; the other stages keep theirs beside their code.
+
+One naming scheme for every stage: `--<stage> MODE` chooses what the stage does and
+`--<stage>-options.*` holds its settings (`--prior files --prior-options.dir DIR`,
+`--align two-stage --align-options.inlier-threshold 0.01`, `--refine local
+--refine-options.grid 5`); the SfM stage has no mode, only `--sfm-options.*`.
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ from spars_ns.regions import RegionsConfig, check_sam_checkpoint
 class SfMConfig:
     """Options of the SfM stage. Defaults measured in BENCHMARKS.md (bench_poses)."""
 
+    features: FeatureType = "sift"
+    """Local features: SIFT (pycolmap), or ALIKED / DISK matched by LightGlue (kornia; weights
+    downloaded on first use, or --sfm-options.learned.*-checkpoint)."""
+    learned: LearnedFeaturesConfig = field(default_factory=LearnedFeaturesConfig)
+    """Options of the learned features."""
     camera_model: str = "SIMPLE_RADIAL"
     """COLMAP camera model; few views constrain little more than focal length and k1."""
     max_num_features: int = 8192
@@ -45,6 +55,16 @@ class SfMConfig:
     it (a start then costs minutes) further starts are made only while views are missing."""
     pairs: PairsConfig = field(default_factory=PairsConfig)
     seed: int = 0
+
+
+@dataclass
+class PriorConfig:
+    """Options of the dense-prior stage."""
+
+    dir: Path | None = None
+    """Folder of <stem>.npy / <stem>.npz depth or pointmaps, for --prior files."""
+    mast3r: Mast3rConfig = field(default_factory=Mast3rConfig)
+    """MASt3R's checkpoint and settings, for --prior mast3r."""
 
 
 @dataclass
@@ -72,31 +92,23 @@ class ProcessOptions:
     """Every Nth image by sorted name (the 1st, N+1th, ...) is held out as a test view; 0: none."""
     test_views: tuple[str, ...] = ()
     """File names of the photos to hold out as test views instead (overrides --test-every)."""
-    features: FeatureType = "sift"
-    """Local features of the SfM stage: SIFT (pycolmap), or ALIKED / DISK matched by LightGlue
-    (kornia; weights downloaded on first use, or --learned-features.*-checkpoint)."""
+    sfm_options: SfMConfig = field(default_factory=SfMConfig)
     prior: Literal["none", "files", "mast3r"] = "none"
-    """Dense prior: none (SfM points only), files (depth or pointmaps from --prior-dir), mast3r."""
-    prior_dir: Path | None = None
-    """Folder of <stem>.npy / <stem>.npz depth or pointmaps, for --prior files."""
-    alignment: Literal["none", "global", "two-stage"] = "two-stage"
+    """Dense prior: none (SfM points only), files (depth or pointmaps from --prior-options.dir), mast3r."""
+    prior_options: PriorConfig = field(default_factory=PriorConfig)
+    align: Literal["none", "global", "two-stage"] = "two-stage"
     """How the prior is mapped onto the SfM frame: none (SfM seeds only), one Sim3 per
     image, or that plus a Sim3 per region where the global fit leaves outliers."""
+    align_options: AlignConfig = field(default_factory=AlignConfig)
     regions: Literal["sam", "superpixels"] = "superpixels"
     """Region proposals of the two-stage alignment: SAM (needs weights) or superpixels."""
+    regions_options: RegionsConfig = field(default_factory=RegionsConfig)
     refine: Literal["none", "global", "local"] = "none"
     """Frozen-depth refinement of the prior's depth: none, a scale and shift per image, or
     that plus a smooth local grid solved jointly for multi-view consistency."""
-    refine_input: Literal["depth", "disparity"] = "depth"
-    """What a files prior holds when it is refined without alignment (aligned priors are depth)."""
+    refine_options: RefineConfig = field(default_factory=RefineConfig)
     max_dense_points: int = 500_000
     """Cap on the prior points written to points.ply (sampled evenly over images)."""
-    sfm: SfMConfig = field(default_factory=SfMConfig)
-    learned_features: LearnedFeaturesConfig = field(default_factory=LearnedFeaturesConfig)
-    mast3r: Mast3rConfig = field(default_factory=Mast3rConfig)
-    align: AlignConfig = field(default_factory=AlignConfig)
-    region_options: RegionsConfig = field(default_factory=RegionsConfig)
-    refine_options: RefineConfig = field(default_factory=RefineConfig)
 
 
 @dataclass(kw_only=True)
@@ -117,13 +129,14 @@ def check_options(config: ProcessOptions) -> None:
     """Refuse option combinations that cannot work, before any photo is read."""
     if config.test_every < 0:
         raise InputError(f"--test-every must be 0 (no test views) or positive, got {config.test_every}.")
-    if config.prior == "files" and (config.prior_dir is None or not Path(config.prior_dir).is_dir()):
-        raise InputError(f"--prior files needs --prior-dir pointing at a folder (got {config.prior_dir}).")
-    aligned = config.prior != "none" and config.alignment != "none"
+    prior_dir = config.prior_options.dir
+    if config.prior == "files" and (prior_dir is None or not Path(prior_dir).is_dir()):
+        raise InputError(f"--prior files needs --prior-options.dir pointing at a folder (got {prior_dir}).")
+    aligned = config.prior != "none" and config.align != "none"
     if config.refine != "none" and not (aligned or config.prior == "files"):
         raise InputError(
-            "--refine needs depth to refine: a --prior with --alignment global or two-stage, "
-            "or --prior files (depth or disparity, see --refine-input)."
+            "--refine needs depth to refine: a --prior with --align global or two-stage, "
+            "or --prior files (depth or disparity, see --refine-options.input)."
         )
-    if aligned and config.alignment == "two-stage" and config.regions == "sam":
-        check_sam_checkpoint(config.region_options)
+    if aligned and config.align == "two-stage" and config.regions == "sam":
+        check_sam_checkpoint(config.regions_options)

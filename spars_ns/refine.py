@@ -26,14 +26,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spars_ns.ply import SOURCE_REFINE
-from spars_ns.scene import NpzRecord
-
 
 @dataclass
 class RefineConfig:
     """Options of the refinement stage. Defaults measured with scripts/bench_refine.py."""
 
+    input: Literal["depth", "disparity"] = "depth"
+    """What a files prior holds when it is refined without alignment (aligned priors are depth)."""
     grid: int = 5
     """Local grid size (G x G scale multipliers and shifts per image)."""
     iterations: int = 200
@@ -83,20 +82,6 @@ class RefineResult:
     sfm_abs_rel_after: float
     cam_from_world: np.ndarray | None = None  # (3, 4) when poses were refined
     focal_scale: float = 1.0
-
-
-@dataclass
-class RefinedPrior(NpzRecord):
-    """`refine/<stem>.npz`: a view's refined depth at the prior's working resolution, and its seed
-    points where the alignment left none."""
-
-    points: np.ndarray  # (h, w, 3) SfM frame, nan where the alignment has a point or depth is unknown
-    depth: np.ndarray  # (h, w) SfM units, nan where unknown
-    conf: np.ndarray  # (h, w) the prior's confidence
-
-    def sources(self) -> np.ndarray:
-        """(h, w) points.ply source of each pixel's point."""
-        return np.full(self.depth.shape, SOURCE_REFINE)
 
 
 def _valid(view: RefineView) -> np.ndarray:

@@ -82,7 +82,7 @@ def merge_masks(masks: np.ndarray, min_overlap: float) -> np.ndarray:
 def check_sam_checkpoint(config: RegionsConfig) -> None:
     if config.sam_checkpoint is None or not Path(config.sam_checkpoint).is_file():
         raise InputError(
-            f"SAM checkpoint {config.sam_checkpoint} not found: pass --region-options.sam-checkpoint PATH "
+            f"SAM checkpoint {config.sam_checkpoint} not found: pass --regions-options.sam-checkpoint PATH "
             "to the downloaded weights, or use --regions superpixels."
         )
 

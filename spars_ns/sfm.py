@@ -24,7 +24,7 @@ import numpy as np
 import pycolmap
 
 from spars_ns.errors import SfMError
-from spars_ns.features import FeatureType, LearnedFeaturesConfig, extract, global_descriptor, load_extractor, load_matcher, match
+from spars_ns.features import extract, global_descriptor, load_extractor, load_matcher, match
 from spars_ns.images import ImageRecord
 from spars_ns.options import SfMConfig
 from spars_ns.pairs import select_pairs, thumbnail_descriptor
@@ -43,7 +43,6 @@ class SfMResult:
 
 def extract_and_match(
     database: Path, image_dir: Path, images: list[ImageRecord], config: SfMConfig,
-    features: FeatureType = "sift", learned: LearnedFeaturesConfig | None = None,
 ) -> None:
     """Features for every image and verified matches for the selected pairs, into a new database.
 
@@ -58,7 +57,7 @@ def extract_and_match(
     # Images enter the database in a fixed order before extraction: extraction alone numbers them
     # in the order its threads finish, which changes the mapper's results from run to run.
     import_images(database, image_dir, images, config)
-    if features == "sift":
+    if config.features == "sift":
         extraction = pycolmap.FeatureExtractionOptions()
         extraction.sift.max_num_features = config.max_num_features
         extraction.sift.domain_size_pooling = config.domain_size_pooling
@@ -80,12 +79,11 @@ def extract_and_match(
         )
         return
 
-    learned = learned or LearnedFeaturesConfig()
-    extractor = load_extractor(features, learned)
-    found = {n: extract(extractor, image_dir / n, learned) for n in names}
+    extractor = load_extractor(config.features, config.learned)
+    found = {n: extract(extractor, image_dir / n, config.learned) for n in names}
     del extractor
     pairs = select_pairs(names, np.stack([global_descriptor(found[n]) for n in names]), config.pairs)
-    matcher = load_matcher(features, learned)
+    matcher = load_matcher(config.features, config.learned)
     matches = {(a, b): match(matcher, found[a], found[b]) for a, b in pairs}
     write_keypoints_and_matches(database, {n: f.keypoints for n, f in found.items()}, matches)
     write_pairs(pairs_path, pairs)
@@ -300,7 +298,6 @@ def explain_unregistered(graph: MatchGraph, name: str, registered: list[str], tr
 def run_sfm(
     image_dir: Path, images: list[ImageRecord], train_names: list[str], test_names: list[str],
     work_dir: Path, config: SfMConfig, on_attempt: Callable[[int], None] | None = None,
-    features: FeatureType = "sift", learned: LearnedFeaturesConfig | None = None,
 ) -> SfMResult:
     """Features, matches, mapping of training views, registration of test views.
 
@@ -310,7 +307,7 @@ def run_sfm(
     work_dir.mkdir(parents=True, exist_ok=True)
     database = work_dir / "database.db"
     database.unlink(missing_ok=True)
-    extract_and_match(database, image_dir, images, config, features, learned)
+    extract_and_match(database, image_dir, images, config)
     graph = MatchGraph(database)
     train, attempts = map_training_views(database, graph, image_dir, train_names, config, work_dir / "models", on_attempt)
 

@@ -1,16 +1,24 @@
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pycolmap
 import pytest
 
+from spars_ns.options import PriorConfig
 from spars_ns.pipeline import ProcessConfig, process
 from spars_ns.synthetic import SyntheticScene, make_scene, write_prior_files
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+ENV = {**os.environ, "COLUMNS": "200"}
+BIN = Path(sys.executable).parent  # the environment's own commands, also when it is not activated
+TEST_VIEWS = ["view_000.png", "view_004.png"]
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +49,39 @@ def prior_files(scene, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def dense_scene(photos, prior_files, tmp_path_factory):
     output = tmp_path_factory.mktemp("dense_scene")
-    return process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_dir=prior_files))
+    return process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(dir=prior_files)))
+
+
+# Small enough for CPU: images at 80x60 (a quarter of the photos), 300 steps, 20 pose steps per test view
+# (SfM registers the synthetic test views almost exactly; the perturbed-pose test asks for more).
+TRAIN_ARGS = [
+    "--vis", "tensorboard", "--max-num-iterations", "300", "--steps-per-eval-all-images", "0",
+    "--steps-per-eval-image", "0", "--steps-per-save", "1000", "--pipeline.test-pose-steps", "20",
+    "--pipeline.datamanager.camera-res-scale-factor", "0.25", "--pipeline.model.num-downscales", "0",
+    "--pipeline.model.warmup-length", "100", "--pipeline.model.refine-every", "50",
+]
+
+
+@pytest.fixture(scope="session")
+def depth_scene(dense_scene, photos, prior_files, tmp_path_factory):
+    """The synthetic photos with a prior aligned and refined: the scene has depth/ for the depth loss.
+    Few dense seed points: the CPU rasteriser's cost grows with the number of Gaussians. Made from a
+    copy of the aligned scene, so that only refinement and export run."""
+    output = tmp_path_factory.mktemp("depth_scene") / "scene"
+    shutil.copytree(dense_scene.root, output)
+    return process(ProcessConfig(
+        images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(dir=prior_files), refine="global", max_dense_points=4000,
+    ))
+
+
+@pytest.fixture(scope="session")
+def trained(depth_scene, tmp_path_factory):
+    """config.yml of a real `ns-train spars3r` run on CPU."""
+    output = tmp_path_factory.mktemp("runs")
+    command = [str(BIN / "ns-train"), "spars3r", "--data", str(depth_scene.root), "--output-dir", str(output), "--timestamp", "run", *TRAIN_ARGS]
+    out = subprocess.run(command, capture_output=True, text=True, env=ENV)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return output / depth_scene.root.name / "spars3r" / "run" / "config.yml"
 
 
 def true_poses(scene: SyntheticScene) -> dict[str, np.ndarray]:

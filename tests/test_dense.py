@@ -9,7 +9,9 @@ import pytest
 from plyfile import PlyData
 
 from spars_ns.errors import InputError
+from spars_ns.options import PriorConfig
 from spars_ns.pipeline import ProcessConfig, process
+from spars_ns.refine import RefineConfig
 from spars_ns.priors.files import load_file_prior
 from spars_ns.synthetic import camera_points
 
@@ -47,7 +49,7 @@ def test_fused_points_are_dense_accurate_and_labelled(dense_scene, scene):
 
 
 def test_alignment_none_keeps_sfm_seeds_only(photos, prior_files, tmp_path):
-    scene = process(ProcessConfig(images=photos, output=tmp_path / "s", test_every=4, prior="files", prior_dir=prior_files, alignment="none"))
+    scene = process(ProcessConfig(images=photos, output=tmp_path / "s", test_every=4, prior="files", prior_options=PriorConfig(dir=prior_files), align="none"))
     counts = scene.stage_entry("export")["counts"]
     assert counts["global_points"] == counts["region_points"] == 0 and counts["points"] == counts["sfm_points"]
 
@@ -94,7 +96,7 @@ def test_a_prior_in_both_formats_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"prior": "files"}, "--prior-dir"),
+    ({"prior": "files"}, "--prior-options.dir"),
     ({"refine": "local"}, "--refine needs depth"),
     ({"test_every": -1}, "--test-every must be 0"),
     ({"prior": "mast3r", "regions": "sam"}, "SAM checkpoint None not found"),
@@ -114,7 +116,7 @@ def test_an_image_without_usable_prior_keeps_its_sfm_points(dense_scene, prior_f
     np.savez(folder / "view_002.npz", pts3d=pts3d, conf=np.zeros(pts3d.shape[:2], np.float32))
     output = tmp_path / "scene"
     shutil.copytree(dense_scene.root, output)
-    scene = process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_dir=folder))
+    scene = process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(dir=folder)))
     report = json.loads((scene.align_dir / "report.json").read_text())
     assert "view_002.png" in report["sfm_points_only"] and "view_002.png" not in report["images"]
     assert not (scene.align_dir / "view_002.npz").exists() and (scene.align_dir / "view_003.npz").exists()
@@ -129,7 +131,7 @@ def test_refining_when_no_view_kept_its_prior_says_why(dense_scene, prior_files,
     output = tmp_path / "scene"
     shutil.copytree(dense_scene.root, output)
     with pytest.raises(InputError, match=r"--refine global: no training view has depth to refine.*align/report\.json"):
-        process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_dir=folder, refine="global"))
+        process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(dir=folder), refine="global"))
 
 
 @pytest.mark.parametrize("kind", ["depth", "disparity"])
@@ -148,8 +150,8 @@ def test_refined_depth_from_affine_invariant_files(scene, photos, processed, tmp
     output = tmp_path / "scene"
     shutil.copytree(processed.root, output)
     result = process(ProcessConfig(
-        images=photos, output=output, test_every=4, prior="files", prior_dir=folder, alignment="none",
-        refine="local", refine_input=kind,
+        images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(dir=folder), align="none",
+        refine="local", refine_options=RefineConfig(input=kind),
     ))
     meta = json.loads(result.transforms_path.read_text())
     assert all(f["depth_file_path"] == f"depth/{f['file_path'][7:-4]}.npy" for f in meta["frames"])
@@ -175,13 +177,12 @@ def test_refined_depth_from_affine_invariant_files(scene, photos, processed, tmp
 
 
 def test_refined_cameras_reach_transforms_json(dense_scene, photos, prior_files, tmp_path):
-    from spars_ns.refine import RefineConfig
 
     output = tmp_path / "scene"
     shutil.copytree(dense_scene.root, output)
     options = RefineConfig(refine_poses=True, refine_focal=True, iterations=40)
     scene = process(ProcessConfig(
-        images=photos, output=output, test_every=4, prior="files", prior_dir=prior_files, refine="local",
+        images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(dir=prior_files), refine="local",
         refine_options=options,
     ))
     corrected = json.loads((scene.refine_dir / "cameras.json").read_text())
@@ -205,12 +206,12 @@ def test_a_stage_switched_off_leaves_nothing_behind(dense_scene, photos, prior_f
     stage's outputs and manifest entry go, and points.ply and transforms.json stop using them."""
     output = tmp_path / "scene"
     shutil.copytree(dense_scene.root, output)
-    options = {"images": photos, "output": output, "test_every": 4, "prior": "files", "prior_dir": prior_files, "refine": "global"}
+    options = {"images": photos, "output": output, "test_every": 4, "prior": "files", "prior_options": PriorConfig(dir=prior_files), "refine": "global"}
     scene = process(ProcessConfig(**options))
     assert point_sources(scene) == {0, 1, 2} and scene.depth_dir.exists()
 
     steps = [  # change, stage switched off, its outputs, seed sources left, depth listed
-        ({"alignment": "none"}, "align", [scene.align_dir], {0, 3}, True),  # the prior's own depth is refined now
+        ({"align": "none"}, "align", [scene.align_dir], {0, 3}, True),  # the prior's own depth is refined now
         ({"refine": "none"}, "refine", [scene.refine_dir, scene.depth_dir], {0}, False),
         ({"prior": "none"}, "prior", [scene.prior_dir], {0}, False),
     ]

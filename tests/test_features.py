@@ -46,7 +46,7 @@ def test_learned_features_fill_the_database_pycolmap_reads(kind, records, tmp_pa
     image_dir, images = records
     learned = random_checkpoints(kind, tmp_path)
     database = tmp_path / "database.db"
-    extract_and_match(database, image_dir, images, SfMConfig(), features=kind, learned=learned)
+    extract_and_match(database, image_dir, images, SfMConfig(features=kind, learned=learned))
 
     db = pycolmap.Database.open(database)
     try:
@@ -108,7 +108,7 @@ def test_missing_weights_offline_name_the_option(tmp_path, monkeypatch):
         raise OSError("no network")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(InputError, match="--learned-features.extractor-checkpoint"):
+    with pytest.raises(InputError, match="--sfm-options.learned.extractor-checkpoint"):
         load_extractor("disk+lightglue", LearnedFeaturesConfig(device="cpu"))
 
 

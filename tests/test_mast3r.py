@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from spars_ns.options import PriorConfig
 from spars_ns.pipeline import ProcessConfig, process
 from spars_ns.priors import DensePrior
 
@@ -72,7 +73,7 @@ def test_tiny_mast3r_through_the_pipeline_writes_prior_files(processed, tiny_che
     shutil.copytree(processed.root, output)
     config = ProcessConfig(
         images=photos, output=output, test_every=4, prior="mast3r",
-        mast3r=Mast3rConfig(checkpoint=str(tiny_checkpoint), **TINY_CONFIG),
+        prior_options=PriorConfig(mast3r=Mast3rConfig(checkpoint=str(tiny_checkpoint), **TINY_CONFIG)),
     )
     scene = process(config)
     assert scene.read_manifest()["stages"]["sfm"] == processed.read_manifest()["stages"]["sfm"]  # SfM reused

@@ -4,7 +4,6 @@ the method."""
 
 import json
 import math
-import os
 import shutil
 import socket
 import subprocess
@@ -29,48 +28,14 @@ from spars_ns.ns.dataparser import SparsDataParserConfig
 from spars_ns.ns.dataset import SparsDataset
 from spars_ns.ns.model import VIEWER_BACKGROUND, LazyLPIPS, Spars3rModelConfig, depth_loss
 from spars_ns.ns.viewer import view_from_camera
-from spars_ns.pipeline import ProcessConfig, process
+
+from conftest import BIN, ENV, TEST_VIEWS
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
 
-ENV = {**os.environ, "COLUMNS": "200"}
-BIN = Path(sys.executable).parent  # the environment's own commands, also when it is not activated
 # As the project's machines need them: no sandbox for root, no GPU, no calls home on a closed network.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-TEST_VIEWS = ["view_000.png", "view_004.png"]
-# Small enough for CPU: images at 80x60 (a quarter of the photos), 300 steps, 20 pose steps per test view
-# (SfM registers the synthetic test views almost exactly; the perturbed-pose test asks for more).
-TRAIN_ARGS = [
-    "--vis", "tensorboard", "--max-num-iterations", "300", "--steps-per-eval-all-images", "0",
-    "--steps-per-eval-image", "0", "--steps-per-save", "1000", "--pipeline.test-pose-steps", "20",
-    "--pipeline.datamanager.camera-res-scale-factor", "0.25", "--pipeline.model.num-downscales", "0",
-    "--pipeline.model.warmup-length", "100", "--pipeline.model.refine-every", "50",
-]
-
-
-@pytest.fixture(scope="module")
-def depth_scene(dense_scene, photos, prior_files, tmp_path_factory):
-    """The synthetic photos with a prior aligned and refined: the scene has depth/ for the depth loss.
-    Few dense seed points: the CPU rasteriser's cost grows with the number of Gaussians. Made from a
-    copy of the aligned scene, so that only refinement and export run."""
-    output = tmp_path_factory.mktemp("depth_scene") / "scene"
-    shutil.copytree(dense_scene.root, output)
-    return process(ProcessConfig(
-        images=photos, output=output, test_every=4, prior="files", prior_dir=prior_files, refine="global", max_dense_points=4000,
-    ))
-
-
-@pytest.fixture(scope="module")
-def trained(depth_scene, tmp_path_factory):
-    """config.yml of a real `ns-train spars3r` run on CPU."""
-    output = tmp_path_factory.mktemp("runs")
-    command = [str(BIN / "ns-train"), "spars3r", "--data", str(depth_scene.root), "--output-dir", str(output), "--timestamp", "run", *TRAIN_ARGS]
-    out = subprocess.run(command, capture_output=True, text=True, env=ENV)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return output / depth_scene.root.name / "spars3r" / "run" / "config.yml"
-
-
 def mean_colour_psnr(images) -> float:
     """PSNR of predicting each (H, W, 3) image in [0, 1] by its own mean colour: what a model that learnt nothing scores."""
     return float(np.mean([-10 * math.log10(float(((im - im.mean((0, 1))) ** 2).mean())) for im in images]))

@@ -2,12 +2,10 @@
 training imports, and the `spars-ns` command's errors and interrupts."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,12 +13,13 @@ import torch
 from spars_ns.ns.dataparser import SparsDataParserConfig
 from spars_ns.pipeline import ProcessOptions
 
+from conftest import BIN, ENV
+
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-BIN = Path(sys.executable).parent  # the environment's own commands, also when it is not activated
 
 
 def test_ns_train_lists_spars3r_and_spars_data():
-    out = subprocess.run([str(BIN / "ns-train"), "spars3r", "--help"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    out = subprocess.run([str(BIN / "ns-train"), "spars3r", "--help"], capture_output=True, text=True, env=ENV)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "spars-data" in out.stdout and "pipeline.model" in out.stdout
 
@@ -50,7 +49,7 @@ def test_dataparser_processes_a_photo_folder_on_first_use(photos, tmp_path):
 def test_cli_reports_bad_input_without_a_traceback(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "spars_ns.cli", "process", "--images", str(tmp_path / "missing"), "--output", str(tmp_path / "o")],
-        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"},
+        capture_output=True, text=True, env=ENV,
     )
     assert out.returncode == 1
     assert "missing does not exist" in out.stderr and "Traceback" not in out.stderr
@@ -61,7 +60,7 @@ def test_cli_reports_an_os_error_as_one_line_naming_the_path(photos, tmp_path):
     blocker.write_text("not a folder")
     out = subprocess.run(
         [sys.executable, "-m", "spars_ns.cli", "process", "--images", str(photos), "--output", str(blocker / "scene")],
-        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"},
+        capture_output=True, text=True, env=ENV,
     )
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert f"error: {blocker / 'scene'}: Not a directory" in " ".join(out.stderr.split())
@@ -72,7 +71,7 @@ def test_ctrl_c_stops_processing_with_one_line_and_keeps_finished_stages(photos,
     output = tmp_path / "scene"
     run = subprocess.Popen(
         [sys.executable, "-m", "spars_ns.cli", "process", "--images", str(photos), "--output", str(output)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
     )
     deadline = time.monotonic() + 60
     while not (output / "manifest.json").exists() and time.monotonic() < deadline:  # ingest recorded, SfM under way

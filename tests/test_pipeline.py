@@ -11,12 +11,15 @@ import pytest
 from PIL import Image
 from plyfile import PlyData
 
-import spars_ns.pipeline as pipeline
+import spars_ns.stages.export as export_stage
+import spars_ns.stages.sfm as sfm_stage
 from spars_ns.errors import InputError, SfMError
 from spars_ns.geometry import opengl_c2w_to_opencv
 from spars_ns.images import file_sha1
 from spars_ns.metrics import pair_errors_deg
+from spars_ns.options import PriorConfig
 from spars_ns.pipeline import ProcessConfig, process, split_names
+from spars_ns.scene import SceneFolder
 from spars_ns.sfm import MatchGraph, SfMConfig, map_training_views
 
 from conftest import sfm_from_true, true_poses
@@ -108,15 +111,14 @@ def test_killed_run_resumes_and_leaves_no_half_written_outputs(photos, tmp_path,
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "transforms_dict", killed)
+    monkeypatch.setattr(export_stage, "transforms_dict", killed)
     with pytest.raises(KeyboardInterrupt):
         process(ProcessConfig(images=photos, output=output, test_every=4))
     stages = json.loads((output / "manifest.json").read_text())["stages"]
     assert set(stages) == {"ingest", "sfm"} and not (output / "transforms.json").exists()
 
-    monkeypatch.setattr(pipeline, "run_sfm", killed)  # SfM must not run again
     monkeypatch.undo()
-    monkeypatch.setattr(pipeline, "run_sfm", killed)
+    monkeypatch.setattr(sfm_stage, "run_sfm", killed)  # SfM must not run again
     scene = process(ProcessConfig(images=photos, output=output, test_every=4))
     assert scene.transforms_path.exists() and scene.read_manifest()["stages"]["sfm"] == stages["sfm"]
     assert not list(output.rglob(".*.partial"))
@@ -131,7 +133,7 @@ def test_interrupted_sfm_keeps_the_previous_model(processed, photos, tmp_path, m
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "run_sfm", killed)
+    monkeypatch.setattr(sfm_stage, "run_sfm", killed)
     with pytest.raises(KeyboardInterrupt):
         process(ProcessConfig(images=photos, output=output, test_every=2))  # new split: SfM reruns
     assert (output / "sparse" / "0" / "images.bin").read_bytes() == before
@@ -215,7 +217,7 @@ def test_a_photo_with_a_space_in_its_name_is_registered(photos, tmp_path):
 
 
 def test_a_second_process_on_the_same_scene_is_refused(photos, tmp_path):
-    scene = pipeline.SceneFolder(tmp_path / "scene")
+    scene = SceneFolder(tmp_path / "scene")
     scene.root.mkdir()
     with scene.lock():  # as if another run were processing this folder
         with pytest.raises(InputError, match=rf"scene is being processed by another process \(pid {os.getpid()}\)"):
@@ -245,7 +247,7 @@ def test_a_run_killed_at_any_rename_leaves_a_scene_that_tells_the_truth(processe
     then run A (SfM points only, what the folder held before) runs again: its points.ply must be
     A's and agree with the manifest, with no leftovers, wherever B stopped."""
     options_a = {"images": photos, "test_every": 4}
-    options_b = {**options_a, "prior": "files", "prior_dir": prior_files, "alignment": "global", "refine": "global"}
+    options_b = {**options_a, "prior": "files", "prior_options": PriorConfig(dir=prior_files), "align": "global", "refine": "global"}
     expected = processed.stage_entry("export")["counts"]["points"]
     real_replace = os.replace
     renames = []

@@ -76,7 +76,7 @@ def load_model(checkpoint: str, device: str):
         raise InputError(
             f"Cannot load the MASt3R checkpoint '{checkpoint}' ({type(err).__name__}: {str(err)[:200]}). "
             "Without network access, download it on another machine and pass its local path with "
-            "--mast3r.checkpoint PATH; or use --prior files or --prior none."
+            "--prior-options.mast3r.checkpoint PATH; or use --prior files or --prior none."
         ) from err
     return model.to(resolve_device(device)).eval()
 

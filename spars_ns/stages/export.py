@@ -1,4 +1,5 @@
-"""Writes the scene as a nerfstudio dataset: `transforms.json`, and the SfM points for `points.ply` (`ply.py`).
+"""Export: the scene as a nerfstudio dataset, `transforms.json` and `points.ply` (SfM points and the
+aligned and refined priors' points, format in `ply.py`).
 
 The world frame is COLMAP's (no axis permutation); nerfstudio's dataparser orients and
 scales poses and points together, so they stay consistent.
@@ -11,10 +12,17 @@ from pathlib import Path
 
 import numpy as np
 import pycolmap
+from PIL import Image
 
 from spars_ns.errors import SfMError
 from spars_ns.geometry import opencv_to_opengl_c2w
-from spars_ns.scene import atomic_write_text
+from spars_ns.options import ProcessConfig
+from spars_ns.ply import SOURCE_GLOBAL, SOURCE_REFINE, SOURCE_REGION, SOURCE_SFM, write_points_ply
+from spars_ns.priors import DensePrior
+from spars_ns.scene import SceneFolder, atomic_write_text
+from spars_ns.stages.align import AlignedPrior
+from spars_ns.stages.refine import RefinedPrior, cameras_path
+from spars_ns.stages.stage import Stage
 
 # COLMAP parameter names -> nerfstudio's OPENCV intrinsics.
 _PARAMS_TO_OPENCV = {
@@ -97,3 +105,59 @@ def sfm_points(model: pycolmap.Reconstruction) -> tuple[np.ndarray, np.ndarray]:
     xyz = np.array([p.xyz for p in points], np.float32).reshape(-1, 3)
     rgb = np.array([p.color for p in points], np.uint8).reshape(-1, 3)
     return xyz, rgb
+
+
+def dense_points(scene: SceneFolder, aligned: bool, refined: bool, max_points: int, seed: int) -> tuple[np.ndarray, ...]:
+    """(xyz, rgb, confidence, source) sampled from the aligned and refined priors of the stages
+    that ran (as the caller knows from their fingerprints), evenly over images."""
+    files = [(p, AlignedPrior) for p in sorted(scene.align_dir.glob("*.npz")) if aligned]
+    files += [(p, RefinedPrior) for p in sorted(scene.refine_dir.glob("*.npz")) if refined]
+    rng = np.random.default_rng(seed)
+    chunks = []
+    for path, record_type in files:
+        record = record_type.load(path)
+        valid = np.isfinite(record.points).all(-1) & (record.conf > 0)
+        index = np.flatnonzero(valid)
+        index = rng.choice(index, min(len(index), max_points // max(len(files), 1)), replace=False)
+        image_path = next(scene.images_dir.glob(f"{path.stem}.*"))
+        prior = DensePrior.load(scene.prior_dir / path.name)
+        colours = prior.resample(np.asarray(Image.open(image_path).convert("RGB"))).reshape(-1, 3)
+        chunks.append((record.points.reshape(-1, 3)[index], colours[index], record.conf.ravel()[index], record.sources().ravel()[index]))
+    if not chunks:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32), np.zeros(0, np.uint8)
+    return tuple(np.concatenate(parts) for parts in zip(*chunks))
+
+
+class ExportStage(Stage):
+    name = "export"
+    libraries = ("plyfile",)
+
+    def __init__(self, scene: SceneFolder, config: ProcessConfig, train: list[str], test: list[str], aligned: bool, refined: bool):
+        super().__init__(scene, config)
+        self.train, self.test = train, test
+        self.aligned, self.refined = aligned, refined  # which of the align and refine stages ran
+
+    def outputs(self) -> list[Path]:
+        return [self.scene.transforms_path, self.scene.points_path]
+
+    def settings(self) -> dict:
+        return {"max_dense_points": self.config.max_dense_points}
+
+    def run(self) -> dict:
+        scene = self.scene
+        model = pycolmap.Reconstruction(scene.sparse_with_test_dir)
+        xyz, rgb = sfm_points(pycolmap.Reconstruction(scene.sparse_dir))
+        confidence, source = np.ones(len(xyz), np.float32), np.full(len(xyz), SOURCE_SFM, np.uint8)
+        if self.aligned or self.refined:
+            dense = dense_points(scene, self.aligned, self.refined, self.config.max_dense_points, self.config.sfm_options.seed)
+            xyz, rgb, confidence, source = (np.concatenate([a, b]) for a, b in zip((xyz, rgb, confidence, source), dense))
+        write_points_ply(scene.points_path, xyz, rgb, confidence, source.astype(np.uint8))
+        corrected_path = cameras_path(scene)
+        corrected = json.loads(corrected_path.read_text()) if self.refined and corrected_path.exists() else {}
+        transforms = transforms_dict(model, self.train, self.test, scene.points_path.name, self.refined, corrected)
+        write_transforms(scene.transforms_path, transforms)
+        return {"frames": len(transforms["frames"]), "points": len(xyz), **{
+            name: int((source == value).sum()) for name, value in
+            (("sfm_points", SOURCE_SFM), ("global_points", SOURCE_GLOBAL), ("region_points", SOURCE_REGION),
+             ("refine_points", SOURCE_REFINE))
+        }}

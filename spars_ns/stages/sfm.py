@@ -1,0 +1,72 @@
+"""SfM: the training model `sparse/0`, the model with the test views `sparse_with_test/0`, and `sfm/report.json`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pycolmap
+
+from spars_ns.images import ImageRecord
+from spars_ns.options import ProcessConfig
+from spars_ns.scene import SceneFolder, atomic_dir, atomic_write_text
+from spars_ns.sfm import run_sfm
+from spars_ns.stages.stage import Stage, progress
+
+
+def registered_train(scene: SceneFolder) -> tuple[pycolmap.Reconstruction, list[pycolmap.Image]]:
+    """The training model and its registered images, sorted by name."""
+    model = pycolmap.Reconstruction(scene.sparse_dir)
+    return model, sorted((im for im in model.images.values() if im.has_pose), key=lambda im: im.name)
+
+
+class SfMStage(Stage):
+    name = "sfm"
+    libraries = ("pycolmap",)
+
+    def __init__(self, scene: SceneFolder, config: ProcessConfig, records: list[ImageRecord], train: list[str], test: list[str]):
+        super().__init__(scene, config)
+        self.records, self.train, self.test = records, train, test
+
+    @property
+    def report_path(self) -> Path:
+        return self.scene.sfm_dir / "report.json"
+
+    def outputs(self) -> list[Path]:
+        return [self.scene.sparse_dir, self.scene.sparse_with_test_dir, self.report_path]
+
+    def settings(self) -> dict:
+        options = asdict(self.config.sfm_options)
+        if options["features"] == "sift":
+            del options["learned"]  # unused: changing them changes nothing
+        return {**options, "train": self.train, "test": self.test}
+
+    def run(self) -> dict:
+        scene, train, test = self.scene, self.train, self.test
+        with progress() as bar:
+            task = bar.add_task(f"SfM on {len(train)} training views", total=None)
+            with atomic_dir(scene.sfm_dir) as work:
+                result = run_sfm(
+                    scene.images_dir, self.records, train, test, work, self.config.sfm_options,
+                    on_attempt=lambda i: bar.update(task, description=f"SfM on {len(train)} training views, initial pair {i + 1}"),
+                )
+                registered_test = sorted(n for n in test if n not in result.unregistered)
+                report = {
+                    "registered_train": sorted(result.train.image(i).name for i in result.train.reg_image_ids()),
+                    "registered_test": registered_test,
+                    "unregistered": result.unregistered,
+                    "init_pairs_tried": result.init_pairs_tried,
+                    "points3D": result.train.num_points3D(),
+                    "mean_reprojection_error_px": result.train.compute_mean_reprojection_error(),
+                    "cameras": {int(c.camera_id): c.summary() for c in result.train.cameras.values()},
+                }
+                atomic_write_text(work / "report.json", json.dumps(report, indent=2))
+            for model, target in ((result.train, scene.sparse_dir), (result.with_test, scene.sparse_with_test_dir)):
+                with atomic_dir(target) as tmp:
+                    model.write(tmp)
+        return {
+            "train_registered": len(report["registered_train"]), "train_total": len(train),
+            "test_registered": len(registered_test), "test_total": len(test),
+            "points3D": report["points3D"], "init_pairs_tried": result.init_pairs_tried,
+        }
