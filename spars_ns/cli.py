@@ -1,5 +1,6 @@
 """`spars-ns` command line: `spars-ns process --images DIR --output DIR`, `spars-ns demo`,
-`spars-ns export-splat --load-config config.yml --output-dir DIR`."""
+`spars-ns export-splat --load-config config.yml --output-dir DIR`,
+`spars-ns mesh --scene DIR|--load-config config.yml --output-dir DIR`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from spars_ns.demo import DemoConfig, run_demo
 from spars_ns.errors import SparsError
 from spars_ns.ns.splat import ExportSplatConfig, export_splat
 from spars_ns.options import ProcessConfig
+from spars_ns.surface.command import MeshConfig, make_mesh
 
 console = Console(stderr=True)
 
@@ -37,6 +39,14 @@ def run_export_splat(config: ExportSplatConfig) -> None:
     console.print(f"[green]Wrote {count} Gaussians to {path}[/green]")
 
 
+def run_mesh(config: MeshConfig) -> None:
+    result = make_mesh(config, console)
+    console.print(
+        f"[green]Wrote {result.mesh_path}[/green] ({result.vertices} vertices, {result.faces} faces) and "
+        f"{result.sdf_path}, from {result.views} views in {result.seconds:.0f} s"
+    )
+
+
 def run_interruptibly(run, config) -> None:
     """`run(config)` in a worker thread, so that Ctrl-C reaches the main thread at once even while
     the worker is inside a long pycolmap call (a signal is handled only between Python steps).
@@ -54,7 +64,8 @@ def run_interruptibly(run, config) -> None:
 def entrypoint() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
     logging.getLogger("pycolmap").setLevel(logging.WARNING)
-    commands = {"process": (ProcessConfig, run_process), "demo": (DemoConfig, run_demo), "export-splat": (ExportSplatConfig, run_export_splat)}
+    commands = {"process": (ProcessConfig, run_process), "demo": (DemoConfig, run_demo), "export-splat": (ExportSplatConfig, run_export_splat),
+                "mesh": (MeshConfig, run_mesh)}
     config = tyro.extras.subcommand_cli_from_dict({name: command for name, (command, _) in commands.items()})
     run = next(run for command, run in commands.values() if isinstance(config, command))
     try:

@@ -1,0 +1,139 @@
+"""The outputs of `spars-ns mesh`: the signed-distance volume (`sdf.npz`) and its zero level set
+as a coloured triangle mesh (`mesh.ply`).
+
+Marching cubes is scikit-image's; connected pieces are scipy's graph components; the PLY is
+written with plyfile, in the layout trimesh, MeshLab and Blender read (vertex x y z float,
+red green blue uchar; face vertex_indices, a list of int).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from plyfile import PlyData, PlyElement
+
+from spars_ns.scene import NpzRecord
+from spars_ns.surface.tsdf import DepthView, VoxelGrid, ViewOnDevice
+
+UNSEEN_GREY = 128  # the colour of a vertex that no view sees
+
+
+@dataclass
+class SignedDistanceVolume(NpzRecord):
+    """`sdf.npz`, in the frame of the scene (the processed scene's SfM frame). Voxel (i, j, k) is
+    centred at origin + (i, j, k) * voxel_size."""
+
+    sdf: np.ndarray
+    """(D, D, D) float32: truncated signed distance in scene units, positive in front of the
+    surface, in [-truncation, truncation]; +truncation where `weight` is 0."""
+    weight: np.ndarray
+    """(D, D, D) float32: sum of the fused views' confidences; 0 where no view observed the voxel."""
+    origin: np.ndarray
+    """(3,) float64: centre of voxel (0, 0, 0)."""
+    voxel_size: np.ndarray
+    """() float64: edge of a voxel, scene units."""
+    truncation: np.ndarray
+    """() float64: the truncation distance, scene units."""
+
+    @property
+    def grid(self) -> VoxelGrid:
+        return VoxelGrid(np.asarray(self.origin), float(self.voxel_size), self.sdf.shape[0])
+
+
+@dataclass
+class Mesh:
+    vertices: np.ndarray  # (N, 3) float32, scene frame
+    faces: np.ndarray  # (F, 3) int32, counter-clockwise seen from the observed (free-space) side
+    colours: np.ndarray  # (N, 3) uint8
+
+
+def extract_surface(volume: SignedDistanceVolume, min_component_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices (N, 3) float32 in the scene frame, faces (F, 3) int32) of the zero level set, both
+    empty where there is none. Only crossings between two observed voxels count: marching cubes
+    also puts vertices on edges to unobserved voxels (which hold +truncation), the far side
+    of the band behind every surface, and the faces that use one are dropped. So are
+    connected pieces with fewer than `min_component_fraction` of the faces."""
+    from skimage.measure import marching_cubes  # scikit-image takes a second to import
+
+    observed = volume.weight > 0
+    if not (volume.sdf[observed] < 0).any() or not (volume.sdf[observed] > 0).any():
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
+    try:
+        # "ascent": the outside (free space) holds the larger values, so faces turn outwards.
+        index_vertices, faces, _, _ = marching_cubes(volume.sdf, level=0.0, gradient_direction="ascent")
+    except RuntimeError:  # scikit-image's "no surface found"
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
+    # A vertex lies on a grid edge: the voxels at its floor and ceiling are that edge's ends.
+    side = volume.sdf.shape[0] - 1
+    low = np.clip(np.floor(index_vertices).astype(np.int64), 0, side)
+    high = np.clip(np.ceil(index_vertices).astype(np.int64), 0, side)
+    between_observed = observed[tuple(low.T)] & observed[tuple(high.T)]
+    faces = faces[between_observed[faces].all(1)]
+    faces = drop_small_components(faces, len(index_vertices), min_component_fraction)
+    used, faces = np.unique(faces, return_inverse=True)
+    vertices = volume.origin + index_vertices[used] * float(volume.voxel_size)
+    return vertices.astype(np.float32), faces.reshape(-1, 3).astype(np.int32)
+
+
+def drop_small_components(faces: np.ndarray, vertex_count: int, min_fraction: float) -> np.ndarray:
+    """The faces of the connected pieces (faces sharing vertices) that hold at least `min_fraction` of all faces."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if len(faces) == 0:
+        return faces
+    edges_from, edges_to = faces.ravel(), faces[:, [1, 2, 0]].ravel()
+    graph = coo_matrix((np.ones(len(edges_from), np.int8), (edges_from, edges_to)), shape=(vertex_count, vertex_count))
+    _, labels = connected_components(graph, directed=False)
+    face_labels = labels[faces[:, 0]]
+    faces_per_piece = np.bincount(face_labels)
+    return faces[faces_per_piece[face_labels] >= min_fraction * len(faces)]
+
+
+def colour_vertices(vertices: np.ndarray, views: list[DepthView], truncation: float, device: torch.device) -> np.ndarray:
+    """(N, 3) uint8: per vertex, the confidence-weighted mean colour of the views that see it (it
+    lies within `truncation` of their depth there); grey where none does."""
+    points = torch.as_tensor(vertices, dtype=torch.float32, device=device)
+    colour_sum = torch.zeros((len(vertices), 3), device=device)
+    weight_sum = torch.zeros(len(vertices), device=device)
+    for view in views:
+        on_device = ViewOnDevice(view, device)
+        distance, weight, pixel = on_device.sample(points, truncation)
+        weight = torch.where(distance.abs() < truncation, weight, 0.0)
+        colour_sum += weight[:, None] * on_device.colour[pixel].float()
+        weight_sum += weight
+    colours = torch.where(weight_sum[:, None] > 0, colour_sum / weight_sum.clamp_min(1e-12)[:, None], float(UNSEEN_GREY))
+    return colours.round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+def write_mesh_ply(path: Path, mesh: Mesh) -> None:
+    """Binary PLY, written under a temporary name and renamed in whole."""
+    vertices = np.empty(len(mesh.vertices), dtype=[
+        ("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
+    ])
+    for i, axis in enumerate("xyz"):
+        vertices[axis] = mesh.vertices[:, i]
+    for i, channel in enumerate(("red", "green", "blue")):
+        vertices[channel] = mesh.colours[:, i]
+    faces = np.empty(len(mesh.faces), dtype=[("vertex_indices", "i4", (3,))])
+    faces["vertex_indices"] = mesh.faces
+    tmp = path.with_name(f".{path.name}.partial")
+    PlyData([
+        PlyElement.describe(vertices, "vertex"),
+        PlyElement.describe(faces, "face", len_types={"vertex_indices": "u1"}),
+    ]).write(str(tmp))
+    os.replace(tmp, path)
+
+
+def read_mesh_ply(path: Path) -> Mesh:
+    """A triangle mesh written by `write_mesh_ply`."""
+    data = PlyData.read(str(path))
+    vertex = data["vertex"]
+    vertices = np.stack([vertex[axis] for axis in "xyz"], 1).astype(np.float32)
+    colours = np.stack([vertex[channel] for channel in ("red", "green", "blue")], 1).astype(np.uint8)
+    faces = np.stack(data["face"]["vertex_indices"]).astype(np.int32).reshape(-1, 3)
+    return Mesh(vertices, faces, colours)
