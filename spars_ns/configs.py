@@ -1,4 +1,5 @@
-"""nerfstudio entry point of the `spars3r` method.
+"""nerfstudio entry points of the methods: `spars3r` (the paper's recipe, MASt3R's weights) and
+`spars3r-sfm` (no network weights). They differ only in how photos are processed.
 
 Only the specification lives here, so that nerfstudio's plugin discovery imports little.
 The `spars-data` dataparser's entry point is in `spars_ns.ns.dataparser`: nerfstudio
@@ -22,6 +23,7 @@ from spars_ns.ns.dataparser import SparsDataParserConfig
 from spars_ns.ns.dataset import SparsDataset
 from spars_ns.ns.model import Spars3rModelConfig
 from spars_ns.ns.pipeline import Spars3rPipelineConfig
+from spars_ns.options import SPARS3R_PROCESSING, ProcessOptions
 
 MAX_STEPS = 30000
 
@@ -33,9 +35,9 @@ def _adam(lr: float, final: float | None = None, warmup: int = 0) -> dict:
     return {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": scheduler}
 
 
-spars3r_method = MethodSpecification(
-    config=TrainerConfig(
-        method_name="spars3r",
+def _trainer(method_name: str, processing: ProcessOptions) -> TrainerConfig:
+    return TrainerConfig(
+        method_name=method_name,
         steps_per_eval_image=100,
         steps_per_eval_batch=0,
         steps_per_save=2000,
@@ -44,7 +46,8 @@ spars3r_method = MethodSpecification(
         mixed_precision=False,
         pipeline=Spars3rPipelineConfig(
             datamanager=FullImageDatamanagerConfig(
-                _target=FullImageDatamanager[SparsDataset], dataparser=SparsDataParserConfig(), cache_images_type="uint8"
+                _target=FullImageDatamanager[SparsDataset], dataparser=SparsDataParserConfig(processing=processing),
+                cache_images_type="uint8",
             ),
             model=Spars3rModelConfig(),
         ),
@@ -61,6 +64,17 @@ spars3r_method = MethodSpecification(
         viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
         vis="viewer",
         machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
-    ),
-    description="SPARS3R: sparse-view splatting from SfM cameras and fused seed points (spars-ns).",
+    )
+
+
+spars3r_method = MethodSpecification(
+    config=_trainer("spars3r", SPARS3R_PROCESSING),
+    description="SPARS3R: SfM cameras + MASt3R points fused in two stages, depth loss, test-time poses. "
+    "Needs MASt3R's weights (downloaded, or a local checkpoint); SAM's optional.",
+)
+
+spars3r_sfm_method = MethodSpecification(
+    config=_trainer("spars3r-sfm", ProcessOptions()),
+    description="SPARS3R without network weights: SfM cameras and points, optional --prior files depth, "
+    "test-time poses. For offline or commercial use.",
 )

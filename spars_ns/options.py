@@ -13,16 +13,20 @@ One naming scheme for every stage: `--<stage> MODE` chooses what the stage does 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import logging
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
 from spars_ns.errors import InputError
 from spars_ns.features import FeatureType, LearnedFeaturesConfig
 from spars_ns.pairs import PairsConfig
-from spars_ns.priors.mast3r import Mast3rConfig
+from spars_ns.priors.mast3r import Mast3rConfig, check_weights
 from spars_ns.refine import RefineConfig
-from spars_ns.regions import RegionsConfig, check_sam_checkpoint
+from spars_ns.regions import RegionsConfig, choose_regions
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -100,8 +104,9 @@ class ProcessOptions:
     """How the prior is mapped onto the SfM frame: none (SfM seeds only), one Sim3 per
     image, or that plus a Sim3 per region where the global fit leaves outliers."""
     align_options: AlignConfig = field(default_factory=AlignConfig)
-    regions: Literal["sam", "superpixels"] = "superpixels"
-    """Region proposals of the two-stage alignment: SAM (needs weights) or superpixels."""
+    regions: Literal["auto", "sam", "superpixels"] = "auto"
+    """Region proposals of the two-stage alignment: SAM (needs its weights, README), superpixels
+    (no weights), or auto: SAM when its weights are at hand, else superpixels, with a notice."""
     regions_options: RegionsConfig = field(default_factory=RegionsConfig)
     refine: Literal["none", "global", "local"] = "none"
     """Frozen-depth refinement of the prior's depth: none, a scale and shift per image, or
@@ -109,6 +114,11 @@ class ProcessOptions:
     refine_options: RefineConfig = field(default_factory=RefineConfig)
     max_dense_points: int = 500_000
     """Cap on the prior points written to points.ply (sampled evenly over images)."""
+
+
+# What `ns-train spars3r` processes photos with: the paper's recipe (MASt3R, two-stage alignment,
+# the aligned depth refined by a scale and shift to give the depth loss its maps).
+SPARS3R_PROCESSING = ProcessOptions(prior="mast3r", align="two-stage", regions="auto", refine="global")
 
 
 @dataclass(kw_only=True)
@@ -125,8 +135,9 @@ class ProcessConfig(ProcessOptions):
         return cls(images=images, output=output, **{f.name: getattr(options, f.name) for f in fields(ProcessOptions)})
 
 
-def check_options(config: ProcessOptions) -> None:
-    """Refuse option combinations that cannot work, before any photo is read."""
+def check_options(config: ProcessConfig) -> ProcessConfig:
+    """Refuse option combinations that cannot work, before any photo is read; returns the config
+    with `--regions auto` resolved (and a notice of the choice)."""
     if config.test_every < 0:
         raise InputError(f"--test-every must be 0 (no test views) or positive, got {config.test_every}.")
     prior_dir = config.prior_options.dir
@@ -138,5 +149,11 @@ def check_options(config: ProcessOptions) -> None:
             "--refine needs depth to refine: a --prior with --align global or two-stage, "
             "or --prior files (depth or disparity, see --refine-options.input)."
         )
-    if aligned and config.align == "two-stage" and config.regions == "sam":
-        check_sam_checkpoint(config.regions_options)
+    if config.prior == "mast3r":
+        check_weights(config.prior_options.mast3r)
+    if aligned and config.align == "two-stage":
+        regions, regions_options, notice = choose_regions(config.regions, config.regions_options)
+        fell_back = config.regions == "auto" and regions != "sam"
+        log.log(logging.WARNING if fell_back else logging.INFO, notice)
+        config = replace(config, regions=regions, regions_options=regions_options)
+    return config

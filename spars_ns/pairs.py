@@ -67,3 +67,27 @@ def thumbnail_descriptor(path: Path, size: tuple[int, int] = (32, 24)) -> np.nda
         grey = np.asarray(image.convert("L").resize(size, Image.Resampling.BILINEAR), np.float32).ravel()
     grey -= grey.mean()
     return grey / max(float(np.linalg.norm(grey)), 1e-12)
+
+
+def strongest_pairs(weights: np.ndarray, per_view: int, complete_up_to: int) -> list[tuple[int, int]]:
+    """Pairs (i < j) of N views given (N, N) symmetric pair weights (e.g. verified matches, 0: none):
+    all pairs up to `complete_up_to` views; above it, each view's `per_view` heaviest pairs plus a
+    maximum spanning tree, and, where the weights leave the views in pieces, neighbours in order
+    joining the pieces, so that every view is reached."""
+    from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
+
+    n = len(weights)
+    if n <= complete_up_to:
+        return list(combinations(range(n), 2))
+    chosen: set[tuple[int, int]] = set()
+    for i, row in enumerate(weights):
+        partners = [j for j in np.argsort(-row, kind="stable") if j != i and row[j] > 0][:per_view]
+        chosen.update((min(i, int(j)), max(i, int(j))) for j in partners)
+    tree = minimum_spanning_tree(np.where(weights > 0, weights.max() + 1 - weights, 0)).tocoo()  # heaviest edges
+    chosen.update((min(int(i), int(j)), max(int(i), int(j))) for i, j in zip(tree.row, tree.col))
+    adjacency = np.zeros((n, n), bool)
+    for i, j in chosen:
+        adjacency[i, j] = True
+    _, piece = connected_components(adjacency, directed=False)
+    chosen.update((i, i + 1) for i in range(n - 1) if piece[i] != piece[i + 1])
+    return sorted(chosen)

@@ -21,7 +21,7 @@ __all__ = ["ProcessConfig", "ProcessOptions", "process", "split_names"]
 def process(config: ProcessConfig) -> SceneFolder:
     """Run every stage whose inputs changed; a stage switched off leaves no outputs and no
     manifest entry. Returns the processed scene."""
-    check_options(config)
+    config = check_options(config)
     images = config.images.resolve()
     output = config.output.resolve()
     if output == images or images in output.parents:

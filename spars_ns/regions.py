@@ -1,15 +1,17 @@
 """Region proposals for the semantic outlier alignment.
 
 `sam`: Segment Anything (the `segment-anything` package, `vit_h`/`vit_b`/`vit_l` by
-checkpoint path), prompted with one point per outlier, batched; masks that overlap are
-merged. `superpixels`: SLIC superpixels from scikit-image, for when no SAM weights are at
+checkpoint path, or found in the weights cache, `weights_cache()`), prompted with one point
+per outlier, batched; masks that overlap are merged. `superpixels`: SLIC superpixels from scikit-image, for when no SAM weights are at
 hand, at several scales. Label maps are at the prior's working resolution: 0 for no
 region, k > 0 for region k.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib.util
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -21,7 +23,8 @@ from spars_ns.errors import InputError
 @dataclass
 class RegionsConfig:
     sam_checkpoint: Path | None = None
-    """SAM weights (e.g. sam_vit_h_4b8939.pth); needed for --regions sam."""
+    """SAM weights (e.g. sam_vit_h_4b8939.pth); without it, --regions sam and auto look for the
+    official file name of --regions-options.sam-model in the weights cache (README)."""
     sam_model: Literal["vit_h", "vit_l", "vit_b"] = "vit_h"
     max_prompts: int = 64
     """Outlier points used as SAM prompts per image (evenly subsampled beyond this)."""
@@ -79,12 +82,48 @@ def merge_masks(masks: np.ndarray, min_overlap: float) -> np.ndarray:
     return labels
 
 
-def check_sam_checkpoint(config: RegionsConfig) -> None:
-    if config.sam_checkpoint is None or not Path(config.sam_checkpoint).is_file():
-        raise InputError(
-            f"SAM checkpoint {config.sam_checkpoint} not found: pass --regions-options.sam-checkpoint PATH "
-            "to the downloaded weights, or use --regions superpixels."
-        )
+# The file names Meta publishes the SAM checkpoints under.
+SAM_CHECKPOINT_NAMES = {"vit_h": "sam_vit_h_4b8939.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_b": "sam_vit_b_01ec64.pth"}
+
+
+def weights_cache() -> Path:
+    """Where spars-ns looks for weights it cannot download: $SPARS_NS_CACHE, else
+    $XDG_CACHE_HOME/spars-ns, else ~/.cache/spars-ns."""
+    if os.environ.get("SPARS_NS_CACHE"):
+        return Path(os.environ["SPARS_NS_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spars-ns"
+
+
+def find_sam_checkpoint(config: RegionsConfig) -> Path | None:
+    """The SAM weights to use: the given path, or the official file in the weights cache."""
+    if config.sam_checkpoint is not None:
+        return Path(config.sam_checkpoint)
+    cached = weights_cache() / SAM_CHECKPOINT_NAMES[config.sam_model]
+    return cached if cached.is_file() else None
+
+
+def sam_not_found(path: Path | None) -> InputError:
+    return InputError(
+        f"SAM checkpoint {path} not found: pass --regions-options.sam-checkpoint PATH to the downloaded weights, "
+        f"put them in the weights cache ({weights_cache()}) under their official name, or use --regions superpixels."
+    )
+
+
+def choose_regions(kind: Literal["auto", "sam", "superpixels"], config: RegionsConfig) -> tuple[str, RegionsConfig, str]:
+    """(the regions that will run, their options with the SAM checkpoint filled in, a notice
+    saying which and why). `auto` takes SAM when its weights and package are at hand."""
+    if kind == "superpixels":
+        return "superpixels", config, "two-stage alignment with superpixel regions (--regions superpixels)"
+    checkpoint = find_sam_checkpoint(config)
+    has_package = importlib.util.find_spec("segment_anything") is not None
+    if kind == "sam" or (checkpoint is not None and checkpoint.is_file() and has_package):
+        if checkpoint is None or not checkpoint.is_file():
+            raise sam_not_found(checkpoint or weights_cache() / SAM_CHECKPOINT_NAMES[config.sam_model])
+        return "sam", replace(config, sam_checkpoint=checkpoint), f"two-stage alignment with SAM regions ({checkpoint})"
+    why = ("the segment-anything package is not installed (pip install 'spars-ns[sam]')" if not has_package
+           else f"no SAM weights: pass --regions-options.sam-checkpoint PATH or put them at "
+                f"{weights_cache() / SAM_CHECKPOINT_NAMES[config.sam_model]}")
+    return "superpixels", config, f"two-stage alignment with superpixel regions, not SAM: {why}"
 
 
 class SamRegions:
@@ -98,7 +137,8 @@ class SamRegions:
                 "--regions sam needs the segment-anything package: pip install 'spars-ns[sam]' "
                 "(or use --regions superpixels)."
             ) from err
-        check_sam_checkpoint(config)
+        if config.sam_checkpoint is None or not Path(config.sam_checkpoint).is_file():
+            raise sam_not_found(config.sam_checkpoint)
         model = sam_model_registry[config.sam_model](checkpoint=str(config.sam_checkpoint))
         self.predictor = SamPredictor(model.to(device).eval())
         self.config = config

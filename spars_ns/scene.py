@@ -120,6 +120,10 @@ class SceneFolder:
         return self.root / "prior"
 
     @property
+    def mast3r_cache_dir(self) -> Path:
+        return self.root / "cache" / "mast3r"
+
+    @property
     def align_dir(self) -> Path:
         return self.root / "align"
 

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pycolmap
@@ -13,6 +14,7 @@ from spars_ns.options import PriorConfig
 from spars_ns.pipeline import ProcessConfig, process
 from spars_ns.refine import RefineConfig
 from spars_ns.priors.files import load_file_prior
+from spars_ns.priors.mast3r import Mast3rConfig
 from spars_ns.synthetic import camera_points
 
 from conftest import sfm_from_true
@@ -99,7 +101,8 @@ def test_a_prior_in_both_formats_is_refused(tmp_path):
     ({"prior": "files"}, "--prior-options.dir"),
     ({"refine": "local"}, "--refine needs depth"),
     ({"test_every": -1}, "--test-every must be 0"),
-    ({"prior": "mast3r", "regions": "sam"}, "SAM checkpoint None not found"),
+    ({"prior": "files", "prior_options": PriorConfig(dir=Path(__file__).parent), "regions": "sam"}, "sam_vit_h_4b8939.pth not found"),
+    ({"prior": "mast3r", "prior_options": PriorConfig(mast3r=Mast3rConfig(checkpoint="missing.pth"))}, "missing.pth not found"),
 ])
 def test_bad_option_combinations_are_refused_before_any_work(photos, tmp_path, options, message):
     """Each would otherwise be found after SfM (minutes on real photos)."""

@@ -12,7 +12,7 @@ from spars_ns.errors import InputError
 from spars_ns.features import LearnedFeaturesConfig, load_extractor
 from spars_ns.images import file_sha1, ingest_image
 from spars_ns.metrics import pair_errors_deg
-from spars_ns.pairs import PairsConfig, looks_sequential, select_pairs
+from spars_ns.pairs import PairsConfig, looks_sequential, select_pairs, strongest_pairs
 from spars_ns.sfm import (
     MatchGraph, SfMConfig, extract_and_match, import_images, map_training_views, write_keypoints_and_matches, write_pairs,
 )
@@ -130,3 +130,21 @@ def test_retrieval_keeps_nearest_images_and_video_neighbours():
     assert looks_sequential(frames) and not looks_sequential(names + ["other.jpg"])
     with_video = select_pairs(frames, descriptors, PairsConfig(exhaustive_up_to=4, top_k=3, sequential=2))
     assert ("frame_0003.jpg", "frame_0004.jpg") in with_video and ("frame_0003.jpg", "frame_0005.jpg") in with_video
+
+
+def test_strongest_pairs_keep_each_views_best_partners_and_reach_every_view():
+    """24 views on a loop, each overlapping its 2 neighbours on either side (weight by closeness),
+    and one view that shares no verified match with any other."""
+    n = 24
+    weights = np.zeros((n, n))
+    for i in range(n - 1):
+        for step, weight in ((1, 300), (2, 100)):
+            j = (i + step) % (n - 1)
+            weights[i, j] = weights[j, i] = weight
+    pairs = strongest_pairs(weights, per_view=2, complete_up_to=12)
+    assert all(weights[i, j] > 0 or j == n - 1 for i, j in pairs)  # only matched pairs, bar the isolated view
+    for i in range(n - 1):  # each view keeps both its nearest neighbours
+        assert (min(i, (i + 1) % (n - 1)), max(i, (i + 1) % (n - 1))) in pairs
+    assert any(n - 1 in pair for pair in pairs)  # the isolated view is joined to the others
+    assert len(pairs) < n * 3  # linear in the views, not quadratic
+    assert len(strongest_pairs(weights[:12, :12], per_view=2, complete_up_to=12)) == 66  # small sets: every pair

@@ -1,22 +1,32 @@
 """The MASt3R backend's contract on a tiny randomly initialised model (no weights can be fetched)."""
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
+from dataclasses import replace
 
+import huggingface_hub.constants
 import numpy as np
 import pytest
 from PIL import Image
 
-from spars_ns.options import PriorConfig
+from spars_ns.errors import InputError
+from spars_ns.ns.dataparser import default_scene_dir
+from spars_ns.options import SPARS3R_PROCESSING, PriorConfig
 from spars_ns.pipeline import ProcessConfig, process
 from spars_ns.priors import DensePrior
 
+from conftest import BIN, ENV, TRAIN_ARGS
+
 pytest.importorskip("mast3r", reason="MASt3R is installed with the mast3r extra")
 
-from spars_ns.priors.mast3r import Mast3rConfig, import_mast3r, load_model, predict_priors, working_window  # noqa: E402
+from spars_ns.priors.mast3r import (  # noqa: E402
+    DEFAULT_CHECKPOINT, Mast3rConfig, check_weights, import_mast3r, infer_pairs, load_model, predict_priors, working_window,
+)
 
 INF = float("inf")
 TINY = dict(
@@ -59,7 +69,7 @@ def test_working_window_matches_dust3r_loading(tmp_path, width, height, size):
 def test_tiny_mast3r_gives_one_prior_per_image_at_its_working_resolution(tiny_checkpoint, scene, photos, tmp_path):
     model = load_model(str(tiny_checkpoint), "cpu")
     paths = [photos / scene.image_name(i) for i in (0, 3, 6)]
-    priors = predict_priors(paths, model, Mast3rConfig(**TINY_CONFIG), tmp_path / "cache")
+    priors = predict_priors(paths, model, Mast3rConfig(**TINY_CONFIG), tmp_path / "cache", tmp_path / "work", [(0, 1), (0, 2), (1, 2)])
     assert len(priors) == 3
     for prior in priors:
         assert prior.pts3d.shape == (48, 64, 3) and prior.conf.shape == (48, 64)
@@ -82,6 +92,48 @@ def test_tiny_mast3r_through_the_pipeline_writes_prior_files(processed, tiny_che
     prior = DensePrior.load(scene.prior_dir / files[0])
     assert prior.shape == (48, 64)
     assert scene.stage_entry("prior")["versions"]["instantsplat"] != "not installed"
+    assert len(list(scene.mast3r_cache_dir.rglob("forward/*/*.pth"))) == 2 * 15  # 6 views: every pair, both ways
+
+    scene = process(replace(config, prior="none"))
+    assert not scene.mast3r_cache_dir.exists() and not scene.prior_dir.exists()  # switched off: cache gone too
+
+
+def loaded_images(api, photos, scene, views):
+    images = api.load_images([str(photos / scene.image_name(i)) for i in views], size=64, verbose=False)
+    for image, i in zip(images, views):
+        image["instance"] = str(photos / scene.image_name(i))
+    return images
+
+
+def test_batched_inference_writes_what_mast3r_own_forward_writes(tiny_checkpoint, scene, photos, tmp_path):
+    """Each image encoded once and pairs decoded in batches give MASt3R's own per-pair outputs."""
+    import torch
+    from mast3r.cloud_opt.sparse_ga import forward_mast3r
+
+    api = import_mast3r()
+    model = load_model(str(tiny_checkpoint), "cpu")
+    images = loaded_images(api, photos, scene, [0, 2, 5])
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    assert infer_pairs(model, images, pairs, tmp_path / "ours", batch_size=2) == 3
+    symmetric = [(images[i], images[j]) for i, j in pairs] + [(images[j], images[i]) for i, j in pairs]
+    forward_mast3r(symmetric, model, cache_path=str(tmp_path / "theirs"), device="cpu")
+    theirs = sorted(p.relative_to(tmp_path / "theirs") for p in (tmp_path / "theirs").rglob("*.pth"))
+    assert theirs == sorted(p.relative_to(tmp_path / "ours") for p in (tmp_path / "ours").rglob("*.pth"))
+    for name in theirs:
+        ours, reference = torch.load(tmp_path / "ours" / name), torch.load(tmp_path / "theirs" / name)
+        flat = [torch.as_tensor(np.asarray(t, np.float64)) for t in torch.utils._pytree.tree_leaves(ours)]
+        flat_reference = [torch.as_tensor(np.asarray(t, np.float64)) for t in torch.utils._pytree.tree_leaves(reference)]
+        assert len(flat) == len(flat_reference)
+        assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(flat, flat_reference)), name
+
+
+def test_a_photo_added_later_costs_only_its_pairs(tiny_checkpoint, scene, photos, tmp_path):
+    api = import_mast3r()
+    model = load_model(str(tiny_checkpoint), "cpu")
+    assert infer_pairs(model, loaded_images(api, photos, scene, [0, 1, 2]), [(0, 1), (0, 2), (1, 2)], tmp_path, 4) == 3
+    everything = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+    assert infer_pairs(model, loaded_images(api, photos, scene, [0, 1, 2, 3]), everything, tmp_path, 4) == 3
+    assert not list(tmp_path.rglob(".*.partial"))
 
 
 def test_checkpoint_by_name_offline_says_how_to_proceed():
@@ -89,3 +141,64 @@ def test_checkpoint_by_name_offline_says_how_to_proceed():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode != 0
     assert "naver/MASt3R_ViTLarge_BaseDecoder_512_catmlpdpt_metric" in out.stderr and "local path" in out.stderr
+
+
+@pytest.mark.parametrize("checkpoint", [DEFAULT_CHECKPOINT, "weights/missing.pth"])
+def test_spars3r_without_reachable_weights_stops_before_any_work(checkpoint, photos, tmp_path, monkeypatch):
+    """The default method's processing, offline with no local checkpoint: one message naming the
+    checkpoint option and the weight-free method, within seconds, nothing written."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # nothing cached
+    monkeypatch.chdir(tmp_path)
+    options = replace(SPARS3R_PROCESSING, prior_options=PriorConfig(mast3r=Mast3rConfig(checkpoint=checkpoint)))
+    start = time.monotonic()
+    with pytest.raises(InputError, match=r"--prior-options\.mast3r\.checkpoint PATH.*spars3r-sfm"):
+        process(ProcessConfig.from_options(options, images=photos, output=tmp_path / "scene"))
+    assert time.monotonic() - start < 5 and not (tmp_path / "scene").exists()
+
+
+def test_a_checkpoint_name_in_the_hub_cache_passes_the_check_offline(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--someone--mast3r"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("0" * 40) / "config.json").write_text("{}")
+    check_weights(Mast3rConfig(checkpoint="someone/mast3r"))
+    with pytest.raises(InputError, match="'someone/other' are not on this machine"):
+        check_weights(Mast3rConfig(checkpoint="someone/other"))
+
+
+@pytest.mark.slow
+def test_ns_train_spars3r_runs_the_whole_recipe_by_default(processed, photos, tiny_checkpoint, tmp_path, monkeypatch):
+    """`ns-train spars3r --data photos/` with only the checkpoint given: MASt3R prior, two-stage
+    alignment (superpixels, with a notice, as no SAM weights are cached), refined depth for the
+    depth loss, then training."""
+    folder = tmp_path / "photos"
+    shutil.copytree(photos, folder)
+    mast3r = Mast3rConfig(checkpoint=str(tiny_checkpoint), **TINY_CONFIG)
+    options = replace(SPARS3R_PROCESSING, test_every=4, prior_options=PriorConfig(mast3r=mast3r))
+    scene_dir = default_scene_dir(folder, options)
+    shutil.copytree(processed.root, scene_dir)  # ingest and SfM as this processing would make them: only they are reused
+    prefix = "--pipeline.datamanager.dataparser.processing."
+    flags = [f"{prefix}prior-options.mast3r.checkpoint", str(tiny_checkpoint), f"{prefix}test-every", "4"]
+    for key, value in TINY_CONFIG.items():
+        flags += [f"{prefix}prior-options.mast3r.{key.replace('_', '-')}", str(value)]
+    steps = ["--max-num-iterations", "20", "--pipeline.model.warmup-length", "10", "--pipeline.model.refine-every", "10"]
+    command = [str(BIN / "ns-train"), "spars3r", "--data", str(folder), "--output-dir", str(tmp_path / "runs"),
+               "--timestamp", "run", *TRAIN_ARGS, *steps, *flags]
+    out = subprocess.run(command, capture_output=True, text=True, env={**ENV, "SPARS_NS_CACHE": str(tmp_path / "no-weights")})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "superpixel regions, not SAM" in " ".join((out.stdout + out.stderr).split())
+
+    stages = json.loads((scene_dir / "manifest.json").read_text())["stages"]
+    assert stages["sfm"] == processed.read_manifest()["stages"]["sfm"]  # the same folder: SfM reused
+    assert stages["prior"]["config"]["prior"] == "mast3r"
+    assert stages["align"]["config"]["align"] == "two-stage" and stages["align"]["config"]["regions"] == "superpixels"
+    assert stages["refine"]["config"]["refine"] == "global"
+    frames = json.loads((scene_dir / "transforms.json").read_text())["frames"]
+    assert all((scene_dir / f["depth_file_path"]).exists() for f in frames)
+    assert list((tmp_path / "runs").rglob("step-000000019.ckpt"))

@@ -2,6 +2,8 @@
 training imports, and the `spars-ns` command's errors and interrupts."""
 
 import json
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,7 +12,8 @@ import time
 import pytest
 import torch
 
-from spars_ns.ns.dataparser import SparsDataParserConfig
+from spars_ns.ns.dataparser import SparsDataParserConfig, default_scene_dir, resolve_scene
+from spars_ns.options import PriorConfig
 from spars_ns.pipeline import ProcessOptions
 
 from conftest import BIN, ENV
@@ -18,10 +21,43 @@ from conftest import BIN, ENV
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def test_ns_train_lists_spars3r_and_spars_data():
-    out = subprocess.run([str(BIN / "ns-train"), "spars3r", "--help"], capture_output=True, text=True, env=ENV)
+def test_ns_train_lists_both_methods_with_what_they_need():
+    out = subprocess.run([str(BIN / "ns-train"), "--help"], capture_output=True, text=True, env=ENV)
+    assert out.returncode == 0, out.stderr[-2000:]
+    listing = " ".join(out.stdout.split())
+    assert re.search(r"spars3r\s.*Needs MASt3R's weights", listing)
+    assert re.search(r"spars3r-sfm\s.*without network weights", listing)
+    out = subprocess.run([str(BIN / "ns-train"), "spars3r-sfm", "--help"], capture_output=True, text=True, env=ENV)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "spars-data" in out.stdout and "pipeline.model" in out.stdout
+
+
+def test_methods_differ_in_processing_only():
+    from spars_ns.configs import spars3r_method, spars3r_sfm_method
+
+    full, weight_free = (m.config.pipeline.datamanager.dataparser.processing for m in (spars3r_method, spars3r_sfm_method))
+    assert (full.prior, full.align, full.regions, full.refine) == ("mast3r", "two-stage", "auto", "global")
+    assert weight_free.prior == "none"
+    assert spars3r_method.config.pipeline.model == spars3r_sfm_method.config.pipeline.model
+
+
+def test_a_photo_folder_is_reused_only_with_the_same_processing_options(processed, photos, prior_files, tmp_path):
+    """Each set of options gets its own scene folder beside the photos; the same options find it again."""
+    folder = tmp_path / "photos"
+    shutil.copytree(photos, folder)
+    sfm_only = ProcessOptions(test_every=4)
+    with_prior = ProcessOptions(test_every=4, prior="files", prior_options=PriorConfig(dir=prior_files))
+    first, second = default_scene_dir(folder, sfm_only), default_scene_dir(folder, with_prior)
+    assert first != second and first == default_scene_dir(folder, ProcessOptions(test_every=4))
+    for target in (first, second):
+        shutil.copytree(processed.root, target)  # as a first processing would have left them (same photos, same SfM)
+    before = json.loads((first / "manifest.json").read_text())
+
+    assert resolve_scene(SparsDataParserConfig(data=folder, processing=with_prior)) == second
+    assert resolve_scene(SparsDataParserConfig(data=folder, processing=sfm_only)) == first
+    assert json.loads((first / "manifest.json").read_text()) == before  # reused: nothing ran again
+    assert "prior" in json.loads((second / "manifest.json").read_text())["stages"]
+    assert "prior" not in before["stages"]
 
 
 def test_dataparser_loads_a_processed_scene(processed):

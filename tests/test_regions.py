@@ -1,10 +1,13 @@
 """Region proposals: mask merging, superpixels against object ids, SAM's contract on a tiny model."""
 
+import logging
+
 import numpy as np
 import pytest
 
 from spars_ns.errors import InputError
-from spars_ns.regions import RegionsConfig, SamRegions, merge_masks, superpixel_regions
+from spars_ns.options import PriorConfig, ProcessConfig, check_options
+from spars_ns.regions import RegionsConfig, SamRegions, choose_regions, merge_masks, superpixel_regions
 
 
 def test_overlapping_masks_merge_and_separate_ones_do_not():
@@ -50,3 +53,28 @@ def test_sam_prompts_give_a_label_map_at_image_size():
     labels = regions(image, prompts)
     assert labels.shape == (48, 64) and labels.dtype == np.int32 and labels.min() >= 0
     assert regions(image, np.zeros((0, 2))).max() == 0
+
+
+def test_auto_regions_take_sam_from_the_weights_cache_and_say_so(tmp_path, monkeypatch):
+    pytest.importorskip("segment_anything")
+    monkeypatch.setenv("SPARS_NS_CACHE", str(tmp_path))
+    kind, options, notice = choose_regions("auto", RegionsConfig())
+    assert kind == "superpixels" and options.sam_checkpoint is None
+    assert "--regions-options.sam-checkpoint" in notice and str(tmp_path / "sam_vit_h_4b8939.pth") in notice
+
+    (tmp_path / "sam_vit_b_01ec64.pth").write_bytes(b"")  # chosen by its official name for the model asked for
+    kind, options, notice = choose_regions("auto", RegionsConfig(sam_model="vit_b"))
+    assert kind == "sam" and options.sam_checkpoint == tmp_path / "sam_vit_b_01ec64.pth" and "SAM regions" in notice
+    assert choose_regions("auto", RegionsConfig(sam_model="vit_h"))[0] == "superpixels"
+    assert choose_regions("superpixels", RegionsConfig(sam_model="vit_b"))[0] == "superpixels"
+    with pytest.raises(InputError, match="sam_vit_h_4b8939.pth not found"):
+        choose_regions("sam", RegionsConfig())
+
+
+def test_processing_notices_the_fallback_to_superpixels(photos, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("SPARS_NS_CACHE", str(tmp_path))
+    config = ProcessConfig(images=photos, output=tmp_path / "s", prior="files", prior_options=PriorConfig(dir=tmp_path))
+    with caplog.at_level(logging.INFO):
+        resolved = check_options(config)
+    assert resolved.regions == "superpixels" and config.regions == "auto"
+    assert any(r.levelno == logging.WARNING and "superpixel regions, not SAM" in r.getMessage() for r in caplog.records)

@@ -1,25 +1,26 @@
 """`spars-data`: a nerfstudio dataparser that processes a folder of photos on first use.
 
 `--data` may be a folder of photos (processed into `--scene-dir`, by default a sibling
-folder `<photos>-spars`) or an already processed scene. Loading is nerfstudio's own
+folder named by the processing options, `default_scene_dir`) or an already processed scene. Loading is nerfstudio's own
 `nerfstudio-data` parser on the scene's `transforms.json`, so what stock methods see and
 what spars3r sees are the same cameras and points.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Optional, Type
 
 import torch
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
+from nerfstudio.utils.rich_utils import CONSOLE
 
 from spars_ns.errors import InputError
 from spars_ns.options import ProcessConfig, ProcessOptions
 from spars_ns.ply import read_points_ply
-from spars_ns.scene import SceneFolder
+from spars_ns.scene import SceneFolder, fingerprint
 
 
 @dataclass
@@ -30,13 +31,19 @@ class SparsDataParserConfig(NerfstudioDataParserConfig):
     data: Path = Path()
     """Folder of photos, or a processed scene folder (one with manifest.json)."""
     scene_dir: Optional[Path] = None
-    """Where photos are processed to; default: `<data>-spars` beside the photo folder."""
+    """Where photos are processed to; default: `<data>-spars-<prior>-<options hash>` beside the
+    photo folder, so that a method with other processing options never reuses the scene."""
     processing: ProcessOptions = field(default_factory=ProcessOptions)
     """How photos are processed (as `spars-ns process`), when --data is a photo folder."""
     load_3D_points: bool = True
     depth_unit_scale_factor: float = 1.0
     """depth/*.npy hold depth in the scene's own (SfM) units."""
     eval_mode: Literal["fraction", "filename", "interval", "all"] = "filename"
+
+
+def default_scene_dir(photos: Path, processing: ProcessOptions) -> Path:
+    """One folder per set of processing options: the same options reuse it, other ones get their own."""
+    return photos.parent / f"{photos.name}-spars-{processing.prior}-{fingerprint(asdict(processing))[:8]}"
 
 
 def resolve_scene(config: SparsDataParserConfig) -> Path:
@@ -53,7 +60,8 @@ def resolve_scene(config: SparsDataParserConfig) -> Path:
         return data
     from spars_ns.pipeline import process  # needs pycolmap, which training a processed scene does not
 
-    scene_dir = config.scene_dir or data.parent / f"{data.name}-spars"
+    scene_dir = config.scene_dir or default_scene_dir(data, config.processing)
+    CONSOLE.print(f"Processing {data} into {scene_dir} (--prior {config.processing.prior})")
     process(ProcessConfig.from_options(config.processing, images=data, output=scene_dir))
     return scene_dir
 

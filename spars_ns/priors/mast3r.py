@@ -10,6 +10,7 @@ top-level names such as `models` and `utils`.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,12 @@ class Mast3rConfig:
     """Checkpoint name (fetched and cached by huggingface_hub) or local .pth / folder path."""
     image_size: int = 512
     """Long side of MASt3R's working resolution (224 or 512, as the checkpoint was trained)."""
-    complete_up_to: int = 16
-    """All pairs up to this many images; above it, pairs within a sliding window."""
-    window: int = 6
+    complete_up_to: int = 12
+    """All pairs up to this many views; above it, each view's `pairs_per_view` partners with the
+    most SfM-verified matches, plus a spanning tree of those matches so that no view is cut off."""
+    pairs_per_view: int = 5
+    batch_size: int = 4
+    """Pairs decoded at once (each image is encoded once, whatever its number of pairs)."""
     coarse_iterations: int = 300
     fine_iterations: int = 300
     matching_conf_threshold: float = 5.0
@@ -59,6 +63,43 @@ def import_mast3r() -> SimpleNamespace:
         AsymmetricMASt3R=AsymmetricMASt3R, load_images=load_images, make_pairs=make_pairs,
         sparse_global_alignment=sparse_global_alignment,
     )
+
+
+WEIGHTS_HINT = (
+    "Download them on a machine with network access and pass the local file or folder with "
+    "--prior-options.mast3r.checkpoint PATH (with ns-train: "
+    "--pipeline.datamanager.dataparser.processing.prior-options.mast3r.checkpoint PATH), or train "
+    "spars3r-sfm (ns-train spars3r-sfm), which needs no network weights."
+)
+
+
+def check_weights(config: Mast3rConfig) -> None:
+    """Refuse, before any work, a MASt3R prior whose package or weights cannot be had: a local
+    checkpoint that is missing, or a checkpoint name that is neither cached nor downloadable."""
+    import importlib.util
+
+    if importlib.util.find_spec("mast3r") is None:
+        raise InputError(f"--prior mast3r needs MASt3R: {INSTALL_HINT}; or train spars3r-sfm, which needs no weights.")
+    checkpoint = config.checkpoint
+    if Path(checkpoint).exists():
+        return
+    if checkpoint.startswith((".", "/", "~")) or checkpoint.endswith((".pth", ".pt", ".safetensors")):
+        raise InputError(f"MASt3R checkpoint {checkpoint} not found. {WEIGHTS_HINT}")
+    from huggingface_hub import model_info, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        snapshot_download(checkpoint, local_files_only=True)
+        return
+    except LocalEntryNotFoundError:
+        pass
+    try:
+        model_info(checkpoint, timeout=5)
+    except Exception as err:  # offline, blocked, or no such model: all mean it cannot be downloaded
+        raise InputError(
+            f"MASt3R's weights '{checkpoint}' are not on this machine and cannot be downloaded "
+            f"({type(err).__name__}: {str(err)[:120]}). {WEIGHTS_HINT}"
+        ) from err
 
 
 def resolve_device(device: str) -> str:
@@ -102,16 +143,101 @@ def working_window(width: int, height: int, size: int) -> tuple[tuple[float, flo
     return scale, offset, (int(2 * half_w), int(2 * half_h))
 
 
-def predict_priors(image_paths: list[Path], model, config: Mast3rConfig, cache_dir: Path) -> list[DensePrior]:
-    """One DensePrior per image, in MASt3R's common world frame after sparse global alignment."""
+SUBSAMPLE, DESC_CONF = 8, "desc_conf"  # sparse_global_alignment's defaults: the cache layout depends on them
+
+
+def pair_cache_files(cache: Path, key1: str, key2: str) -> tuple[Path, Path, Path]:
+    """Where MASt3R's `forward_mast3r` looks for a pair's outputs: both directions' pointmaps and the matches."""
+    return (cache / "forward" / key1 / f"{key2}.pth", cache / "forward" / key2 / f"{key1}.pth",
+            cache / f"corres_conf={DESC_CONF}_subsample={SUBSAMPLE}" / f"{key1}-{key2}.pth")
+
+
+def _save(value, path: Path) -> None:
+    """torch.save under a temporary name, renamed in whole: a killed run leaves no half file in the cache."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    torch.save(value, tmp)
+    os.replace(tmp, path)
+
+
+def infer_pairs(model, images: list[dict], pairs: list[tuple[int, int]], cache: Path, batch_size: int, on_pair=None) -> int:
+    """MASt3R's outputs for the pairs not yet in `cache`, in the layout `forward_mast3r` reads (so
+    `sparse_global_alignment` finds them and runs no inference). Unlike `forward_mast3r`, each image
+    is encoded once, not once per pair, and pairs of the same shapes are decoded in batches.
+    Returns the number of pairs computed."""
+    import torch
+    from mast3r.cloud_opt.sparse_ga import extract_correspondences
+    from mast3r.utils.misc import hash_md5
+
+    keys = [hash_md5(image["instance"]) for image in images]
+    missing = [(i, j) for i, j in pairs if not all(p.exists() for p in pair_cache_files(cache, keys[i], keys[j]))]
+    if not missing:
+        return 0
+    device = next(model.parameters()).device
+    shapes = {i: torch.from_numpy(images[i]["true_shape"]).to(device) for pair in missing for i in pair}
+    with torch.no_grad():
+        encoded = {i: model._encode_image(images[i]["img"].to(device), shapes[i])[:2] for i in sorted(shapes)}
+
+        def decode(first: list[int], second: list[int]):
+            feat1, pos1 = (torch.cat(t) for t in zip(*(encoded[i] for i in first)))
+            feat2, pos2 = (torch.cat(t) for t in zip(*(encoded[i] for i in second)))
+            dec1, dec2 = model._decoder(feat1, pos1, feat2, pos2)
+            shape1, shape2 = torch.cat([shapes[i] for i in first]), torch.cat([shapes[i] for i in second])
+            return (model._downstream_head(1, [t.float() for t in dec1], shape1),
+                    model._downstream_head(2, [t.float() for t in dec2], shape2))
+
+        by_shape: dict[tuple, list[tuple[int, int]]] = {}
+        for i, j in missing:
+            by_shape.setdefault((tuple(images[i]["img"].shape), tuple(images[j]["img"].shape)), []).append((i, j))
+        for group in by_shape.values():
+            for start in range(0, len(group), batch_size):
+                batch = group[start : start + batch_size]
+                first, second = [i for i, _ in batch], [j for _, j in batch]
+                res11, res21 = decode(first, second)
+                res22, res12 = decode(second, first)
+                for b, (i, j) in enumerate(batch):
+                    outputs = [{k: v[b] for k, v in r.items()} for r in (res11, res21, res22, res12)]
+                    (x11, c11), (x21, c21), (x22, c22), (x12, c12) = ((o["pts3d"], o["conf"]) for o in outputs)
+                    corres = extract_correspondences(
+                        [o["desc"] for o in outputs], [o[DESC_CONF] for o in outputs], device=device, subsample=SUBSAMPLE
+                    )
+                    score = (float((c11.mean() * c12.mean() * c21.mean() * c22.mean()).sqrt().sqrt()),
+                             float(corres[2].sum()), len(corres[2]))
+                    forward_ij, forward_ji, corres_ij = pair_cache_files(cache, keys[i], keys[j])
+                    _save(tuple(t.cpu() for t in (x11, c11, x21, c21)), forward_ij)
+                    _save(tuple(t.cpu() for t in (x22, c22, x12, c12)), forward_ji)
+                    xy1, xy2, confs = (t.cpu() if torch.is_tensor(t) else t for t in corres)
+                    _save((score, (xy1, xy2, confs)), corres_ij)
+                    _save((score, (xy2, xy1, confs)), pair_cache_files(cache, keys[j], keys[i])[2])
+                    if on_pair is not None:
+                        on_pair()
+    return len(missing)
+
+
+def predict_priors(
+    image_paths: list[Path], model, config: Mast3rConfig, cache_dir: Path, work_dir: Path,
+    pairs: list[tuple[int, int]], on_pair=None,
+) -> list[DensePrior]:
+    """One DensePrior per image, in MASt3R's common world frame after sparse global alignment.
+
+    `pairs` index `image_paths`; `image_paths` should name images by content (the cache is keyed by
+    path). Pair outputs are kept in `cache_dir`, so a run with more photos infers only the new
+    pairs; what depends on the whole set (canonical views, depth bases) goes to `work_dir`.
+    """
     api = import_mast3r()
     paths = [str(p) for p in image_paths]
     images = api.load_images(paths, size=config.image_size, verbose=False)
-    graph = "complete" if len(paths) <= config.complete_up_to else f"swin-{config.window}-noncyclic"
-    pairs = api.make_pairs(images, scene_graph=graph, prefilter=None, symmetrize=True)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    for image, path in zip(images, paths):
+        image["instance"] = path  # sparse_global_alignment names views by path
+    infer_pairs(model, images, pairs, cache_dir, config.batch_size, on_pair)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("forward", f"corres_conf={DESC_CONF}_subsample={SUBSAMPLE}"):
+        (work_dir / name).symlink_to((cache_dir / name).resolve(), target_is_directory=True)
+    symmetric = [(images[i], images[j]) for i, j in pairs] + [(images[j], images[i]) for i, j in pairs]
     scene = api.sparse_global_alignment(
-        paths, pairs, str(cache_dir), model,
+        paths, symmetric, str(work_dir), model,
         niter1=config.coarse_iterations, niter2=config.fine_iterations,
         matching_conf_thr=config.matching_conf_threshold,
         device=next(model.parameters()).device, opt_depth=True, shared_intrinsics=False,

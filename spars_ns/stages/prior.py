@@ -1,4 +1,5 @@
-"""Dense prior: `prior/<stem>.npz` (a `priors.DensePrior`) per registered training view.
+"""Dense prior: `prior/<stem>.npz` (a `priors.DensePrior`) per registered training view; for
+MASt3R, its per-pair outputs in `cache/mast3r/` (kept across runs, removed with the stage).
 
 Test views get no prior: they must not add seed points.
 """
@@ -9,11 +10,15 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from spars_ns.images import file_sha1
+from spars_ns.pairs import strongest_pairs
 from spars_ns.priors import DensePrior
 from spars_ns.priors.files import load_file_prior
 from spars_ns.priors.mast3r import load_model, predict_priors
-from spars_ns.scene import SceneFolder, atomic_dir
+from spars_ns.scene import SceneFolder, atomic_dir, fingerprint
+from spars_ns.sfm import MatchGraph
 from spars_ns.stages.sfm import registered_train
 from spars_ns.stages.stage import Stage, progress
 
@@ -36,6 +41,9 @@ class PriorStage(Stage):
     def outputs(self) -> list[Path]:
         return [self.scene.prior_dir]
 
+    def caches(self) -> list[Path]:
+        return [self.scene.mast3r_cache_dir]
+
     def settings(self) -> dict:
         if self.config.prior == "files":
             folder = self.config.prior_options.dir
@@ -47,17 +55,38 @@ class PriorStage(Stage):
         options, scene = self.config.prior_options, self.scene
         model, images = registered_train(scene)
         with atomic_dir(scene.prior_dir) as tmp, progress() as bar:
-            task = bar.add_task(f"Dense prior ({self.config.prior})", total=len(images))
             if self.config.prior == "files":
+                task = bar.add_task("Reading prior files", total=len(images))
                 priors = []
                 for image in images:
                     priors.append(load_file_prior(options.dir, image.name, model.camera(image.camera_id)))
                     bar.advance(task)
             else:
-                network = load_model(options.mast3r.checkpoint, options.mast3r.device)
-                priors = predict_priors([scene.images_dir / im.name for im in images], network, options.mast3r, tmp / "cache")
-                shutil.rmtree(tmp / "cache")
-                bar.update(task, completed=len(images))
+                priors = self._mast3r(images, tmp / "mast3r", bar)
             for image, prior in zip(images, priors):
                 prior.save(tmp / f"{Path(image.name).stem}.npz")
         return {"images": len(images)}
+
+    def _mast3r(self, images, work: Path, bar) -> list[DensePrior]:
+        """MASt3R over the registered training views, its pairs chosen by SfM's verified matches."""
+        config = self.config.prior_options.mast3r
+        graph = MatchGraph(self.scene.sfm_dir / "database.db")
+        ids = [graph.image_ids[im.name] for im in images]
+        weights = np.array([[graph.num_inliers(a, b) for b in ids] for a in ids], float)
+        pairs = strongest_pairs(weights, config.pairs_per_view, config.complete_up_to)
+        # Pair outputs are cached by image content and model: a photo added later costs only its pairs.
+        cache = self.caches()[0] / fingerprint(config.checkpoint, config.image_size)
+        links = cache / "images"
+        links.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for image in images:
+            source = self.scene.images_dir / image.name
+            link = links / f"{file_sha1(source)}{source.suffix}"
+            if not link.is_symlink():
+                link.symlink_to(source.resolve())
+            paths.append(link)
+        task = bar.add_task(f"MASt3R on {len(pairs)} pairs of {len(images)} views", total=len(pairs))
+        network = load_model(config.checkpoint, config.device)
+        priors = predict_priors(paths, network, config, cache, work, pairs, on_pair=lambda: bar.advance(task))
+        shutil.rmtree(work)
+        return priors

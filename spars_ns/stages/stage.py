@@ -46,6 +46,10 @@ class Stage:
     def outputs(self) -> list[Path]:
         raise NotImplementedError
 
+    def caches(self) -> list[Path]:
+        """What the stage keeps to go faster next time; not an output, but removed with them when it is switched off."""
+        return []
+
     def settings(self) -> Any:
         """What the outputs depend on besides the upstream stages (JSON-serialisable); recorded in the manifest."""
         raise NotImplementedError
@@ -56,7 +60,7 @@ class Stage:
 
     def apply(self, upstream: list[str | None]) -> str | None:
         if not self.enabled():
-            self.scene.clear(self.name, self.outputs())
+            self.scene.clear(self.name, self.outputs() + self.caches())
             return None
         settings = self.settings()
         versions = library_versions(*self.libraries)
