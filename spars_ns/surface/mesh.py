@@ -53,7 +53,7 @@ class Mesh:
 
 def extract_surface(volume: SignedDistanceVolume, min_component_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """(vertices (N, 3) float32 in the scene frame, faces (F, 3) int32) of the zero level set, both
-    empty where there is none. Only crossings between two observed voxels count: marching cubes
+    empty where there is none. Only crossings between observed voxels count: marching cubes
     also puts vertices on edges to unobserved voxels (which hold +truncation), the far side
     of the band behind every surface, and the faces that use one are dropped. So are
     connected pieces with fewer than `min_component_fraction` of the faces."""
@@ -63,15 +63,20 @@ def extract_surface(volume: SignedDistanceVolume, min_component_fraction: float)
     if not (volume.sdf[observed] < 0).any() or not (volume.sdf[observed] > 0).any():
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
     try:
-        # "ascent": the outside (free space) holds the larger values, so faces turn outwards.
-        index_vertices, faces, _, _ = marching_cubes(volume.sdf, level=0.0, gradient_direction="ascent")
+        # With scikit-image's default winding ("descent") faces are counter-clockwise seen from the
+        # larger values: from free space, the side the views saw (checked in tests/test_mesh.py).
+        index_vertices, faces, _, _ = marching_cubes(volume.sdf, level=0.0)
     except RuntimeError:  # scikit-image's "no surface found"
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
-    # A vertex lies on a grid edge: the voxels at its floor and ceiling are that edge's ends.
+    # A vertex lies on a grid edge (or, where Lewiner's method resolves an ambiguous cube, on a
+    # cube's face or inside it): the voxels at the floor and ceiling of its coordinates are the
+    # ends of that edge (or the corners of that face or cube).
     side = volume.sdf.shape[0] - 1
-    low = np.clip(np.floor(index_vertices).astype(np.int64), 0, side)
-    high = np.clip(np.ceil(index_vertices).astype(np.int64), 0, side)
-    between_observed = observed[tuple(low.T)] & observed[tuple(high.T)]
+    ends = [np.clip(rounding(index_vertices).astype(np.int64), 0, side) for rounding in (np.floor, np.ceil)]
+    between_observed = np.ones(len(index_vertices), bool)
+    for choice in np.ndindex(2, 2, 2):
+        corner = tuple(ends[end][:, axis] for axis, end in enumerate(choice))
+        between_observed &= observed[corner]
     faces = faces[between_observed[faces].all(1)]
     faces = drop_small_components(faces, len(index_vertices), min_component_fraction)
     used, faces = np.unique(faces, return_inverse=True)
@@ -95,15 +100,17 @@ def drop_small_components(faces: np.ndarray, vertex_count: int, min_fraction: fl
 
 
 def colour_vertices(vertices: np.ndarray, views: list[DepthView], truncation: float, device: torch.device) -> np.ndarray:
-    """(N, 3) uint8: per vertex, the confidence-weighted mean colour of the views that see it (it
-    lies within `truncation` of their depth there); grey where none does."""
+    """(N, 3) uint8: per vertex, the mean colour of the views that see it (it lies within
+    `truncation` of their depth there), weighted by their confidence and by how close to their
+    depth it lies (a view that sees the surface at a grazing angle puts a pixel's colour on a
+    long stretch of it); grey where no view sees it."""
     points = torch.as_tensor(vertices, dtype=torch.float32, device=device)
     colour_sum = torch.zeros((len(vertices), 3), device=device)
     weight_sum = torch.zeros(len(vertices), device=device)
     for view in views:
         on_device = ViewOnDevice(view, device)
         distance, weight, pixel = on_device.sample(points, truncation)
-        weight = torch.where(distance.abs() < truncation, weight, 0.0)
+        weight = weight * (1 - distance.abs() / truncation).clamp_(min=0)
         colour_sum += weight[:, None] * on_device.colour[pixel].float()
         weight_sum += weight
     colours = torch.where(weight_sum[:, None] > 0, colour_sum / weight_sum.clamp_min(1e-12)[:, None], float(UNSEEN_GREY))
