@@ -7,6 +7,7 @@
 #   python scripts/bench_nvs.py prepare --scene ../shared/data/strecha/fountain-P11 --views 5 --test-every 1 --output .gpu/scenes
 #   python scripts/bench_nvs.py prepare --scene ../shared/data/strecha/Herz-Jesus-P8 --views 5 --test-every 1 --output .gpu/scenes
 #   bash scripts/build_gsplat_kernels.sh     # optional: gsplat's kernels, so the device does not compile them
+#   bash scripts/gpu_check.sh --prepare-mast3r   # optional: MASt3R's Python sources and 24 fox photos (5 MB)
 # then run, with carry [".gpu"]:   bash scripts/gpu_check.sh [STEPS] [DATASET ...]
 # (default 7000 steps on every prepared dataset; name datasets, e.g. fox_6, to run fewer).
 # VARIANTS="spars3r splatfacto-defaults" runs fewer variants, TPO="500" fewer pose-step counts;
@@ -22,9 +23,22 @@
 #
 # In order, each step bounded so that what finished comes back: install the wheels, build
 # gsplat's CUDA kernels for this GPU (timed), the CUDA tests, then per dataset the variants
-# of bench_nvs.py (one JSON per run), then `spars-ns export-splat` of a GPU-trained run.
+# of bench_nvs.py (one JSON per run), then `spars-ns export-splat` of a GPU-trained run. Where
+# .gpu/mast3r_py exists, MASt3R at scale (scripts/bench_mast3r.py, random weights of the real size)
+# at 6, 12 and 24 views runs after the CUDA tests (mast3r.jsonl in benchmarks.tar).
 # Everything lands in $OUT: log.txt, benchmarks.tar (the JSON files), splat_header.txt.
 set -uo pipefail
+if [ "${1:-}" = --prepare-mast3r ]; then
+    # instantsplat ships MASt3R's packages but only as a cp311 wheel; their Python sources run on 3.12
+    # (its cuRoPE kernel is the one compiled part, and import_mast3r does without it).
+    set -e
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 --dest /tmp/instantsplat instantsplat==1.17.6
+    python3 -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); [z.extract(n, '.gpu/mast3r_py') for n in z.namelist() if n.split('/')[0] in ('mast3r', 'dust3r', 'croco') and not n.endswith('.so')]" /tmp/instantsplat/instantsplat-1.17.6-*.whl
+    mkdir -p .gpu/mast3r_images
+    ls ../shared/data/fox/images/*.jpg | awk 'NR % 2 == 1' | head -24 | xargs -I{} cp {} .gpu/mast3r_images/
+    du -sh .gpu/mast3r_py .gpu/mast3r_images
+    exit 0
+fi
 out=${OUT:-/tmp/gpu_check}
 json=/tmp/benchmarks  # tarred into $OUT after every run: at most 8 files come back
 rm -rf "$json" /tmp/runs
@@ -63,6 +77,16 @@ if [ "$gpu" = 1 ]; then
     stamp "gsplat built"
     timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_cpu_rasterize.py
     stamp "CUDA tests done"
+fi
+if [ "$gpu" = 1 ] && [ -d .gpu/mast3r_py ]; then
+    for views in 6 12 24; do
+        PYTHONPATH=.gpu/mast3r_py timeout 200 python3 scripts/bench_mast3r.py --views "$views" --images .gpu/mast3r_images \
+            --device cuda --output "$json/mast3r.jsonl"
+    done
+    PYTHONPATH=.gpu/mast3r_py timeout 200 python3 scripts/bench_mast3r.py --views 12 --images .gpu/mast3r_images --device cuda \
+        --theirs --no-global-alignment --output "$json/mast3r.jsonl"
+    stamp "MASt3R at scale done"
+    tar -cf "$out/benchmarks.tar" -C "$(dirname "$json")" "$(basename "$json")"
 fi
 
 for dataset in "${datasets[@]}"; do

@@ -1,0 +1,114 @@
+"""MASt3R prior at scale: seconds and peak memory for N views, with a randomly initialised model of
+the real architecture and size (time and memory do not depend on the weights' values).
+
+    python scripts/bench_mast3r.py --views 6 --images ../shared/data/fox/images
+    python scripts/bench_mast3r.py --views 6 --images ../shared/data/fox/images --theirs   # MASt3R's own forward
+
+N photos evenly spaced by name, at MASt3R's 512 resolution. Pairs as the prior stage chooses them
+(`pairs.strongest_pairs`), with view-order closeness standing in for SfM's verified matches (the
+bench runs no SfM). Reports the pairs, the inference seconds (our `infer_pairs`: each image encoded
+once, pairs batched; with --theirs, `forward_mast3r`, which encodes both images of every pair), the
+sparse global alignment's seconds (with random weights its matches are random, so this part is
+indicative only), and peak memory: the process's resident set, and on CUDA the allocator's peak.
+One view count per process, so that the peaks are its own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+from spars_ns.pairs import strongest_pairs
+from spars_ns.priors.mast3r import Mast3rConfig, import_mast3r, infer_pairs, resolve_device
+
+INF = float("inf")
+# The architecture of naver/MASt3R_ViTLarge_BaseDecoder_512_catmlpdpt_metric (its checkpoint's `args.model`).
+MAST3R_VIT_LARGE = dict(
+    enc_depth=24, dec_depth=12, enc_embed_dim=1024, dec_embed_dim=768, enc_num_heads=16, dec_num_heads=12,
+    pos_embed="RoPE100", patch_embed_cls="PatchEmbedDust3R", img_size=(512, 512), head_type="catmlp+dpt",
+    output_mode="pts3d+desc24", depth_mode=("exp", -INF, INF), conf_mode=("exp", 1, INF), landscape_only=False,
+    two_confs=True, desc_conf_mode=("exp", 0, INF),
+)
+
+
+@dataclass
+class Args:
+    images: Path
+    """A folder of photos; the first `views` evenly spaced by name are used."""
+    views: int = 6
+    theirs: bool = False
+    """Infer with MASt3R's own `forward_mast3r` instead of `infer_pairs`."""
+    global_alignment: bool = True
+    """Also run the sparse global alignment (MASt3R's default iterations)."""
+    device: str = "auto"
+    output: Path | None = None
+    """Append the result as one JSON line to this file."""
+
+
+def main(args: Args) -> dict:
+    api = import_mast3r()
+    device = resolve_device(args.device)
+    names = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    paths = [str(names[i]) for i in np.linspace(0, len(names) - 1, args.views).round().astype(int)]
+    torch.manual_seed(0)
+    model = api.AsymmetricMASt3R(**MAST3R_VIT_LARGE).to(device).eval()
+    parameters = sum(p.numel() for p in model.parameters())
+    config = Mast3rConfig(device=device)
+    images = api.load_images(paths, size=config.image_size, verbose=False)
+    for image, path in zip(images, paths):
+        image["instance"] = path
+    order = np.arange(args.views)
+    closeness = 1000.0 / (1 + np.abs(order[:, None] - order[None, :]))  # stands in for SfM's verified matches
+    np.fill_diagonal(closeness, 0)
+    pairs = strongest_pairs(closeness, config.pairs_per_view, config.complete_up_to)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    work = Path(tempfile.mkdtemp(prefix="bench_mast3r_"))
+    try:
+        start = time.perf_counter()
+        if args.theirs:
+            from mast3r.cloud_opt.sparse_ga import forward_mast3r
+
+            symmetric = [(images[i], images[j]) for i, j in pairs] + [(images[j], images[i]) for i, j in pairs]
+            forward_mast3r(symmetric, model, cache_path=str(work), device=device)
+        else:
+            infer_pairs(model, images, pairs, work, config.batch_size)
+        inference = time.perf_counter() - start
+        alignment = math.nan
+        if args.global_alignment:
+            start = time.perf_counter()
+            symmetric = [(images[i], images[j]) for i, j in pairs] + [(images[j], images[i]) for i, j in pairs]
+            api.sparse_global_alignment(
+                paths, symmetric, str(work), model, niter1=config.coarse_iterations, niter2=config.fine_iterations,
+                matching_conf_thr=config.matching_conf_threshold, device=device, opt_depth=True, shared_intrinsics=False,
+            )
+            alignment = time.perf_counter() - start
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = {
+        "views": args.views, "pairs": len(pairs), "inference": "forward_mast3r" if args.theirs else "infer_pairs",
+        "device": device, "parameters_M": round(parameters / 1e6, 1), "image_shape": list(images[0]["img"].shape[-2:]),
+        "inference_s": round(inference, 1), "global_alignment_s": round(alignment, 1),
+        "peak_rss_GiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "cuda_peak_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
+        "threads": torch.get_num_threads(),
+    }
+    print(json.dumps(result))
+    if args.output is not None:
+        with args.output.open("a") as handle:
+            handle.write(json.dumps(result) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
