@@ -9,6 +9,7 @@ from spars_ns.images import list_images
 from spars_ns.options import ProcessConfig, ProcessOptions, check_options
 from spars_ns.scene import SceneFolder
 from spars_ns.stages.align import AlignStage
+from spars_ns.stages.cameras import CamerasStage
 from spars_ns.stages.export import ExportStage
 from spars_ns.stages.ingest import IngestStage, load_records, split_names
 from spars_ns.stages.prior import PriorStage
@@ -42,10 +43,12 @@ def process(config: ProcessConfig) -> SceneFolder:
         records = load_records(scene)
         train, test = split_names([r.name for r in records], config.test_every, config.test_views)
         sfm_fp = SfMStage(scene, config, records, train, test).apply([ingest_fp])
-        prior_fp = PriorStage(scene, config).apply([sfm_fp])
+        prior_fp = PriorStage(scene, config, train).apply([sfm_fp])
+        cameras_fp = CamerasStage(scene, config, train).apply([prior_fp])
         align_fp = AlignStage(scene, config).apply([prior_fp])
         refine_fp = RefineStage(scene, config, aligned=align_fp is not None).apply([prior_fp, align_fp])
-        ExportStage(scene, config, train, test, aligned=align_fp is not None, refined=refine_fp is not None).apply(
-            [sfm_fp, align_fp, refine_fp]
-        )
+        ExportStage(
+            scene, config, train, test, aligned=align_fp is not None, refined=refine_fp is not None,
+            cameras=cameras_fp is not None,
+        ).apply([sfm_fp, cameras_fp, align_fp, refine_fp])
     return scene

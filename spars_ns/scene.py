@@ -124,6 +124,10 @@ class SceneFolder:
         return self.root / "cache" / "mast3r"
 
     @property
+    def cameras_dir(self) -> Path:
+        return self.root / "cameras"
+
+    @property
     def align_dir(self) -> Path:
         return self.root / "align"
 

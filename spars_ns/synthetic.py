@@ -220,6 +220,19 @@ def distorted_pointmap(
     Returns (pts3d (h, w, 3) float32, conf (h, w) float32, noise-free true camera-frame points).
     """
     rng = np.random.default_rng(seed * 1000 + index)
+    points, hit, true_points = _learned_prior_errors(scene, index, rng, object_scale, object_shift, noise, wrong_objects)
+    angle = rng.uniform(0, 2 * np.pi)
+    rotation = axis_angle_rotation(rng.normal(size=3), angle)
+    foreign = rng.uniform(0.5, 2.0) * points @ rotation.T + rng.normal(size=3)
+    conf = hit.astype(np.float32)
+    return np.where(hit[..., None], foreign, 0).astype(np.float32), conf, true_points
+
+
+def _learned_prior_errors(
+    scene: SyntheticScene, index: int, rng: np.random.Generator, object_scale: float, object_shift: float, noise: float,
+    wrong_objects: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`distorted_pointmap`'s errors on view `index`'s camera-frame points: (points (h, w, 3), hit (h, w), true points)."""
     true_points, view = camera_points(scene, index)
     hit = view.object_ids >= 0
     points = np.where(hit[..., None], true_points, 0.0)
@@ -239,11 +252,49 @@ def distorted_pointmap(
         scale = 1 + rng.uniform(-object_scale, object_scale)
         points[mask] = (points[mask] - centre) * scale + centre + rng.normal(scale=object_shift * median_depth, size=3)
     points += rng.normal(size=points.shape) * noise * np.where(hit, view.depth, 0)[..., None]
-    angle = rng.uniform(0, 2 * np.pi)
-    rotation = axis_angle_rotation(rng.normal(size=3), angle)
-    foreign = rng.uniform(0.5, 2.0) * points @ rotation.T + rng.normal(size=3)
-    conf = hit.astype(np.float32)
-    return np.where(hit[..., None], foreign, 0).astype(np.float32), conf, true_points
+    return points, hit, true_points
+
+
+def shared_frame_prior(
+    scene: SyntheticScene, seed: int, rotation_error_deg: float = 1.0, position_error: float = 0.01,
+    focal_error: float = 0.02,
+) -> list[dict[str, np.ndarray]]:
+    """What a DUSt3R-style global alignment gives: every view's pointmap in ONE foreign frame
+    (a random similarity of the true world), with a camera per view in that frame.
+
+    Each camera errs: its orientation by `rotation_error_deg` about a random axis, its centre
+    by `position_error` of the view's median depth in a random direction, its focal length by
+    up to `focal_error`. Each view's points carry `distorted_pointmap`'s errors and are placed
+    by that view's own erring camera, as a prior's points are. Per view: `pts3d` (h, w, 3),
+    `conf` (h, w), `cam_from_world` (3x4, foreign frame to OpenCV camera) and `intrinsics`
+    (3x3 at the map's resolution, OpenCV's pixel convention: pixel centres at integers).
+    """
+    frame_rng = np.random.default_rng(seed)
+    frame_rotation = axis_angle_rotation(frame_rng.normal(size=3), frame_rng.uniform(0, 2 * np.pi))
+    frame_scale, frame_shift = frame_rng.uniform(0.5, 2.0), frame_rng.normal(size=3)
+    views = []
+    for index in range(scene.num_views):
+        rng = np.random.default_rng(seed * 1000 + index)
+        points, hit, _ = _learned_prior_errors(scene, index, rng, 0.1, 0.03, 0.002, 1)
+        true_rotation, true_translation = scene.cam_from_world[index][:, :3], scene.cam_from_world[index][:, 3]
+        rotation = axis_angle_rotation(rng.normal(size=3), np.radians(rotation_error_deg)) @ true_rotation
+        direction = rng.normal(size=3)
+        median_depth = float(np.median(points[hit][:, 2]))
+        centre = -true_rotation.T @ true_translation + position_error * median_depth * direction / np.linalg.norm(direction)
+        world = points @ rotation + centre  # the camera-frame points placed by the erring camera
+        foreign = frame_scale * world @ frame_rotation.T + frame_shift
+        # x_cam = rotation (x - centre) with x = frame_rotation^T (foreign - frame_shift) / frame_scale, in foreign units.
+        cam_rotation = rotation @ frame_rotation.T
+        cam_translation = -cam_rotation @ frame_shift - frame_scale * rotation @ centre
+        cam_from_world = np.concatenate([cam_rotation, cam_translation[:, None]], 1)
+        intrinsics = scene.intrinsics.copy()
+        intrinsics[:2, :2] *= 1 + rng.uniform(-focal_error, focal_error)
+        intrinsics[:2, 2] -= 0.5  # the scene's pixel centres are at +0.5
+        views.append({
+            "pts3d": np.where(hit[..., None], foreign, 0).astype(np.float32), "conf": hit.astype(np.float32),
+            "cam_from_world": cam_from_world, "intrinsics": intrinsics,
+        })
+    return views
 
 
 def write_prior_files(scene: SyntheticScene, folder: Path, seed: int) -> Path:

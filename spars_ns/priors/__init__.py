@@ -1,14 +1,16 @@
 """Dense priors behind one small interface.
 
 A backend turns the scene's images (and, for depth, the SfM cameras) into one
-`DensePrior` per image: 3D points at a working resolution, a confidence, and the affine
-map from working pixels to the original image's pixels. Backends: `files` (any external
-model's depth or pointmaps), `mast3r` (MASt3R with its sparse global alignment), `none`.
+`DensePrior` per image: 3D points at a working resolution, a confidence, the affine
+map from working pixels to the original image's pixels, and, where the prior has one, the
+view's camera in the prior's shared frame. Backends: `files` (any external model's depth or
+pointmaps), `mast3r` (MASt3R with its sparse global alignment), `none`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -23,20 +25,39 @@ class DensePrior(NpzRecord):
     frame for pointmaps); alignment maps it into the SfM frame. Pixel coordinates are
     continuous with pixel centres at +0.5 (COLMAP's convention): an original pixel
     coordinate is `scale * working + offset`.
+
+    A prior that poses its views in one shared frame (MASt3R's global alignment, DUSt3R-style
+    files) also gives the view's camera there: `cam_from_world` and `intrinsics` at the working
+    resolution, in the same pixel convention; both nan for a prior without poses.
     """
+
+    VERSION: ClassVar[int] = 2  # 2: with the camera; the prior stage records it, so records without are remade
 
     pts3d: np.ndarray  # (h, w, 3) float32
     conf: np.ndarray  # (h, w) float32, 0 where invalid
     scale: tuple[float, float]  # (sx, sy)
     offset: tuple[float, float]  # (ox, oy)
+    cam_from_world: np.ndarray = field(default_factory=lambda: np.full((3, 4), np.nan))  # (3, 4) OpenCV, shared frame
+    intrinsics: np.ndarray = field(default_factory=lambda: np.full((3, 3), np.nan))  # (3, 3) working pixels
 
     def __post_init__(self):
         self.scale = tuple(float(v) for v in self.scale)  # loaded from a file, they are arrays
         self.offset = tuple(float(v) for v in self.offset)
+        self.cam_from_world = np.asarray(self.cam_from_world, np.float64)
+        self.intrinsics = np.asarray(self.intrinsics, np.float64)
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.pts3d.shape[:2]
+
+    @property
+    def has_pose(self) -> bool:
+        return bool(np.isfinite(self.cam_from_world).all() and np.isfinite(self.intrinsics).all())
+
+    def original_intrinsics(self) -> np.ndarray:
+        """The camera's intrinsics in the original image's pixels."""
+        (sx, sy), (ox, oy) = self.scale, self.offset
+        return np.array([[sx, 0, ox], [0, sy, oy], [0, 0, 1]]) @ self.intrinsics
 
     def valid(self) -> np.ndarray:
         return np.isfinite(self.pts3d).all(-1) & (self.conf > 0)
@@ -77,3 +98,9 @@ class DensePrior(NpzRecord):
         out = np.full(width * height, np.nan, np.float32)
         out[inside] = values[y[inside], x[inside]]
         return out.reshape(height, width)
+
+
+def intrinsics_from_integer_centres(intrinsics: np.ndarray) -> np.ndarray:
+    """Intrinsics in OpenCV's and DUSt3R's pixel convention (pixel centres at integers) -> the
+    DensePrior's (centres at +0.5)."""
+    return np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]]) @ np.asarray(intrinsics, np.float64)

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from spars_ns.errors import InputError
-from spars_ns.priors import DensePrior
+from spars_ns.priors import DensePrior, intrinsics_from_integer_centres
 
 DEFAULT_CHECKPOINT = "naver/MASt3R_ViTLarge_BaseDecoder_512_catmlpdpt_metric"
 INSTALL_HINT = 'pip install "spars-ns[mast3r]"'
@@ -220,7 +220,8 @@ def predict_priors(
     image_paths: list[Path], model, config: Mast3rConfig, cache_dir: Path, work_dir: Path,
     pairs: list[tuple[int, int]], on_pair=None,
 ) -> list[DensePrior]:
-    """One DensePrior per image, in MASt3R's common world frame after sparse global alignment.
+    """One DensePrior per image, in MASt3R's common world frame after sparse global alignment,
+    with the alignment's camera of the image.
 
     `pairs` index `image_paths`; `image_paths` should name images by content (the cache is keyed by
     path). Pair outputs are kept in `cache_dir`, so a run with more photos infers only the new
@@ -243,11 +244,16 @@ def predict_priors(
         device=next(model.parameters()).device, opt_depth=True, shared_intrinsics=False,
     )
     points, _, confidences = scene.get_dense_pts3d(clean_depth=True)
+    # The alignment's cameras, in the frame of its points; its pixel grid has centres at integers.
+    cams_from_world = np.linalg.inv(scene.get_im_poses().detach().cpu().numpy().astype(np.float64))[:, :3]
+    focals = scene.get_focals().detach().cpu().numpy()
+    principal_points = scene.get_principal_points().detach().cpu().numpy()
+    intrinsics = [np.array([[f, 0, cx], [0, f, cy], [0, 0, 1]], np.float64) for f, (cx, cy) in zip(focals, principal_points)]
     priors = []
-    for path, pts, conf in zip(image_paths, points, confidences):
+    for path, pts, conf, cam_from_world, camera in zip(image_paths, points, confidences, cams_from_world, intrinsics):
         with Image.open(path) as image:
             scale, offset, (w, h) = working_window(*image.size, config.image_size)
         pts = pts.detach().cpu().numpy().reshape(h, w, 3).astype(np.float32)
         conf = conf.detach().cpu().numpy().reshape(h, w).astype(np.float32)
-        priors.append(DensePrior(pts, conf, scale, offset))
+        priors.append(DensePrior(pts, conf, scale, offset, cam_from_world, intrinsics_from_integer_centres(camera)))
     return priors

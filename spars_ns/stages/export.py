@@ -1,5 +1,5 @@
-"""Export: the scene as a nerfstudio dataset, `transforms.json` and `points.ply` (SfM points and the
-aligned and refined priors' points, format in `ply.py`).
+"""Export: the scene as a nerfstudio dataset, `transforms.json` (SfM's cameras and those placed
+from the prior) and `points.ply` (SfM points and the aligned and refined priors' points, format in `ply.py`).
 
 The world frame is COLMAP's (no axis permutation); nerfstudio's dataparser orients and
 scales poses and points together, so they stay consistent.
@@ -21,6 +21,7 @@ from spars_ns.ply import SOURCE_GLOBAL, SOURCE_REFINE, SOURCE_REGION, SOURCE_SFM
 from spars_ns.priors import DensePrior
 from spars_ns.scene import SceneFolder, atomic_write_text
 from spars_ns.stages.align import AlignedPrior
+from spars_ns.stages.cameras import no_depth_path, prior_cameras
 from spars_ns.stages.refine import RefinedPrior, cameras_path
 from spars_ns.stages.stage import Stage
 
@@ -52,20 +53,22 @@ def camera_to_opencv(camera: pycolmap.Camera) -> dict:
 
 def transforms_dict(
     model: pycolmap.Reconstruction, train_names: list[str], test_names: list[str], ply_name: str,
-    with_depth: bool = False, corrected: dict | None = None,
+    with_depth: bool = False, corrected: dict | None = None, from_prior: dict | None = None,
 ) -> dict:
-    """nerfstudio `transforms.json` for the registered images of `model`.
+    """nerfstudio `transforms.json` for the registered images of `model`, and the training views
+    placed from the prior (`from_prior`: name -> (camera, cam_from_world 3x4, depth path)).
 
     With `with_depth`, every frame names `depth/<stem>.npy` (nerfstudio needs depth for all
-    frames or none; 0 marks pixels, or whole test frames, without depth). `corrected` maps
-    image names to cameras refined with the depth: {"cam_from_world": 3x4 or None,
-    "focal_scale": f}.
+    frames or none; 0 marks pixels, or whole test frames, without depth), a frame from the
+    prior its own all-0 map. `corrected` maps image names to cameras refined with the depth:
+    {"cam_from_world": 3x4 or None, "focal_scale": f}. Each frame's `camera_source` says
+    whether SfM or the prior placed it.
 
     With no test views, training views double as val/test views (as nerfstudio's own
     `eval_mode all` does) and `eval_on_train_views` says so.
     """
     frames = []
-    for image in sorted(model.images.values(), key=lambda im: im.name):
+    for image in model.images.values():
         if not image.has_pose:
             continue
         correction = (corrected or {}).get(image.name, {})
@@ -74,6 +77,7 @@ def transforms_dict(
             "file_path": f"images/{image.name}",
             "transform_matrix": opencv_to_opengl_c2w(np.asarray(cam_from_world)).tolist(),
             "colmap_im_id": int(image.image_id),
+            "camera_source": "sfm",
         }
         frame.update(camera_to_opencv(model.camera(image.camera_id)))
         frame["fl_x"] *= correction.get("focal_scale", 1.0)
@@ -81,7 +85,18 @@ def transforms_dict(
         if with_depth:
             frame["depth_file_path"] = f"depth/{Path(image.name).stem}.npy"
         frames.append(frame)
-    registered = {image.name for image in model.images.values() if image.has_pose}
+    for name, (camera, cam_from_world, depth_path) in (from_prior or {}).items():
+        frame = {
+            "file_path": f"images/{name}",
+            "transform_matrix": opencv_to_opengl_c2w(np.asarray(cam_from_world)).tolist(),
+            "camera_source": "prior",
+            **camera_to_opencv(camera),
+        }
+        if with_depth:
+            frame["depth_file_path"] = depth_path
+        frames.append(frame)
+    frames.sort(key=lambda frame: frame["file_path"])
+    registered = {image.name for image in model.images.values() if image.has_pose} | set(from_prior or {})
     train = [f"images/{n}" for n in train_names if n in registered]
     test = [f"images/{n}" for n in test_names if n in registered]
     return {
@@ -132,10 +147,13 @@ class ExportStage(Stage):
     name = "export"
     libraries = ("plyfile",)
 
-    def __init__(self, scene: SceneFolder, config: ProcessConfig, train: list[str], test: list[str], aligned: bool, refined: bool):
+    def __init__(
+        self, scene: SceneFolder, config: ProcessConfig, train: list[str], test: list[str], aligned: bool, refined: bool,
+        cameras: bool,
+    ):
         super().__init__(scene, config)
         self.train, self.test = train, test
-        self.aligned, self.refined = aligned, refined  # which of the align and refine stages ran
+        self.aligned, self.refined, self.cameras = aligned, refined, cameras  # which of those stages ran
 
     def outputs(self) -> list[Path]:
         return [self.scene.transforms_path, self.scene.points_path]
@@ -154,9 +172,15 @@ class ExportStage(Stage):
         write_points_ply(scene.points_path, xyz, rgb, confidence, source.astype(np.uint8))
         corrected_path = cameras_path(scene)
         corrected = json.loads(corrected_path.read_text()) if self.refined and corrected_path.exists() else {}
-        transforms = transforms_dict(model, self.train, self.test, scene.points_path.name, self.refined, corrected)
+        from_prior = {}
+        if self.cameras:
+            from_prior = {
+                name: (camera, cam_from_world, no_depth_path(scene, name).relative_to(scene.root).as_posix())
+                for name, (camera, cam_from_world) in prior_cameras(scene).items()
+            }
+        transforms = transforms_dict(model, self.train, self.test, scene.points_path.name, self.refined, corrected, from_prior)
         write_transforms(scene.transforms_path, transforms)
-        return {"frames": len(transforms["frames"]), "points": len(xyz), **{
+        return {"frames": len(transforms["frames"]), "prior_cameras": len(from_prior), "points": len(xyz), **{
             name: int((source == value).sum()) for name, value in
             (("sfm_points", SOURCE_SFM), ("global_points", SOURCE_GLOBAL), ("region_points", SOURCE_REGION),
              ("refine_points", SOURCE_REFINE))
