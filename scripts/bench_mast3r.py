@@ -3,6 +3,7 @@ the real architecture and size (time and memory do not depend on the weights' va
 
     python scripts/bench_mast3r.py --views 6 --images ../shared/data/fox/images
     python scripts/bench_mast3r.py --views 6 --images ../shared/data/fox/images --theirs   # MASt3R's own forward
+    python scripts/bench_mast3r.py --components --images ../shared/data/fox/images         # per-image and per-pair costs
 
 N photos evenly spaced by name, at MASt3R's 512 resolution. Pairs as the prior stage chooses them
 (`pairs.strongest_pairs`), with view-order closeness standing in for SfM's verified matches (the
@@ -11,6 +12,11 @@ once, pairs batched; with --theirs, `forward_mast3r`, which encodes both images 
 sparse global alignment's seconds (with random weights its matches are random, so this part is
 indicative only), and peak memory: the process's resident set, and on CUDA the allocator's peak.
 One view count per process, so that the peaks are its own.
+
+With --components, one image encoding, one pair's decoding (both directions, heads) and one pair's
+matching (`extract_correspondences`) are timed (median of --repeats), and the inference time of
+`infer_pairs` (N encodings + P pairs) and of `forward_mast3r` (2P encodings + P pairs) at 6, 12 and
+24 views is derived from them, for machines where running every pair takes too long (the CPU).
 """
 
 from __future__ import annotations
@@ -51,8 +57,58 @@ class Args:
     global_alignment: bool = True
     """Also run the sparse global alignment (MASt3R's default iterations)."""
     device: str = "auto"
+    components: bool = False
+    """Time one encoding, one decoding and one matching instead, and derive the totals."""
+    repeats: int = 3
     output: Path | None = None
     """Append the result as one JSON line to this file."""
+
+
+def components(model, images: list[dict], config: Mast3rConfig, repeats: int) -> dict:
+    """Seconds of one image encoding, one pair's decoding and one pair's matching; derived totals."""
+    from mast3r.cloud_opt.sparse_ga import extract_correspondences
+
+    device = next(model.parameters()).device
+
+    def timed(step) -> float:
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            result = step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        return float(np.median(times)), result
+
+    shape = [torch.from_numpy(im["true_shape"]).to(device) for im in images[:2]]
+    pixels = [im["img"].to(device) for im in images[:2]]
+    with torch.no_grad():
+        encode_s, _ = timed(lambda: model._encode_image(pixels[0], shape[0]))
+        (feat1, pos1, _), (feat2, pos2, _) = (model._encode_image(p, s) for p, s in zip(pixels, shape))
+
+        def decode_both_ways():
+            outputs = []
+            for f1, p1, f2, p2, s1, s2 in ((feat1, pos1, feat2, pos2, *shape), (feat2, pos2, feat1, pos1, *shape[::-1])):
+                dec1, dec2 = model._decoder(f1, p1, f2, p2)
+                outputs += [model._downstream_head(1, [t.float() for t in dec1], s1),
+                            model._downstream_head(2, [t.float() for t in dec2], s2)]
+            return outputs
+
+        decode_s, outputs = timed(decode_both_ways)
+        match_s, _ = timed(lambda: extract_correspondences(
+            [o["desc"][0] for o in outputs], [o["desc_conf"][0] for o in outputs], device=device, subsample=8))
+    derived = {}
+    for views in (6, 12, 24):
+        order = np.arange(views)
+        closeness = 1000.0 / (1 + np.abs(order[:, None] - order[None, :]))
+        np.fill_diagonal(closeness, 0)
+        pairs = len(strongest_pairs(closeness, config.pairs_per_view, config.complete_up_to))
+        derived[views] = {"pairs": pairs, "infer_pairs_s": round(views * encode_s + pairs * (decode_s + match_s), 1),
+                          "forward_mast3r_s": round(2 * pairs * encode_s + pairs * (decode_s + match_s), 1)}
+    return {"encode_s": round(encode_s, 2), "decode_pair_s": round(decode_s, 2), "match_pair_s": round(match_s, 2),
+            "derived": derived}
 
 
 def main(args: Args) -> dict:
@@ -71,6 +127,10 @@ def main(args: Args) -> dict:
     closeness = 1000.0 / (1 + np.abs(order[:, None] - order[None, :]))  # stands in for SfM's verified matches
     np.fill_diagonal(closeness, 0)
     pairs = strongest_pairs(closeness, config.pairs_per_view, config.complete_up_to)
+    if args.components:
+        result = {"device": device, "parameters_M": round(parameters / 1e6, 1), "image_shape": list(images[0]["img"].shape[-2:]),
+                  **components(model, images, config, args.repeats), "threads": torch.get_num_threads()}
+        return report(result, args.output)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     work = Path(tempfile.mkdtemp(prefix="bench_mast3r_"))
@@ -103,9 +163,13 @@ def main(args: Args) -> dict:
         "cuda_peak_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
         "threads": torch.get_num_threads(),
     }
+    return report(result, args.output)
+
+
+def report(result: dict, output: Path | None) -> dict:
     print(json.dumps(result))
-    if args.output is not None:
-        with args.output.open("a") as handle:
+    if output is not None:
+        with output.open("a") as handle:
             handle.write(json.dumps(result) + "\n")
     return result
 
