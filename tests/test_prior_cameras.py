@@ -17,7 +17,7 @@ from spars_ns.geometry import axis_angle_rotation, camera_center, rotation_angle
 from spars_ns.options import PriorConfig
 from spars_ns.pipeline import ProcessConfig, process
 from spars_ns.priors.files import load_file_prior
-from spars_ns.stages.cameras import fit_prior_frame
+from spars_ns.stages.cameras import fit_prior_frame, refine_by_absolute_pose
 from spars_ns.synthetic import shared_frame_prior
 
 from conftest import sfm_from_true
@@ -107,8 +107,7 @@ def test_unregistered_views_get_cameras_near_the_truth(placed, scene):
     model = pycolmap.Reconstruction(placed.sparse_dir)
     sfm_from_world = sfm_from_true(scene, model)
     scale = np.linalg.norm(sfm_from_world[:, 0])
-    true_centres = np.stack([camera_center(c) for c in scene.cam_from_world])
-    extent = scale * np.linalg.norm(true_centres[:, None] - true_centres[None], axis=-1).max()
+    extent = scale * extent_of(scene.cam_from_world)  # SfM units
 
     cameras = report(placed)["cameras"]
     assert sorted(cameras) == sorted(THINNED) and report(placed)["not_placed"] == {}
@@ -190,7 +189,7 @@ def test_switched_off_the_cameras_go(placed, photos_with_a_small_view, tmp_path)
     assert not any(f["camera_source"] == "prior" for f in frames(scene).values())
 
 
-def extent(cameras: list[np.ndarray]) -> float:
+def extent_of(cameras) -> float:
     centres = np.stack([camera_center(c) for c in cameras])
     return float(np.linalg.norm(centres[:, None] - centres[None], axis=-1).max())
 
@@ -214,7 +213,7 @@ def test_the_frame_fit_drops_a_wrong_prior_camera_and_refuses_a_line():
     priors[2] = priors[2].copy()
     priors[2][:, 3] += 5.0  # one prior camera far off
     views = {f"v{i}": (p, s) for i, (p, s) in enumerate(zip(priors, sfm_cameras))}
-    sim, fit = fit_prior_frame(views, extent(sfm_cameras), seed=0)
+    sim, fit = fit_prior_frame(views, extent_of(sfm_cameras), seed=0)
     assert "v2" not in fit["inliers"] and len(fit["inliers"]) == 5
     np.testing.assert_allclose(sim.matrix(), truth.matrix(), atol=1e-6)
 
@@ -222,20 +221,42 @@ def test_the_frame_fit_drops_a_wrong_prior_camera_and_refuses_a_line():
     for k, camera in enumerate(on_a_line):
         camera[:, 3] = -camera[:, :3] @ np.array([k, 0.0, 0.0])
     views = {f"v{i}": v for i, v in enumerate(zip(prior_views(on_a_line, truth), on_a_line))}
-    sim, fit = fit_prior_frame(views, extent(on_a_line), seed=0)
+    sim, fit = fit_prior_frame(views, extent_of(on_a_line), seed=0)
     assert sim is None and "nearly on a line" in fit["why_not"]
 
 
 def test_a_prior_whose_orientations_disagree_is_refused():
     rng = np.random.default_rng(2)
     sfm_cameras = [rigid(rng, 3.0) for _ in range(4)]
-    identity = pycolmap.Sim3d(1.0, pycolmap.Rotation3d(np.eye(3)), np.zeros(3))
-    turned = []
-    for camera in prior_views(sfm_cameras, identity):  # same centres, each view turned 20 degrees
-        rotation = axis_angle_rotation(rng.normal(size=3), np.radians(20)) @ camera[:, :3]
-        turned.append(np.concatenate([rotation, (-rotation @ camera_center(camera))[:, None]], 1))
-    sim, fit = fit_prior_frame({f"v{i}": v for i, v in enumerate(zip(turned, sfm_cameras))}, extent(sfm_cameras), seed=0)
+    priors = [turned(camera, 20.0) for camera in sfm_cameras]  # the same frame and centres, each view turned
+    sim, fit = fit_prior_frame({f"v{i}": v for i, v in enumerate(zip(priors, sfm_cameras))}, extent_of(sfm_cameras), seed=0)
     assert sim is None and "look 20.0 degrees away" in fit["why_not"]
+
+
+def turned(cam_from_world: np.ndarray, degrees: float) -> np.ndarray:
+    """The camera turned about its own centre."""
+    rotation = axis_angle_rotation(np.array([0.3, 1.0, 0.2]), np.radians(degrees)) @ cam_from_world[:, :3]
+    return np.concatenate([rotation, (-rotation @ camera_center(cam_from_world))[:, None]], 1)
+
+
+@pytest.mark.parametrize("mapped_off_by, points, how", [
+    (3.0, 40, "refined by absolute pose: 40 of 40 matches to SfM points"),
+    (20.0, 40, "the prior's, mapped: the absolute pose (40 inliers) lies 20.0 degrees"),
+    (3.0, 8, "the prior's, mapped: 8 matches to SfM points (refining needs 10)"),
+])
+def test_absolute_pose_refines_a_mapped_camera_only_near_it_and_with_enough_matches(mapped_off_by, points, how):
+    rng = np.random.default_rng(3)
+    camera = _camera()
+    truth = rigid(rng)
+    in_camera = np.concatenate([rng.uniform(-2, 2, (points, 2)), rng.uniform(4, 8, (points, 1))], 1)
+    world = (in_camera - truth[:, 3]) @ truth[:, :3]
+    mapped = turned(truth, mapped_off_by)
+    pose, said = refine_by_absolute_pose(mapped, camera, camera.img_from_cam(in_camera), world, extent=10.0, seed=0)
+    assert said.startswith(how)
+    if said.startswith("refined"):
+        assert rotation_angle_deg(pose[:, :3] @ truth[:, :3].T) < 1e-3
+    else:
+        assert np.array_equal(pose, mapped)
 
 
 def _camera(width=320, height=240):

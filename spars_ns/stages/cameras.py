@@ -36,8 +36,8 @@ MIN_FIT_VIEWS = 3
 CENTRE_INLIER_DISTANCE = 0.1
 """A mapped prior camera centre this far from SfM's (a fraction of the registered cameras' extent) is an outlier."""
 MIN_FLATNESS = 0.05
-"""Spread of the registered camera centres across their main direction over along it: below it they stand on
-a line, and their centres leave the prior's frame free to turn about it."""
+"""Second over first principal spread of the registered camera centres: below it they stand nearly on a line,
+about which their centres leave the prior's frame free to turn."""
 MAX_ORIENTATION_ERROR_DEG = 5.0
 """Median angle between the mapped prior orientations and SfM's beyond which the fit is refused."""
 MIN_POSE_INLIERS = 10
