@@ -96,9 +96,9 @@ def transforms_dict(
             frame["depth_file_path"] = depth_path
         frames.append(frame)
     frames.sort(key=lambda frame: frame["file_path"])
-    registered = {image.name for image in model.images.values() if image.has_pose} | set(from_prior or {})
-    train = [f"images/{n}" for n in train_names if n in registered]
-    test = [f"images/{n}" for n in test_names if n in registered]
+    placed = {image.name for image in model.images.values() if image.has_pose} | set(from_prior or {})
+    train = [f"images/{n}" for n in train_names if n in placed]
+    test = [f"images/{n}" for n in test_names if n in placed]
     return {
         "camera_model": "OPENCV",
         "frames": frames,
