@@ -170,6 +170,20 @@ class MatchGraph:
     def num_inliers(self, id1: int, id2: int) -> int:
         return len(self.inliers.get((id1, id2), ()))
 
+    def points_seen(self, model: pycolmap.Reconstruction, image_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(keypoints (N, 2), SfM points (N, 3)) of an image: its verified matches to registered
+        images' keypoints that have a 3D point, each of its keypoints once."""
+        points2d, points3d, seen = [], [], set()
+        for registered_id in model.reg_image_ids():
+            registered = model.image(registered_id)
+            for own, other in self.inliers.get((image_id, registered_id), np.zeros((0, 2), int)).tolist():
+                observation = registered.point2D(other)
+                if observation.has_point3D() and own not in seen:
+                    seen.add(own)
+                    points2d.append(self.keypoints[image_id][own])
+                    points3d.append(model.point3D(observation.point3D_id).xyz)
+        return np.reshape(points2d, (-1, 2)).astype(float), np.reshape(points3d, (-1, 3)).astype(float)
+
     def strongest_pairs(self, image_ids: list[int]) -> list[tuple[int, int]]:
         pairs = [(a, b) for i, a in enumerate(image_ids) for b in image_ids[i + 1 :] if self.num_inliers(a, b)]
         return sorted(pairs, key=lambda p: -self.num_inliers(*p))
@@ -232,19 +246,7 @@ def register_test_views(
     left_out = {}
     for name in test_names:
         image_id = graph.image_ids[name]
-        points2d, points3d = [], []
-        seen_keypoints = set()
-        for train_id in train.reg_image_ids():
-            matches = graph.inliers.get((image_id, train_id))
-            if matches is None:
-                continue
-            train_image = train.image(train_id)
-            for kp_test, kp_train in matches.tolist():
-                point2d = train_image.point2D(kp_train)
-                if point2d.has_point3D() and kp_test not in seen_keypoints:
-                    seen_keypoints.add(kp_test)
-                    points2d.append(graph.keypoints[image_id][kp_test])
-                    points3d.append(train.point3D(point2d.point3D_id).xyz)
+        points2d, points3d = graph.points_seen(train, image_id)
         if len(points2d) < config.abs_pose_min_num_inliers:
             left_out[name] = f"only {len(points2d)} matches to triangulated points (needs {config.abs_pose_min_num_inliers})"
             continue
@@ -259,7 +261,7 @@ def register_test_views(
         refinement.refine_focal_length = not shared_camera
         # Keypoints are stored with COLMAP's convention (pixel centre at +0.5): use as is.
         result = pycolmap.estimate_and_refine_absolute_pose(
-            np.asarray(points2d, float), np.asarray(points3d, float), camera, estimation, refinement
+            points2d, points3d, camera, estimation, refinement
         )
         num_inliers = int(result["num_inliers"]) if result else 0
         if num_inliers < config.abs_pose_min_num_inliers:

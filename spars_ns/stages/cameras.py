@@ -104,21 +104,6 @@ def fit_prior_frame(
     return sim, fit
 
 
-def points_seen(graph: MatchGraph, model: pycolmap.Reconstruction, image_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """(keypoints (N, 2), SfM points (N, 3)) of an image: its verified matches to registered
-    images' keypoints that have a 3D point, each of its keypoints once."""
-    points2d, points3d, seen = [], [], set()
-    for registered_id in model.reg_image_ids():
-        registered = model.image(registered_id)
-        for own, other in graph.inliers.get((image_id, registered_id), np.zeros((0, 2), int)).tolist():
-            observation = registered.point2D(other)
-            if observation.has_point3D() and own not in seen:
-                seen.add(own)
-                points2d.append(graph.keypoints[image_id][own])
-                points3d.append(model.point3D(observation.point3D_id).xyz)
-    return np.reshape(points2d, (-1, 2)).astype(float), np.reshape(points3d, (-1, 3)).astype(float)
-
-
 def refine_by_absolute_pose(
     mapped: np.ndarray, camera: pycolmap.Camera, points2d: np.ndarray, points3d: np.ndarray, extent: float, seed: int,
 ) -> tuple[np.ndarray, str]:
@@ -233,7 +218,7 @@ class CameraPlacing:
                                      params=[k[0, 0], k[1, 1], k[0, 2], k[1, 2]], camera_id=camera.camera_id)
             intrinsics = "the prior's"
         mapped = self.sim.transform_camera_world(pycolmap.Rigid3d(prior.cam_from_world)).matrix()
-        points2d, points3d = points_seen(self.graph, self.model, self.graph.image_ids[name])
+        points2d, points3d = self.graph.points_seen(self.model, self.graph.image_ids[name])
         cam_from_world, pose = refine_by_absolute_pose(mapped, camera, points2d, points3d, self.extent, self.seed)
         return {
             "camera_source": "prior", "pose": pose, "intrinsics": intrinsics,
