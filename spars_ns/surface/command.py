@@ -44,7 +44,8 @@ class MeshConfig:
     interpolated_views: int = 2
     """--load-config: views rendered between each training camera and its nearest neighbour."""
     render_scale: float = 1.0
-    """--load-config: size of the rendered views relative to the photos."""
+    """--load-config: size of the rendered views relative to the size the run trained at (larger
+    renders of Gaussians fitted at that size have gaps and give worse depth)."""
     memory_budget_gib: float = 4.0
     """A resolution that needs more memory than this (or than is free) is refused before any work."""
 

@@ -94,21 +94,31 @@ def sample_mesh(vertices: np.ndarray, faces: np.ndarray, spacing: float, seed: i
     return (1 - r1) * a + r1 * (1 - r2) * b + r1 * r2 * c
 
 
-def score_mesh(
-    vertices: np.ndarray, faces: np.ndarray, scene: SyntheticScene, views: list[int], threshold_of_extent: float = 0.01,
-) -> SurfaceScores:
-    """Scores of a mesh in the scene's true frame against the surfaces the given views see; the
-    F-score threshold is `threshold_of_extent` of the seen surface's bounding-box diagonal."""
-    coarse = sample_quads(scene.quads, spacing=0.05)
-    extent = float(np.linalg.norm(np.ptp(coarse[seen_by(coarse, scene, views)], axis=0)))
-    threshold = threshold_of_extent * extent
-    truth = sample_quads(scene.quads, spacing=threshold / 4)
-    truth = truth[seen_by(truth, scene, views)]
-    mesh_points = sample_mesh(vertices, faces, spacing=threshold / 10)
-    to_truth = distance_to_quads(mesh_points, scene.quads)
-    to_mesh, _ = cKDTree(mesh_points).query(truth, workers=-1)
-    return SurfaceScores(
-        accuracy=float(to_truth.mean()), completeness=float(to_mesh.mean()),
-        precision=float((to_truth < threshold).mean()), recall=float((to_mesh < threshold).mean()),
-        threshold=threshold, extent=extent,
-    )
+@dataclass
+class SeenSurface:
+    """The true surface that some views of a synthetic scene see, sampled, with the F-score
+    threshold: `threshold_of_extent` of its bounding-box diagonal."""
+
+    scene: SyntheticScene
+    samples: np.ndarray  # (N, 3), about `threshold` / 4 apart
+    threshold: float
+    extent: float
+
+    @classmethod
+    def of(cls, scene: SyntheticScene, views: list[int], threshold_of_extent: float = 0.01) -> "SeenSurface":
+        coarse = sample_quads(scene.quads, spacing=0.05)
+        extent = float(np.linalg.norm(np.ptp(coarse[seen_by(coarse, scene, views)], axis=0)))
+        threshold = threshold_of_extent * extent
+        samples = sample_quads(scene.quads, spacing=threshold / 4)
+        return cls(scene, samples[seen_by(samples, scene, views)], threshold, extent)
+
+    def score(self, vertices: np.ndarray, faces: np.ndarray) -> SurfaceScores:
+        """Scores of a mesh in the scene's true frame."""
+        mesh_points = sample_mesh(vertices, faces, spacing=self.threshold / 10)
+        to_truth = distance_to_quads(mesh_points, self.scene.quads)
+        to_mesh, _ = cKDTree(mesh_points).query(self.samples, workers=-1)
+        return SurfaceScores(
+            accuracy=float(to_truth.mean()), completeness=float(to_mesh.mean()),
+            precision=float((to_truth < self.threshold).mean()), recall=float((to_mesh < self.threshold).mean()),
+            threshold=self.threshold, extent=self.extent,
+        )

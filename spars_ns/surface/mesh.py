@@ -92,7 +92,7 @@ def drop_small_components(faces: np.ndarray, vertex_count: int, min_fraction: fl
     if len(faces) == 0:
         return faces
     edges_from, edges_to = faces.ravel(), faces[:, [1, 2, 0]].ravel()
-    graph = coo_matrix((np.ones(len(edges_from), np.int8), (edges_from, edges_to)), shape=(vertex_count, vertex_count))
+    graph = coo_matrix((np.ones(len(edges_from), np.int32), (edges_from, edges_to)), shape=(vertex_count, vertex_count))
     _, labels = connected_components(graph, directed=False)
     face_labels = labels[faces[:, 0]]
     faces_per_piece = np.bincount(face_labels)

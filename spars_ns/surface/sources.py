@@ -93,7 +93,10 @@ def run_views(
     config_path: Path, interpolated_views: int, render_scale: float, progress: Optional[Progress] = None,
 ) -> tuple[list[DepthView], np.ndarray]:
     """Views rendered from a trained spars3r run, in the scene's frame, and the run's Gaussian
-    centres (N, 3) for the bounds. Views are rendered at `render_scale` times the photos' size."""
+    centres (N, 3) for the bounds. Views are rendered at `render_scale` times the size the run
+    trained at: larger, Gaussians fitted to fewer pixels leave gaps and half-transparent
+    patches whose depth is neither surface's (F-score 0.74 at the training size, 0.41 at four
+    times it, BENCHMARKS.md)."""
     from nerfstudio.cameras.camera_utils import get_interpolated_poses
     from nerfstudio.cameras.cameras import Cameras, CameraType
     from nerfstudio.utils.eval_utils import eval_setup
@@ -109,7 +112,7 @@ def run_views(
     _, pipeline, _, _ = eval_setup(config_path, test_mode="inference")
     model = pipeline.model
     outputs = pipeline.datamanager.train_dataparser_outputs
-    cameras = outputs.cameras  # at the photos' size (the datamanager's own are at the training size)
+    cameras = pipeline.datamanager.train_dataset.cameras  # at the training size (--pipeline.datamanager.camera-res-scale-factor)
     to_scene = _SceneFrame(outputs.dataparser_transform.numpy(), float(outputs.dataparser_scale))
 
     poses = [c2w.numpy() for c2w in cameras.camera_to_worlds]

@@ -27,11 +27,11 @@ from spars_ns.errors import InputError
 
 # Voxels per chunk of the fusion: its working set is about 100 bytes a voxel, 100 MB.
 CHUNK_VOXELS = 1 << 20
-# Host bytes per voxel of a whole `spars-ns mesh` run (sdf and weight, float32, and the
-# temporaries of marching cubes and of the npz writer), measured at 128^3 and 256^3 by
-# scripts/bench_mesh.py, rounded up.
-BYTES_PER_VOXEL = 24
-# Bytes the fixed working set takes besides (a chunk's temporaries, the depth maps, torch).
+# Memory of a `spars-ns mesh` run: per voxel, the sdf and weight volumes (float32) and the
+# temporaries of marching cubes and of the npz writer; besides, the imports (0.65 GiB), a
+# chunk's temporaries and the views. Measured on the CPU (peak resident set, BENCHMARKS.md):
+# 15 bytes a voxel at 256^3, 12.5 at 512^3, over 0.65 GiB; rounded up.
+BYTES_PER_VOXEL = 16
 WORKING_SET_BYTES = 1 << 30
 
 
