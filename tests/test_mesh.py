@@ -5,6 +5,7 @@ formats, and every bad input."""
 import json
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pycolmap
@@ -230,3 +231,13 @@ def test_bad_options_are_refused(options, message, tmp_path):
     options = {k: tmp_path / v if k in ("scene", "load_config") else v for k, v in options.items()}
     with pytest.raises(InputError, match=message):
         make_mesh(MeshConfig(output_dir=tmp_path / "out", resolution=32, **options))
+
+
+def test_meshing_imports_neither_pycolmap_nor_nerfstudio():
+    """A GPU node installed offline has no pycolmap; nerfstudio is imported only to load a run."""
+    code = (
+        "import sys; sys.modules['pycolmap'] = None; import spars_ns.cli, spars_ns.surface.sources; "
+        "assert not [m for m in sys.modules if m.startswith('nerfstudio')]"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
