@@ -117,7 +117,9 @@ def depth_map_scores(scene: SyntheticScene, frame: TrueFrame, scene_dir: Path, t
     for view in frame.frames:
         depth = np.load(scene_dir / view["depth_file_path"])
         rows, cols = np.nonzero(depth > 0)
-        rays = np.stack([(cols + 0.5 - view["cx"]) / view["fl_x"], (rows + 0.5 - view["cy"]) / view["fl_y"], np.ones(len(rows))], 1)
+        rays = np.stack([
+            (cols + 0.5 - view["cx"]) / view["fl_x"], (rows + 0.5 - view["cy"]) / view["fl_y"], np.ones(len(rows)),
+        ], 1)
         cam_from_world = opengl_c2w_to_opencv(np.asarray(view["transform_matrix"]))
         sfm_points = (rays * depth[rows, cols, None] - cam_from_world[:, 3]) @ cam_from_world[:, :3]
         distances.append(distance_to_quads(frame.points(sfm_points), scene.quads))
@@ -164,7 +166,8 @@ def main(args: Args) -> None:
     prior_dir = write_prior_files(scene, args.output / "prior_files", seed=args.seed)
     records = {"idle_rss_gib": in_fresh_process(idle_rss_gib), "rows": []}
     print(f"\nidle process with the same imports: {records['idle_rss_gib']:.2f} GiB resident\n")
-    print("| source | resolution | truncation (voxels) | accuracy | completeness | Chamfer | F-score@1% | seconds | peak RSS GiB | peak GPU GiB |")
+    print("| source | resolution | truncation (voxels) | accuracy | completeness | Chamfer | F-score@1% | seconds | "
+          "peak RSS GiB | peak GPU GiB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
 
     def report(row: dict) -> None:
@@ -203,7 +206,10 @@ def main(args: Args) -> None:
     scene_dir, frame, truth = scenes[args.refine[0]]
     runs = args.output / f"runs_{args.train_steps}"
     done = sorted(runs.rglob("config.yml"))  # a run of an earlier call is reused
-    config_path = done[-1] if done else Path(in_fresh_process(train_run, "spars3r", scene_dir, runs, args.train_steps)["config"])
+    if done:
+        config_path = done[-1]
+    else:
+        config_path = Path(in_fresh_process(train_run, "spars3r", scene_dir, runs, args.train_steps)["config"])
     for resolution in args.resolutions:
         out = args.output / f"mesh_run_{resolution}"
         measured = in_fresh_process(measured_mesh, MeshConfig(

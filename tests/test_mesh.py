@@ -69,7 +69,7 @@ def sphere_view(direction: np.ndarray, distortion, width: int = 128, height: int
     depth = np.where(hit, (-b - np.sqrt(np.where(hit, discriminant, 0))) / (2 * a), 0.0)
     points = eye + depth[..., None] * rays
     colour = np.where((points[..., 0] > 0)[..., None], [255, 0, 0], [0, 0, 255]).astype(np.uint8)
-    return DepthView(f"view {direction}", camera, depth.astype(np.float32), hit.astype(np.float32), colour)
+    return DepthView(camera, depth.astype(np.float32), hit.astype(np.float32), colour)
 
 
 def edge_use_counts(faces: np.ndarray) -> np.ndarray:
@@ -145,7 +145,8 @@ def test_scene_mesh_matches_the_true_surfaces(depth_scene, scene, tmp_path):
     0.33% of the extent (measured, scripts/bench_mesh.py); the bounds leave room for another SfM
     solution."""
     out = subprocess.run(
-        [str(BIN / "spars-ns"), "mesh", "--scene", str(depth_scene.root), "--output-dir", str(tmp_path), "--resolution", "128"],
+        [str(BIN / "spars-ns"), "mesh", "--scene", str(depth_scene.root), "--output-dir", str(tmp_path),
+         "--resolution", "128"],
         capture_output=True, text=True, env=ENV,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

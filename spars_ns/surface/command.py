@@ -14,9 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from spars_ns.errors import InputError
 from spars_ns.surface.mesh import Mesh, SignedDistanceVolume, colour_vertices, extract_surface, write_mesh_ply
-from spars_ns.surface.tsdf import (
-    default_device, fuse, fusion_steps, grid_around, memory_available_gib, memory_needed_gib,
-)
+from spars_ns.surface.tsdf import default_device, fuse, fusion_steps, grid_around, memory_available_gib, memory_needed_gib
 
 
 @dataclass
@@ -108,7 +106,8 @@ def check_config(config: MeshConfig, available_gib: float) -> None:
         raise InputError(f"--resolution {config.resolution}: at least 8 voxels a side are needed for a surface.")
     if config.truncation < 1:
         raise InputError(
-            f"--truncation {config.truncation}: at least 1 voxel, or the band around the surface falls between voxel centres."
+            f"--truncation {config.truncation}: at least 1 voxel, or the band around the surface falls "
+            f"between voxel centres."
         )
     needed = memory_needed_gib(config.resolution)
     if needed > min(config.memory_budget_gib, available_gib):

@@ -17,7 +17,7 @@ import torch
 from plyfile import PlyData, PlyElement
 
 from spars_ns.scene import NpzRecord
-from spars_ns.surface.tsdf import DepthView, VoxelGrid, ViewOnDevice
+from spars_ns.surface.tsdf import DepthView, ViewOnDevice, VoxelGrid
 
 UNSEEN_GREY = 128  # the colour of a vertex that no view sees
 

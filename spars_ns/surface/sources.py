@@ -43,7 +43,8 @@ def scene_views(scene_dir: Path) -> tuple[list[DepthView], np.ndarray]:
     meta = json.loads(transforms_path.read_text())
     model = meta.get("camera_model", "OPENCV")
     if model not in _SUPPORTED_CAMERA_MODELS:
-        raise InputError(f"{transforms_path}: camera model {model} is not supported (only {', '.join(_SUPPORTED_CAMERA_MODELS)}).")
+        supported = ", ".join(_SUPPORTED_CAMERA_MODELS)
+        raise InputError(f"{transforms_path}: camera model {model} is not supported (only {supported}).")
     train = set(meta.get("train_filenames") or [frame["file_path"] for frame in meta["frames"]])
     frames = [frame for frame in meta["frames"] if frame["file_path"] in train]
     without_depth = [frame["file_path"] for frame in frames if "depth_file_path" not in frame]
@@ -78,7 +79,7 @@ def _scene_view(scene_dir: Path, frame: dict) -> DepthView:
         width=width, height=height,
         distortion=tuple(float(frame.get(name, 0.0)) for name in ("k1", "k2", "k3", "p1", "p2")),
     )
-    return DepthView(Path(frame["file_path"]).name, camera, depth, confidence, colour)
+    return DepthView(camera, depth, confidence, colour)
 
 
 def _load_map(path: Path) -> np.ndarray:
@@ -107,24 +108,23 @@ def run_views(
     if method != "spars3r":
         raise InputError(
             f"{config_path}: a {method} run; --load-config takes a spars3r run (`ns-train spars3r`), whose "
-            f"depth rendering spars-ns knows. For other runs, nerfstudio's `ns-export tsdf` may serve."
+            f"depth rendering spars-ns knows. For NeRF-type runs (nerfacto), nerfstudio's `ns-export tsdf` serves."
         )
     _, pipeline, _, _ = eval_setup(config_path, test_mode="inference")
     model = pipeline.model
     outputs = pipeline.datamanager.train_dataparser_outputs
-    cameras = pipeline.datamanager.train_dataset.cameras  # at the training size (--pipeline.datamanager.camera-res-scale-factor)
+    cameras = pipeline.datamanager.train_dataset.cameras  # at the training size (camera-res-scale-factor)
     to_scene = _SceneFrame(outputs.dataparser_transform.numpy(), float(outputs.dataparser_scale))
 
     poses = [c2w.numpy() for c2w in cameras.camera_to_worlds]
-    names = [Path(path).name for path in outputs.image_filenames]
-    to_render = [(names[i], poses[i], i) for i in range(len(poses))]
+    to_render = [(pose, i) for i, pose in enumerate(poses)]  # a pose, and the camera whose intrinsics it takes
     for a, b in _neighbour_pairs(np.stack([pose[:3, 3] for pose in poses])):
-        between = get_interpolated_poses(poses[a], poses[b], steps=interpolated_views + 2)[1:-1]
-        to_render += [(f"{names[a]}~{names[b]}#{k}", pose, a) for k, pose in enumerate(between)]
+        between = get_interpolated_poses(poses[a], poses[b], steps=interpolated_views + 2)[1:-1]  # slerp and lerp
+        to_render += [(pose, a) for pose in between]
 
     task = progress.add_task(f"Rendering {len(to_render)} views", total=len(to_render)) if progress else None
     views = []
-    for name, pose, intrinsics_of in to_render:
+    for pose, intrinsics_of in to_render:
         camera = Camera(
             cam_from_world=to_scene.cam_from_world(pose),
             fx=float(cameras.fx[intrinsics_of]) * render_scale, fy=float(cameras.fy[intrinsics_of]) * render_scale,
@@ -140,7 +140,6 @@ def run_views(
         accumulation = rendered["accumulation"][..., 0].numpy(force=True)
         depth = np.where(accumulation > MIN_ACCUMULATION, rendered["depth"][..., 0].numpy(force=True), 0.0)
         views.append(DepthView(
-            name=name,
             camera=camera,
             depth=(depth / to_scene.scale).astype(np.float32),
             confidence=accumulation.astype(np.float32),

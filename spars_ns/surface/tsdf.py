@@ -56,7 +56,6 @@ class DepthView:
     """One view to fuse, in the frame of the volume: z-depth along the optical axis (0 where
     unknown), the fusion weight of each pixel, and the colour that the mesh's vertices take."""
 
-    name: str
     camera: Camera
     depth: np.ndarray  # (H, W) float32
     confidence: np.ndarray  # (H, W) float32, >= 0
@@ -92,7 +91,8 @@ class ViewOnDevice:
         self.size = torch.tensor([camera.width, camera.height], dtype=torch.float32, device=device)
         depth = np.nan_to_num(view.depth, nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
         self.depth = torch.as_tensor(depth, dtype=torch.float32, device=device).reshape(-1)
-        self.confidence = torch.as_tensor(np.nan_to_num(view.confidence).clip(min=0), dtype=torch.float32, device=device).reshape(-1)
+        confidence = np.nan_to_num(view.confidence).clip(min=0)
+        self.confidence = torch.as_tensor(confidence, dtype=torch.float32, device=device).reshape(-1)
         self.colour = torch.as_tensor(np.array(view.colour), device=device).reshape(-1, 3)
         # Beyond 1.5 times the image's corner radius (undistorted) the distortion polynomial may
         # fold far-away points back into the image: those are never taken as seen.
@@ -115,10 +115,11 @@ class ViewOnDevice:
             xy = xy * (1 + radius2 * (k1 + radius2 * (k2 + radius2 * k3)))[:, None]
         if p1 or p2:
             x, y = undistorted[:, 0], undistorted[:, 1]
-            xy = xy + torch.stack([2 * p1 * x * y + p2 * (radius2 + 2 * x * x), p1 * (radius2 + 2 * y * y) + 2 * p2 * x * y], 1)
+            tangential = [2 * p1 * x * y + p2 * (radius2 + 2 * x * x), p1 * (radius2 + 2 * y * y) + 2 * p2 * x * y]
+            xy = xy + torch.stack(tangential, 1)
         uv = torch.addcmul(self.principal_point, xy, self.focal)
         outside = (z <= 1e-6) | (radius2 >= self.max_radius2) | ((uv < 0) | (uv >= self.size)).any(1)
-        uv = uv.long()  # truncation is floor for the pixels inside
+        uv = uv.long()  # rounding towards zero: the floor, for the pixels inside
         pixel = (uv[:, 1] * self.camera.width + uv[:, 0]).masked_fill_(outside, 0)
         depth = self.depth[pixel]
         distance = depth - z
@@ -163,7 +164,8 @@ def fusion_steps(grid: VoxelGrid) -> int:
 
 def grid_around(views: list[DepthView], seed_points: Optional[np.ndarray], resolution: int, margin: float) -> VoxelGrid:
     """The cube of `resolution`^3 voxels around what the views see: the union of their view
-    frusta (from the camera to the 99th percentile of its depth) intersected with the seed
+    frusta (from the camera to the 99th percentile of its depth; the pinhole corners, which
+    bound the box up to the distortion) intersected with the seed
     points' robust extent (their 1st to 99th percentiles per axis, widened by `margin` times
     that extent on each side), centred on that box. Without seed points, the frusta alone."""
     corners = []
@@ -191,7 +193,7 @@ def grid_around(views: list[DepthView], seed_points: Optional[np.ndarray], resol
         widen = margin * (seed_high - seed_low)
         low, high = np.maximum(low, seed_low - widen), np.minimum(high, seed_high + widen)
     if np.any(high <= low):
-        raise InputError("the seed points (points.ply) lie outside every view's frustum: the scene's cameras and points disagree.")
+        raise InputError("the seed points lie outside every view's frustum: the cameras and the points disagree.")
     side = float(np.max(high - low))
     voxel_size = side / resolution
     origin = (low + high) / 2 - side / 2 + voxel_size / 2
