@@ -67,8 +67,8 @@ def import_mast3r() -> SimpleNamespace:
 
 WEIGHTS_HINT = (
     "Download them on a machine with network access and pass the local file or folder with "
-    "--prior-options.mast3r.checkpoint PATH (with ns-train: "
-    "--pipeline.datamanager.dataparser.processing.prior-options.mast3r.checkpoint PATH), or train "
+    "--prior-options.mast3r.checkpoint PATH (with ns-train, after the dataparser's name: "
+    "spars-data --processing.prior-options.mast3r.checkpoint PATH), or train "
     "spars3r-sfm (ns-train spars3r-sfm), which needs no network weights."
 )
 
