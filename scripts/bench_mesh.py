@@ -40,7 +40,8 @@ from spars_ns.geometry import opengl_c2w_to_opencv
 from spars_ns.options import PriorConfig, ProcessConfig
 from spars_ns.surface.command import MeshConfig, make_mesh
 from spars_ns.surface.evaluate import SeenSurface, distance_to_quads
-from spars_ns.surface.mesh import read_mesh_ply
+from spars_ns.ply import read_mesh_ply
+from spars_ns.surface.mesh import Mesh
 from spars_ns.synthetic import SyntheticScene, make_scene, write_prior_files
 
 BIN = Path(sys.executable).parent
@@ -197,7 +198,7 @@ def main(args: Args) -> None:
                 out = args.output / f"mesh_{refine}_{resolution}_t{truncation:g}"
                 measured = in_fresh_process(measured_mesh, MeshConfig(
                     output_dir=out, scene=scene_dir, resolution=resolution, truncation=truncation))
-                mesh = read_mesh_ply(out / "mesh.ply")
+                mesh = Mesh(*read_mesh_ply(out / "mesh.ply"))
                 report({"source": f"--scene, --refine {refine}", "resolution": resolution, "truncation": truncation,
                         **measured, **scored(truth, frame, mesh.vertices, mesh.faces)})
 
@@ -214,7 +215,7 @@ def main(args: Args) -> None:
         out = args.output / f"mesh_run_{resolution}"
         measured = in_fresh_process(measured_mesh, MeshConfig(
             output_dir=out, load_config=config_path, resolution=resolution, render_scale=args.render_scale))
-        mesh = read_mesh_ply(out / "mesh.ply")
+        mesh = Mesh(*read_mesh_ply(out / "mesh.ply"))
         report({"source": f"--load-config, {args.train_steps} steps, --refine {args.refine[0]}", "resolution": resolution,
                 "truncation": 4.0, **measured, **scored(truth, frame, mesh.vertices, mesh.faces)})
     if args.nerfstudio_exports:

@@ -1,6 +1,8 @@
 """The PLY files of a scene and of a trained run, written and read with plyfile.
 
 - `points.ply`: the processed scene's seed points, with their confidence and source.
+- `mesh.ply`: `spars-ns mesh`'s coloured triangle mesh, in the layout trimesh, MeshLab and
+  Blender read (vertex x y z float, red green blue uchar; face vertex_indices, a list of int).
 - `splat.ply`: a trained run's Gaussians in the layout of the 3D Gaussian Splatting
   reference code, which nerfstudio's `ns-export gaussian-splat` writes and splat viewers
   read. Ours needs no open3d: nerfstudio's exporter imports open3d and pymeshlab (500 MB,
@@ -19,10 +21,33 @@ SOURCE_SFM, SOURCE_GLOBAL, SOURCE_REGION, SOURCE_REFINE = 0, 1, 2, 3
 MIN_OPACITY_LOGIT = -5.5373  # logit(1/255): fainter Gaussians are skipped by the rasteriser, and not exported
 
 
-def _write_atomic(path: Path, vertices: np.ndarray) -> None:
+def _write_atomic(path: Path, *elements: PlyElement) -> None:
     tmp = path.with_name(f".{path.name}.partial")
-    PlyData([PlyElement.describe(vertices, "vertex")]).write(str(tmp))
+    PlyData(list(elements)).write(str(tmp))
     tmp.replace(path)
+
+
+def write_mesh_ply(path: Path, vertices: np.ndarray, faces: np.ndarray, colours: np.ndarray) -> None:
+    """Binary PLY of a triangle mesh: vertices (N, 3), faces (F, 3) vertex indices, colours (N, 3) uint8."""
+    vertex = np.empty(len(vertices), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    for i, axis in enumerate("xyz"):
+        vertex[axis] = vertices[:, i]
+    for i, channel in enumerate(("red", "green", "blue")):
+        vertex[channel] = colours[:, i]
+    face = np.empty(len(faces), dtype=[("vertex_indices", "i4", (3,))])
+    face["vertex_indices"] = faces
+    _write_atomic(path, PlyElement.describe(vertex, "vertex"),
+                  PlyElement.describe(face, "face", len_types={"vertex_indices": "u1"}))
+
+
+def read_mesh_ply(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vertices (N, 3) float32, faces (F, 3) int32, colours (N, 3) uint8) of a `write_mesh_ply` file."""
+    data = PlyData.read(str(path))
+    vertex = data["vertex"]
+    vertices = np.stack([vertex[axis] for axis in "xyz"], 1).astype(np.float32)
+    colours = np.stack([vertex[channel] for channel in ("red", "green", "blue")], 1).astype(np.uint8)
+    faces = np.stack(data["face"]["vertex_indices"]).astype(np.int32).reshape(-1, 3)
+    return vertices, faces, colours
 
 
 def write_points_ply(path, xyz: np.ndarray, rgb: np.ndarray, confidence: np.ndarray, source: np.ndarray) -> None:
@@ -38,7 +63,7 @@ def write_points_ply(path, xyz: np.ndarray, rgb: np.ndarray, confidence: np.ndar
         vertices[channel] = rgb[:, i]
     vertices["confidence"] = confidence
     vertices["source"] = source
-    _write_atomic(path, vertices)
+    _write_atomic(path, PlyElement.describe(vertices, "vertex"))
 
 
 def read_points_ply(path) -> tuple[np.ndarray, np.ndarray]:
@@ -72,5 +97,5 @@ def write_splat_ply(
     vertices = np.empty(int(keep.sum()), dtype=[(name, "f4") for name in columns])
     for name, column in columns.items():
         vertices[name] = column[keep]
-    _write_atomic(path, vertices)
+    _write_atomic(path, PlyElement.describe(vertices, "vertex"))
     return len(vertices)

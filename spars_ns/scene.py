@@ -91,6 +91,19 @@ def depth_confidence_path(depth_path: Path) -> Path:
     return depth_path.with_name(f"{depth_path.stem}.confidence.npy")
 
 
+def read_depth_map(path: Path) -> np.ndarray:
+    """A `depth/<stem>.npy` map or its confidence, (H, W) float32, with a clear error for anything else."""
+    try:
+        values = np.load(path)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read it as a .npy array ({err})") from err
+    if values.ndim == 3 and values.shape[-1] == 1:
+        values = values[..., 0]
+    if values.ndim != 2:
+        raise InputError(f"{path}: expected an (H, W) array, found shape {values.shape}")
+    return values.astype(np.float32)
+
+
 @dataclass(frozen=True)
 class SceneFolder:
     root: Path

@@ -19,7 +19,8 @@ from spars_ns.errors import InputError
 from spars_ns.geometry import look_at
 from spars_ns.surface.command import MeshConfig, make_mesh
 from spars_ns.surface.evaluate import SeenSurface
-from spars_ns.surface.mesh import SignedDistanceVolume, colour_vertices, extract_surface, read_mesh_ply
+from spars_ns.ply import read_mesh_ply
+from spars_ns.surface.mesh import Mesh, SignedDistanceVolume, colour_vertices, extract_surface
 from spars_ns.surface.tsdf import Camera, DepthView, default_device, fuse, grid_around
 
 from conftest import BIN, ENV, sfm_from_true
@@ -129,7 +130,7 @@ def test_voxels_no_view_sees_hold_the_truncation_with_weight_zero():
 
 def true_frame_scores(mesh_path, scene, processed_scene, model):
     """Scores of a mesh (in the scene's SfM frame) against the true surfaces the training views see."""
-    mesh = read_mesh_ply(mesh_path)
+    mesh = Mesh(*read_mesh_ply(mesh_path))
     sfm_from_true_frame = sfm_from_true(scene, model)
     vertices = (mesh.vertices - sfm_from_true_frame[:, 3]) @ np.linalg.inv(sfm_from_true_frame[:, :3]).T
     meta = json.loads(processed_scene.transforms_path.read_text())
@@ -163,7 +164,7 @@ def test_scene_mesh_matches_the_true_surfaces(depth_scene, scene, tmp_path):
     assert np.all(volume.sdf[volume.weight == 0] == np.float32(volume.truncation))
     # The mesh is the volume's zero level set: the sdf interpolated at the vertices on grid edges
     # (all but the few that Lewiner's marching cubes puts inside ambiguous cubes) is 0.
-    mesh = read_mesh_ply(tmp_path / "mesh.ply")
+    mesh = Mesh(*read_mesh_ply(tmp_path / "mesh.ply"))
     index = (mesh.vertices - volume.origin) / volume.voxel_size
     on_edges = (np.abs(index - index.round()) < 1e-3).sum(1) >= 2
     assert on_edges.mean() > 0.95

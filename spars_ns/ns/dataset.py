@@ -19,7 +19,7 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from PIL import Image
 
 from spars_ns.errors import InputError
-from spars_ns.scene import depth_confidence_path
+from spars_ns.scene import depth_confidence_path, read_depth_map
 
 
 class SparsDataset(InputDataset):
@@ -35,7 +35,7 @@ class SparsDataset(InputDataset):
             return {}
         index = data["image_idx"]
         path = Path(self.depth_filenames[index])
-        depth = _load_map(path)
+        depth = read_depth_map(path)
         image_path = self._dataparser_outputs.image_filenames[index]
         with Image.open(image_path) as image:
             image_size = image.size
@@ -45,7 +45,7 @@ class SparsDataset(InputDataset):
                 f"{image_size[0]}x{image_size[1]}; depth must be given at the image's own size."
             )
         conf_file = depth_confidence_path(path)
-        confidence = _load_map(conf_file) if conf_file.exists() else np.ones_like(depth)
+        confidence = read_depth_map(conf_file) if conf_file.exists() else np.ones_like(depth)
         if confidence.shape != depth.shape:
             raise InputError(f"{conf_file}: confidence is {confidence.shape[::-1]} pixels, its depth {depth.shape[::-1]}")
         maps = np.stack([np.nan_to_num(depth * self.depth_scale), np.nan_to_num(confidence)], -1).astype(np.float32)
@@ -56,18 +56,6 @@ class SparsDataset(InputDataset):
         if camera.distortion_params is not None and torch.any(camera.distortion_params != 0):
             maps = undistort_nearest(maps, camera)
         return {"depth_image": torch.from_numpy(maps)}
-
-
-def _load_map(path: Path) -> np.ndarray:
-    try:
-        values = np.load(path)
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: cannot read it as a .npy array ({err})") from err
-    if values.ndim == 3 and values.shape[-1] == 1:
-        values = values[..., 0]
-    if values.ndim != 2:
-        raise InputError(f"{path}: expected an (H, W) array, found shape {values.shape}")
-    return values.astype(np.float32)
 
 
 def undistort_nearest(maps: np.ndarray, camera: Cameras) -> np.ndarray:

@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from spars_ns.errors import InputError
-from spars_ns.surface.mesh import Mesh, SignedDistanceVolume, colour_vertices, extract_surface, write_mesh_ply
+from spars_ns.ply import write_mesh_ply
+from spars_ns.surface.mesh import SignedDistanceVolume, colour_vertices, extract_surface
 from spars_ns.surface.tsdf import default_device, fuse, fusion_steps, grid_around, memory_available_gib, memory_needed_gib
 
 
@@ -94,7 +95,7 @@ def make_mesh(config: MeshConfig, console: Optional[Console] = None) -> MeshResu
         config.output_dir.mkdir(parents=True, exist_ok=True)
         sdf_path, mesh_path = config.output_dir / "sdf.npz", config.output_dir / "mesh.ply"
         volume.save(sdf_path)
-        write_mesh_ply(mesh_path, Mesh(vertices, faces, colours))
+        write_mesh_ply(mesh_path, vertices, faces, colours)
     return MeshResult(sdf_path, mesh_path, len(views), len(vertices), len(faces), time.perf_counter() - start)
 
 

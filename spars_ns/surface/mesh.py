@@ -2,19 +2,15 @@
 as a coloured triangle mesh (`mesh.ply`).
 
 Marching cubes is scikit-image's; connected pieces are scipy's graph components; the PLY is
-written with plyfile, in the layout trimesh, MeshLab and Blender read (vertex x y z float,
-red green blue uchar; face vertex_indices, a list of int).
+`ply.write_mesh_ply`'s.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from plyfile import PlyData, PlyElement
 
 from spars_ns.scene import NpzRecord
 from spars_ns.surface.tsdf import DepthView, ViewOnDevice, VoxelGrid
@@ -115,32 +111,3 @@ def colour_vertices(vertices: np.ndarray, views: list[DepthView], truncation: fl
         weight_sum += weight
     colours = torch.where(weight_sum[:, None] > 0, colour_sum / weight_sum.clamp_min(1e-12)[:, None], float(UNSEEN_GREY))
     return colours.round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-
-
-def write_mesh_ply(path: Path, mesh: Mesh) -> None:
-    """Binary PLY, written under a temporary name and renamed in whole."""
-    vertices = np.empty(len(mesh.vertices), dtype=[
-        ("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
-    ])
-    for i, axis in enumerate("xyz"):
-        vertices[axis] = mesh.vertices[:, i]
-    for i, channel in enumerate(("red", "green", "blue")):
-        vertices[channel] = mesh.colours[:, i]
-    faces = np.empty(len(mesh.faces), dtype=[("vertex_indices", "i4", (3,))])
-    faces["vertex_indices"] = mesh.faces
-    tmp = path.with_name(f".{path.name}.partial")
-    PlyData([
-        PlyElement.describe(vertices, "vertex"),
-        PlyElement.describe(faces, "face", len_types={"vertex_indices": "u1"}),
-    ]).write(str(tmp))
-    os.replace(tmp, path)
-
-
-def read_mesh_ply(path: Path) -> Mesh:
-    """A triangle mesh written by `write_mesh_ply`."""
-    data = PlyData.read(str(path))
-    vertex = data["vertex"]
-    vertices = np.stack([vertex[axis] for axis in "xyz"], 1).astype(np.float32)
-    colours = np.stack([vertex[channel] for channel in ("red", "green", "blue")], 1).astype(np.uint8)
-    faces = np.stack(data["face"]["vertex_indices"]).astype(np.int32).reshape(-1, 3)
-    return Mesh(vertices, faces, colours)

@@ -25,7 +25,7 @@ from rich.progress import Progress
 from spars_ns.errors import InputError
 from spars_ns.geometry import opengl_c2w_to_opencv
 from spars_ns.ply import read_points_ply
-from spars_ns.scene import depth_confidence_path
+from spars_ns.scene import depth_confidence_path, read_depth_map
 from spars_ns.surface.tsdf import Camera, DepthView
 
 # The processing options that write depth/ (README, "Use"), named when a scene has none.
@@ -63,9 +63,9 @@ def scene_views(scene_dir: Path) -> tuple[list[DepthView], np.ndarray]:
 def _scene_view(scene_dir: Path, frame: dict) -> DepthView:
     """One frame of transforms.json (its keys over the file's top-level ones)."""
     depth_path = scene_dir / frame["depth_file_path"]
-    depth = _load_map(depth_path)
+    depth = read_depth_map(depth_path)
     confidence_path = depth_confidence_path(depth_path)
-    confidence = _load_map(confidence_path) if confidence_path.exists() else np.ones_like(depth)
+    confidence = read_depth_map(confidence_path) if confidence_path.exists() else np.ones_like(depth)
     image_path = scene_dir / frame["file_path"]
     with Image.open(image_path) as image:
         colour = np.asarray(image.convert("RGB"))
@@ -80,14 +80,6 @@ def _scene_view(scene_dir: Path, frame: dict) -> DepthView:
         distortion=tuple(float(frame.get(name, 0.0)) for name in ("k1", "k2", "k3", "p1", "p2")),
     )
     return DepthView(camera, depth, confidence, colour)
-
-
-def _load_map(path: Path) -> np.ndarray:
-    try:
-        values = np.load(path)
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: cannot read it as a .npy array ({err})") from err
-    return np.squeeze(values).astype(np.float32)
 
 
 def run_views(
