@@ -130,6 +130,47 @@ def test_gradients_match_finite_differences_and_absgrad_bounds_the_2d_gradient()
     assert torch.all(absgrad >= grad2d.abs() - 1e-9)
 
 
+def test_many_overlapping_gaussians_composite_as_gsplat_defines_it_pixel_by_pixel():
+    """Against the definition, one pixel at a time: the Gaussians of the pixel's tile front to back,
+    alpha capped at 0.999 and dropped under 1/255, stopping before transmittance falls to 1e-4.
+    Opaque, overlapping Gaussians so that many pixels stop early."""
+    torch.manual_seed(1)
+    n, width, height = 120, 40, 20
+    means = torch.randn(n, 3, dtype=torch.float64) * torch.tensor([0.8, 0.4, 0.5], dtype=torch.float64) + torch.tensor([0, 0, 4.0], dtype=torch.float64)
+    opacities = torch.rand(n, dtype=torch.float64) * 0.1 + 0.89
+    colours = torch.rand(n, 3, dtype=torch.float64)
+    ks = torch.tensor([[[FOCAL, 0, width / 2], [0, FOCAL, height / 2], [0, 0, 1.0]]], dtype=torch.float64)
+    image, alpha, info = cpu_rasterize.rasterization(
+        means=means, quats=torch.randn(n, 4, dtype=torch.float64), scales=torch.rand(n, 3, dtype=torch.float64) * 0.3 + 0.05,
+        opacities=opacities, colors=colours, viewmats=torch.eye(4, dtype=torch.float64)[None], Ks=ks, width=width, height=height,
+    )
+    means2d, conics, radii = (info[key][0].tolist() for key in ("means2d", "conics", "radii"))
+    tile = cpu_rasterize.TILE
+    tiles = [(math.floor((u - r) / tile), math.floor((v - r) / tile), math.ceil((u + r) / tile), math.ceil((v + r) / tile))
+             for (u, v), r in zip(means2d, radii)]  # first x, first y, end x, end y
+    order = [i for i in torch.argsort(info["depths"][0]).tolist() if radii[i] > 0]
+    stopped = 0
+    for y in range(height):
+        for x in range(width):
+            colour, transmittance = torch.zeros(3, dtype=torch.float64), 1.0
+            for i in order:
+                if not (tiles[i][0] <= x // tile < tiles[i][2] and tiles[i][1] <= y // tile < tiles[i][3]):
+                    continue
+                dx, dy = x + 0.5 - means2d[i][0], y + 0.5 - means2d[i][1]
+                sigma = 0.5 * (conics[i][0] * dx**2 + conics[i][2] * dy**2) + conics[i][1] * dx * dy
+                a = min(float(opacities[i]) * math.exp(-sigma), 0.999)
+                if sigma < 0 or a < 1 / 255:
+                    continue
+                if transmittance * (1 - a) <= 1e-4:
+                    stopped += 1
+                    break
+                colour += a * transmittance * colours[i]
+                transmittance *= 1 - a
+            assert torch.allclose(image[0, y, x], colour, atol=1e-9), (x, y)
+            assert alpha[0, y, x, 0] == pytest.approx(1 - transmittance, abs=1e-9)
+    assert stopped > 100, stopped
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat rasterises only with CUDA")
 def test_matches_gsplat_on_random_gaussians():
     from gsplat.rendering import rasterization
