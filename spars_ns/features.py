@@ -73,8 +73,8 @@ def load_extractor(kind: FeatureType, config: LearnedFeaturesConfig) -> torch.nn
             else:
                 model = KF.ALIKED.from_pretrained(config.aliked_model, max_num_keypoints=config.max_keypoints)
         elif kind == "disk+lightglue":
-            model = KF.DISK()
             if config.extractor_checkpoint:
+                model = KF.DISK()
                 model.load_state_dict(torch.load(config.extractor_checkpoint, map_location="cpu"))
             else:
                 model = KF.DISK.from_pretrained(config.disk_checkpoint)

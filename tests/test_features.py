@@ -3,6 +3,8 @@
 No weights can be downloaded here: the models are the real kornia classes, randomly
 initialised, saved as local checkpoints and loaded the way a user's files are."""
 
+import time
+
 import numpy as np
 import pycolmap
 import pytest
@@ -108,6 +110,7 @@ def test_missing_weights_offline_name_the_option(tmp_path, monkeypatch):
         raise OSError("no network")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # kornia's back-off between retries: 6 s of waiting
     with pytest.raises(InputError, match="--sfm-options.learned.extractor-checkpoint"):
         load_extractor("disk+lightglue", LearnedFeaturesConfig(device="cpu"))
 

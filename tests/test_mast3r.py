@@ -2,10 +2,8 @@
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import replace
 
@@ -136,11 +134,12 @@ def test_a_photo_added_later_costs_only_its_pairs(tiny_checkpoint, scene, photos
     assert not list(tmp_path.rglob(".*.partial"))
 
 
-def test_checkpoint_by_name_offline_says_how_to_proceed():
-    code = "from spars_ns.priors.mast3r import load_model, DEFAULT_CHECKPOINT; load_model(DEFAULT_CHECKPOINT, 'cpu')"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert out.returncode != 0
-    assert "naver/MASt3R_ViTLarge_BaseDecoder_512_catmlpdpt_metric" in out.stderr and "local path" in out.stderr
+def test_checkpoint_by_name_offline_says_how_to_proceed(tmp_path, monkeypatch):
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(InputError, match=r"'naver/MASt3R_ViTLarge_BaseDecoder_512_catmlpdpt_metric'.*local path"):
+        load_model(DEFAULT_CHECKPOINT, "cpu")
 
 
 @pytest.mark.parametrize("checkpoint", [DEFAULT_CHECKPOINT, "weights/missing.pth"])

@@ -139,6 +139,7 @@ def true_frame_scores(mesh_path, scene, processed_scene, model):
     return SeenSurface.of(scene, train).score(vertices, mesh.faces)
 
 
+@pytest.mark.slow
 def test_scene_mesh_matches_the_true_surfaces(depth_scene, scene, tmp_path):
     """Through the command line, at 128^3. Of the refined depth's pixels, 90% lie within 1% of the
     extent of the true surface (the prior errs as learned ones do, and the fixture refines

@@ -16,7 +16,7 @@ from spars_ns.ns.dataparser import SparsDataParserConfig, default_scene_dir, res
 from spars_ns.options import PriorConfig
 from spars_ns.pipeline import ProcessOptions
 
-from conftest import BIN, ENV
+from conftest import ENV
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -128,6 +128,7 @@ def test_ctrl_c_stops_processing_with_one_line_and_keeps_finished_stages(photos,
     assert json.loads((output / "manifest.json").read_text())["stages"].keys() == {"ingest"}
 
 
+@pytest.mark.slow
 def test_training_a_processed_scene_needs_no_pycolmap(processed):
     """The offline GPU install (scripts/offline_wheels.sh) leaves pycolmap out: the method, the
     dataparser on a processed scene and the `spars-ns` commands must not import it."""

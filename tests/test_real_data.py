@@ -10,6 +10,7 @@ from spars_ns.sfm import SfMConfig, run_sfm
 from conftest import SHARED_DATA
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scene_name", ["fountain-P11", "Herz-Jesus-P8"])
 def test_three_strecha_views_register_accurately(scene_name, tmp_path):
     scene = SHARED_DATA / "strecha" / scene_name
