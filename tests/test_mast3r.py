@@ -179,11 +179,12 @@ def test_ns_train_spars3r_runs_the_whole_recipe_by_default(processed, photos, ti
     folder = tmp_path / "photos"
     shutil.copytree(photos, folder)
     mast3r = Mast3rConfig(checkpoint=str(tiny_checkpoint), **TINY_CONFIG)
-    options = replace(SPARS3R_PROCESSING, test_every=4, prior_options=PriorConfig(mast3r=mast3r))
+    options = replace(SPARS3R_PROCESSING, test_every=4, prior_options=PriorConfig(mast3r=mast3r), max_dense_points=2000)
     scene_dir = default_scene_dir(folder, options)
     shutil.copytree(processed.root, scene_dir)  # ingest and SfM as this processing would make them: only they are reused
     prefix = "--processing."  # the dataparser's options, after its name
-    flags = ["spars-data", f"{prefix}prior-options.mast3r.checkpoint", str(tiny_checkpoint), f"{prefix}test-every", "4"]
+    flags = ["spars-data", f"{prefix}prior-options.mast3r.checkpoint", str(tiny_checkpoint), f"{prefix}test-every", "4",
+             f"{prefix}max-dense-points", "2000"]  # few Gaussians for the CPU rasteriser
     for key, value in TINY_CONFIG.items():
         flags += [f"{prefix}prior-options.mast3r.{key.replace('_', '-')}", str(value)]
     steps = ["--max-num-iterations", "20", "--pipeline.model.warmup-length", "10", "--pipeline.model.refine-every", "10"]
