@@ -346,3 +346,26 @@ def test_demo_runs_end_to_end_on_cpu(tmp_path):
     assert results["psnr"] > baseline + 3  # only 100 steps
     printed = " ".join(out.stdout.split())
     assert "ns-viewer --load-config" in printed and str(tmp_path / "demo" / "scene") in printed
+
+
+def test_pseudo_views_at_a_training_camera_reproduce_its_photo_where_the_warps_agree(depth_scene):
+    """At position 0 a pseudo camera is the training camera itself: where its neighbour's warp agrees
+    with its own, the target is its photo; through nerfstudio's frame, scale and intrinsics."""
+    from spars_ns.ns.warped_views import build_pseudo_views
+
+    outputs = SparsDataParserConfig(data=depth_scene.root).setup().get_dataparser_outputs("train")
+    dataset = SparsDataset(outputs)
+    data = [dataset.get_data(i) for i in range(len(dataset))]
+    images = [d["image"].float() / 255 if d["image"].dtype == torch.uint8 else d["image"] for d in data]
+    depths = [d["depth_image"][..., 0] * (d["depth_image"][..., 1] > 0) for d in data]
+    views = build_pseudo_views(dataset.cameras, images, depths, positions=(0.0, 0.5))
+    assert {Path(outputs.image_filenames[i]).name for v in views for i in v.sources}.isdisjoint(TEST_VIEWS)
+    assert len(views) == 2 * len({v.sources for v in views}) >= 6
+    for view in views[::2]:
+        first = view.sources[0]
+        assert torch.allclose(view.camera.camera_to_worlds[0], dataset.cameras.camera_to_worlds[first], atol=1e-5)
+        mask = view.mask[..., 0] > 0
+        assert mask.float().mean() > 0.4, view.sources
+        error = (view.image - images[first]).abs().mean(-1)[mask]
+        assert error.median() < 0.03 and (error < 0.15).float().mean() > 0.95, view.sources
+    assert min(float(v.mask.mean()) for v in views[1::2]) > 0.3  # half way: both warps still agree on much of the view

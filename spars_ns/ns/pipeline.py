@@ -25,6 +25,9 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from pytorch_msssim import SSIM
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from spars_ns.errors import InputError
+from spars_ns.ns.warped_views import PseudoView, build_pseudo_views, masked_photometric_loss
+
 
 # nerfstudio's exponential learning-rate schedule leaves numpy floats in the optimiser and
 # scheduler state, which torch >= 2.6 refuses to unpickle by default, so `ns-eval` and
@@ -40,6 +43,15 @@ class Spars3rPipelineConfig(VanillaPipelineConfig):
     """Steps of test-time pose optimisation per test view before scoring (0: score the registered pose)."""
     test_pose_lr: float = 1e-3
     """Adam learning rate of the test-pose correction (radians, and scene units after nerfstudio's scaling)."""
+    warped_views: bool = False
+    """Supervise pseudo views between neighbouring training cameras with the training photos
+    warped there by their depth (Dust to Tower's fine stage, without inpainting). Needs a scene with depth."""
+    warped_views_weight: float = 0.1
+    """Weight of the pseudo-view loss at the start; it falls linearly to 0 at `warped_views_until`."""
+    warped_views_until: int = 15000
+    """Step at which the pseudo-view loss has decayed to 0."""
+    warped_views_positions: tuple[float, ...] = (-0.25, 0.25, 0.5, 0.75, 1.25)
+    """Where pseudo cameras sit between a camera (0) and its nearest training neighbour (1)."""
 
 
 @dataclass
@@ -92,6 +104,37 @@ def optimise_test_pose(model: SplatfactoModel, camera: Cameras, batch: dict, ste
 
 class Spars3rPipeline(VanillaPipeline):
     config: Spars3rPipelineConfig
+
+    def __init__(self, config: Spars3rPipelineConfig, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        self._pseudo_views: Optional[list[PseudoView]] = None
+        if config.warped_views and self.model.config.camera_optimizer.mode != "off":
+            raise InputError("--pipeline.warped-views needs the camera optimiser off: pseudo cameras are not training cameras to refine")
+
+    def get_train_loss_dict(self, step: int):
+        model_outputs, loss_dict, metrics_dict = super().get_train_loss_dict(step)
+        weight = self.config.warped_views_weight * max(0.0, 1.0 - step / self.config.warped_views_until)
+        if self.config.warped_views and weight > 0:
+            views = self.pseudo_views()
+            view = views[step % len(views)]
+            info = self.model.info  # densification reads the training view's 2D gradients, not the pseudo view's
+            outputs = self.model.get_outputs(view.camera.to(self.device))
+            self.model.info = info
+            target, mask = (self.model._downscale_depth(x.to(self.device)) for x in (view.image, view.mask))
+            loss_dict["warped_view_loss"] = weight * masked_photometric_loss(
+                outputs["rgb"], target, mask, self.model.ssim, self.model.config.ssim_lambda)
+        return model_outputs, loss_dict, metrics_dict
+
+    def pseudo_views(self) -> list[PseudoView]:
+        """Built on first use from the cached training images and their depth."""
+        if self._pseudo_views is None:
+            cached = self.datamanager.cached_train
+            if "depth_image" not in cached[0]:
+                raise InputError("--pipeline.warped-views needs a scene with depth: process it with --prior files or mast3r and --refine global")
+            images = [(data["image"].float() / 255 if data["image"].dtype == torch.uint8 else data["image"])[..., :3] for data in cached]
+            depths = [data["depth_image"][..., 0] * (data["depth_image"][..., 1] > 0) for data in cached]
+            self._pseudo_views = build_pseudo_views(self.datamanager.train_dataset.cameras, images, depths, self.config.warped_views_positions)
+        return self._pseudo_views
 
     def get_average_eval_image_metrics(
         self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False
