@@ -27,7 +27,8 @@ short keeps what it finished. `table` prints the Markdown table of such files.
 Variants: `splatfacto-defaults` (stock splatfacto on `defaults/`), `splatfacto` (stock
 splatfacto on our cameras and points), `spars3r`, `spars3r-mcmc` (gsplat's MCMC strategy,
 `--max-gaussians`), `spars3r-no-depth` (depth loss off; differs from spars3r only where the
-scene has depth). Stock splatfacto and MCMC need CUDA.
+scene has depth), `spars3r-warped` (warped-view supervision, its weight decaying to 0 over the
+run). Stock splatfacto and MCMC need CUDA.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import torch
 import tyro
 from typing_extensions import Annotated
 
-Variant = Literal["splatfacto-defaults", "splatfacto", "spars3r", "spars3r-mcmc", "spars3r-no-depth"]
+Variant = Literal["splatfacto-defaults", "splatfacto", "spars3r", "spars3r-mcmc", "spars3r-no-depth", "spars3r-warped"]
 DATASET_ENTRIES = ("images", "transforms.json", "points.ply", "depth")  # what training reads of a scene
 
 
@@ -117,7 +118,7 @@ def defaults_dataset(scene: Path, train: list[str], test: list[str], work: Path,
     import pycolmap
     from bench_poses import defaults_model  # this script's folder is on sys.path
 
-    from spars_ns.export import camera_to_opencv, sfm_points
+    from spars_ns.stages.export import camera_to_opencv, sfm_points
     from spars_ns.geometry import opencv_to_opengl_c2w
     from spars_ns.metrics import load_true_poses
     from spars_ns.ply import write_points_ply
@@ -204,7 +205,8 @@ def run(args: Run) -> None:
             overrides |= {"spars3r-mcmc": {"strategy": "mcmc", "max_gaussians": args.max_gaussians},
                           "spars3r-no-depth": {"depth_loss_weight": 0.0}}.get(variant, {})
             print(f"== {meta['scene']} {meta['views']} views: {variant}, {args.steps} steps", flush=True)
-            trained = train_run(method, data, args.runs / f"{dataset.name}_{variant}", args.steps, overrides)
+            pipeline = {"warped_views": True, "warped_views_until": args.steps} if variant == "spars3r-warped" else {}
+            trained = train_run(method, data, args.runs / f"{dataset.name}_{variant}", args.steps, overrides, pipeline)
             scores = {str(n): score_run(method, Path(trained["config"]), n) for n in args.test_pose_steps}
             record = {**meta, "variant": variant, "method": method, "steps": args.steps, "device": device,
                       "date": time.strftime("%Y-%m-%d"), **trained, "tpo": scores}

@@ -118,3 +118,25 @@ def test_pose_refinement_moves_a_perturbed_camera_toward_the_truth(small_scene):
     assert error < 0.5  # from 1 degree
     assert abs(refined[1].focal_scale - 1) < 0.01
     assert abs_rel(refined[1].depth, renders[1].depth) < abs_rel(fixed[1].depth, renders[1].depth)
+
+
+def test_the_global_fit_follows_the_confident_part_of_the_prior(small_scene):
+    """Dust to Tower's confidence-aware alignment: the left half of each prior is wrong (1.5 times too
+    deep) and says so by a low confidence; the fit follows the right half. With the confidence
+    ignored, the same fit lands between the two."""
+    scene, renders, observations = small_scene
+    scale, shift = 2.0, 0.1
+
+    def error_where_right(confidence_of_wrong: float) -> list[float]:
+        views = views_from(scene, renders, observations, lambda i, depth: (depth - shift) / scale)
+        for view in views:
+            left = np.zeros(view.prior.shape, bool)
+            left[:, : left.shape[1] // 2] = True
+            view.prior = np.where(left, view.prior * 1.5, view.prior)
+            view.conf = np.where(left, confidence_of_wrong, 1.0)
+        results = refine_depths(views, "global", "depth", RefineConfig())
+        half = renders[0].depth.shape[1] // 2
+        return [abs_rel(r.depth[:, half:], render.depth[:, half:]) for r, render in zip(results, renders)]
+
+    assert max(error_where_right(confidence_of_wrong=1e-3)) < 0.01
+    assert min(error_where_right(confidence_of_wrong=1.0)) > 0.05

@@ -32,7 +32,8 @@ def short_run(
     return {**results, **trained}
 
 
-def train_run(method: str, scene: Path, output: Path, steps: int, model_overrides: Optional[dict] = None) -> dict:
+def train_run(method: str, scene: Path, output: Path, steps: int, model_overrides: Optional[dict] = None,
+              pipeline_overrides: Optional[dict] = None) -> dict:
     """Train `method` with nerfstudio's trainer. Returns `config` (the run's config.yml),
     `train_seconds` and `peak_gpu_gib`. Without CUDA, images are used
     at a quarter of their size (the CPU rasteriser's cost grows with pixels)."""
@@ -53,6 +54,8 @@ def train_run(method: str, scene: Path, output: Path, steps: int, model_override
     model.refine_every = min(model.refine_every, max(steps // 6, 1))
     for name, value in (model_overrides or {}).items():
         setattr(model, name, value)
+    for name, value in (pipeline_overrides or {}).items():
+        setattr(config.pipeline, name, value)
     if on_cpu:
         config.pipeline.datamanager.camera_res_scale_factor = 0.25
         model.num_downscales = 0
