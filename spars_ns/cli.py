@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import logging
 import os
 import sys
@@ -74,7 +75,12 @@ def entrypoint() -> None:
         console.print(f"[red]error:[/red] {err}")
         sys.exit(1)
     except OSError as err:  # a folder that cannot be written, a full disk: the path and the reason, no traceback
-        console.print(f"[red]error:[/red] {err.filename or ''}: {err.strerror or err}")
+        output = getattr(config, "output", None) or getattr(config, "output_dir", None)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT) and output:
+            where = f"writing under {output}"  # the disk is full, not the file it names (if any)
+        else:
+            where = err.filename2 or err.filename or ""  # a copy or a rename names its destination second
+        console.print(f"[red]error:[/red] {where}: {err.strerror or err}")
         sys.exit(1)
     except KeyboardInterrupt:
         get_console().show_cursor(True)  # the progress display hid it, and os._exit skips its clean-up

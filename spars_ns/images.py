@@ -12,6 +12,7 @@ space-separated, so "photo 3.jpg" would be read as "photo".
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import re
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from spars_ns.errors import InputError
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
 _COPYABLE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # failures of writing the scene's copy, not of the photo
 _COPYABLE_MODES = {"RGB", "L"}
 _EXIF_ORIENTATION = 0x0112
 _EXIF_IFD = 0x8769
@@ -122,7 +124,9 @@ def ingest_image(source: Path, dest_folder: Path, sha1: str) -> ImageRecord:
                 reasons.append("whitespace in the name replaced by underscores")
     except InputError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+        if isinstance(err, OSError) and (err.errno in _WRITE_ERRNOS or (err.filename and Path(err.filename).parent == dest_folder)):
+            raise  # writing the copy failed (a full disk, a read-only folder): the photo is fine
         raise InputError(f"{source}: cannot read this image ({err}). Remove or replace the file.") from err
 
     focal_prior = None

@@ -52,6 +52,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def require_free_space(folder: Path, needed: int, what: str) -> None:
+    """Refuse, before any work, a step that would fill the disk under `folder`: pycolmap aborts
+    the whole process (a failed check in C++, no Python error) when its database cannot be written."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise InputError(
+            f"{folder}: {what} needs up to {needed / 2**20:.0f} MiB of disk and {free / 2**20:.1f} MiB are free. "
+            f"Free some space, or give another --output; the stages that finished are kept."
+        )
+
+
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yields an empty temporary folder that replaces `path` only if the block succeeds."""

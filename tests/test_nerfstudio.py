@@ -111,6 +111,46 @@ def test_cli_reports_an_os_error_as_one_line_naming_the_path(photos, tmp_path):
     assert f"error: {blocker / 'scene'}: Not a directory" in " ".join(out.stderr.split())
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of 512 KiB (the photos' copies alone need about 900): a full disk, where this machine lets us mount one."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount_point)], capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_with_one_line_and_the_run_resumes_once_there_is_room(photos, small_disk):
+    """Full while the photos are copied: one line, nothing half-written. Room for the photos but not
+    for SfM's database: refused before pycolmap starts (it aborts the process when a write fails).
+    Room for all: the run resumes, keeping what finished."""
+    scene = small_disk / "scene"
+    command = [sys.executable, "-m", "spars_ns.cli", "process", "--images", str(photos), "--output", str(scene), "--test-every", "4"]
+    out = subprocess.run(command, capture_output=True, text=True, env=ENV)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert re.search(rf"error: (writing under )?{re.escape(str(scene))}\S*: No space left on device", " ".join(out.stderr.split()))
+    assert not list(scene.rglob(".*.partial")) and not (scene / "images").exists()  # nothing half-written
+
+    subprocess.run(["mount", "-o", "remount,size=2M", str(small_disk)], check=True)
+    out = subprocess.run(command, capture_output=True, text=True, env=ENV)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert re.search(rf"error: {re.escape(str(scene))}: SfM needs up to \d+ MiB of disk and [\d.]+ MiB are free", " ".join(out.stderr.split()))
+    finished = json.loads((scene / "manifest.json").read_text())["stages"]
+    assert list(finished) == ["ingest"]
+
+    subprocess.run(["mount", "-o", "remount,size=64M", str(small_disk)], check=True)
+    again = subprocess.run(command, capture_output=True, text=True, env=ENV)
+    assert again.returncode == 0, again.stderr[-2000:]
+    stages = json.loads((scene / "manifest.json").read_text())["stages"]
+    assert stages["ingest"] == finished["ingest"] and "export" in stages  # what finished was kept, the rest ran
+    assert len(json.loads((scene / "transforms.json").read_text())["frames"]) == 8
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_processing_with_one_line_and_keeps_finished_stages(photos, tmp_path):
     output = tmp_path / "scene"

@@ -10,7 +10,7 @@ import pycolmap
 
 from spars_ns.images import ImageRecord
 from spars_ns.options import ProcessConfig
-from spars_ns.scene import SceneFolder, atomic_dir, atomic_write_text
+from spars_ns.scene import SceneFolder, atomic_dir, atomic_write_text, require_free_space
 from spars_ns.sfm import run_sfm
 from spars_ns.stages.stage import Stage, progress
 
@@ -36,6 +36,16 @@ class SfMStage(Stage):
     def outputs(self) -> list[Path]:
         return [self.scene.sparse_dir, self.scene.sparse_with_test_dir, self.report_path]
 
+    def database_bound(self) -> int:
+        """Bytes the database can reach: per image its features (keypoints and descriptors, SIFT's
+        128 bytes or a learned float descriptor) and their matches and two-view geometries."""
+        options = self.config.sfm_options
+        if options.features == "sift":
+            features, per_feature = options.max_num_features, 256
+        else:
+            features, per_feature = options.learned.max_keypoints, 1024 + 128
+        return len(self.records) * features * per_feature
+
     def settings(self) -> dict:
         options = asdict(self.config.sfm_options)
         if options["features"] == "sift":
@@ -44,6 +54,7 @@ class SfMStage(Stage):
 
     def run(self) -> dict:
         scene, train, test = self.scene, self.train, self.test
+        require_free_space(scene.root, self.database_bound(), "SfM")
         with progress() as bar:
             task = bar.add_task(f"SfM on {len(train)} training views", total=None)
             with atomic_dir(scene.sfm_dir) as work:
