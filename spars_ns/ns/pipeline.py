@@ -120,6 +120,7 @@ class Spars3rPipeline(VanillaPipeline):
             info = self.model.info  # densification reads the training view's 2D gradients, not the pseudo view's
             outputs = self.model.get_outputs(view.camera.to(self.device))
             self.model.info = info
+            # at the render's size, sampled as the depth target is (nearest: a mask must stay 0 or 1)
             target, mask = (self.model._downscale_depth(x.to(self.device)) for x in (view.image, view.mask))
             loss_dict["warped_view_loss"] = weight * masked_photometric_loss(
                 outputs["rgb"], target, mask, self.model.ssim, self.model.config.ssim_lambda)
