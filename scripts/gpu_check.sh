@@ -11,6 +11,7 @@
 # then run, with carry [".gpu"]:   bash scripts/gpu_check.sh [STEPS] [DATASET ...]
 # (default 7000 steps on every prepared dataset; name datasets, e.g. fox_6, to run fewer).
 # VARIANTS="spars3r splatfacto-defaults" runs fewer variants, TPO="500" fewer pose-step counts;
+# VARIANTS="spars3r spars3r-warped" gives the warped-view rows (issue 14) on the same datasets;
 # INSTALL=0 skips the wheels. Without a GPU the gsplat build and CUDA tests are skipped, so the
 # rest can be tried on the development machine:
 #   INSTALL=0 VARIANTS=spars3r TPO=5 bash scripts/gpu_check.sh 30 Herz-Jesus-P8_5
