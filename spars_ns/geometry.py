@@ -63,3 +63,10 @@ def axis_angle_rotation(axis: np.ndarray, radians: float) -> np.ndarray:
     axis = np.asarray(axis, float) / np.linalg.norm(axis)
     k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
     return np.eye(3) + np.sin(radians) * k + (1 - np.cos(radians)) * k @ k
+
+
+def neighbour_pairs(centres: np.ndarray) -> list[tuple[int, int]]:
+    """Each camera paired with its nearest other camera (by centre, (N, 3)), each pair once, sorted."""
+    distances = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+    np.fill_diagonal(distances, np.inf)
+    return sorted({tuple(sorted((i, int(np.argmin(row))))) for i, row in enumerate(distances)})

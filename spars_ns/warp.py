@@ -70,6 +70,6 @@ def interpolate_camera(first: torch.Tensor, second: torch.Tensor, t: float) -> t
     """Camera-to-world (3x4) a fraction `t` of the way from `first` to `second` (slerp of the
     rotation, straight line between the centres; t outside [0, 1] goes beyond them)."""
     rotations = roma.rotmat_to_unitquat(torch.stack([first[:, :3], second[:, :3]]))
-    rotation = roma.unitquat_to_rotmat(roma.utils.unitquat_slerp(rotations[0], rotations[1], torch.tensor([t], dtype=first.dtype))[0])
+    rotation = roma.unitquat_to_rotmat(roma.utils.unitquat_slerp(rotations[0], rotations[1], torch.tensor([t], dtype=first.dtype, device=first.device))[0])
     centre = (1 - t) * first[:, 3] + t * second[:, 3]
     return torch.cat([rotation, centre[:, None]], 1)

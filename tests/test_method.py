@@ -351,13 +351,11 @@ def test_demo_runs_end_to_end_on_cpu(tmp_path):
 def test_pseudo_views_at_a_training_camera_reproduce_its_photo_where_the_warps_agree(depth_scene):
     """At position 0 a pseudo camera is the training camera itself: where its neighbour's warp agrees
     with its own, the target is its photo; through nerfstudio's frame, scale and intrinsics."""
-    from spars_ns.ns.warped_views import build_pseudo_views
+    from spars_ns.ns.warped_views import build_pseudo_views, warp_source
 
     outputs = SparsDataParserConfig(data=depth_scene.root).setup().get_dataparser_outputs("train")
     dataset = SparsDataset(outputs)
-    data = [dataset.get_data(i) for i in range(len(dataset))]
-    images = [d["image"].float() / 255 if d["image"].dtype == torch.uint8 else d["image"] for d in data]
-    depths = [d["depth_image"][..., 0] * (d["depth_image"][..., 1] > 0) for d in data]
+    images, depths = zip(*(warp_source(dataset.get_data(i)) for i in range(len(dataset))))
     views = build_pseudo_views(dataset.cameras, images, depths, positions=(0.0, 0.5))
     assert {Path(outputs.image_filenames[i]).name for v in views for i in v.sources}.isdisjoint(TEST_VIEWS)
     assert len(views) == 2 * len({v.sources for v in views}) >= 6

@@ -26,7 +26,7 @@ from pytorch_msssim import SSIM
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from spars_ns.errors import InputError
-from spars_ns.ns.warped_views import PseudoView, build_pseudo_views, masked_photometric_loss
+from spars_ns.ns.warped_views import PseudoView, build_pseudo_views, masked_photometric_loss, warp_source
 
 
 # nerfstudio's exponential learning-rate schedule leaves numpy floats in the optimiser and
@@ -132,8 +132,7 @@ class Spars3rPipeline(VanillaPipeline):
             cached = self.datamanager.cached_train
             if "depth_image" not in cached[0]:
                 raise InputError("--pipeline.warped-views needs a scene with depth: process it with --prior files or mast3r and --refine global")
-            images = [(data["image"].float() / 255 if data["image"].dtype == torch.uint8 else data["image"])[..., :3] for data in cached]
-            depths = [data["depth_image"][..., 0] * (data["depth_image"][..., 1] > 0) for data in cached]
+            images, depths = zip(*(warp_source(data) for data in cached))
             self._pseudo_views = build_pseudo_views(self.datamanager.train_dataset.cameras, images, depths, self.config.warped_views_positions)
         return self._pseudo_views
 

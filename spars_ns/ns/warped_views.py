@@ -9,11 +9,13 @@ Built once from the training data: test photos never enter.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
 
+from spars_ns.geometry import neighbour_pairs
 from spars_ns.warp import consistent_target, forward_warp, interpolate_camera
 
 _GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0]))  # flips a camera's y and z axes; its own inverse
@@ -27,19 +29,26 @@ class PseudoView:
     sources: tuple[int, int]  # training-image indices
 
 
-def build_pseudo_views(cameras: Cameras, images: list[torch.Tensor], depths: list[torch.Tensor],
+def warp_source(data: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training image's colour (H, W, 3) in [0, 1] and its depth (0 where unknown or untrusted),
+    from a dataset item or the datamanager's cache (which may hold uint8 images)."""
+    image = data["image"].float() / 255 if data["image"].dtype == torch.uint8 else data["image"]
+    depth, confidence = data["depth_image"][..., 0], data["depth_image"][..., 1]
+    return image[..., :3], depth * (confidence > 0)
+
+
+def build_pseudo_views(cameras: Cameras, images: Sequence[torch.Tensor], depths: Sequence[torch.Tensor],
                        positions: tuple[float, ...]) -> list[PseudoView]:
     """Pseudo views for each training camera and its nearest neighbour, at `positions` along the way
     (0: the camera, 1: its neighbour). `images` (H, W, 3) in [0, 1] and `depths` (H, W; 0 unknown) in
     the cameras' order and scale."""
-    camera_to_world = cameras.camera_to_worlds.float()
-    opencv = torch.cat([camera_to_world[:, :, :3] @ _GL_TO_CV, camera_to_world[:, :, 3:]], -1)
-    centres = camera_to_world[:, :, 3]
-    distances = torch.cdist(centres, centres).fill_diagonal_(float("inf"))
-    pairs = sorted({tuple(sorted((i, int(distances[i].argmin())))) for i in range(len(centres))})
-    intrinsics = cameras.get_intrinsics_matrices().float()
+    device = images[0].device  # the datamanager may cache images on the GPU; its cameras stay on the CPU
+    flip = _GL_TO_CV.to(device)
+    camera_to_world = cameras.camera_to_worlds.float().to(device)
+    opencv = torch.cat([camera_to_world[:, :, :3] @ flip, camera_to_world[:, :, 3:]], -1)
+    intrinsics = cameras.get_intrinsics_matrices().float().to(device)
     views = []
-    for first, second in pairs:
+    for first, second in neighbour_pairs(camera_to_world[:, :, 3].numpy(force=True)):
         for t in positions:
             pose = interpolate_camera(opencv[first], opencv[second], t)
             width, height = int(cameras.width[first]), int(cameras.height[first])
@@ -47,7 +56,7 @@ def build_pseudo_views(cameras: Cameras, images: list[torch.Tensor], depths: lis
                      for k in (first, second)]
             image, mask = consistent_target(*warps)
             camera = Cameras(
-                camera_to_worlds=torch.cat([pose[:, :3] @ _GL_TO_CV, pose[:, 3:]], -1)[None],
+                camera_to_worlds=torch.cat([pose[:, :3] @ flip, pose[:, 3:]], -1)[None].cpu(),
                 fx=cameras.fx[first : first + 1], fy=cameras.fy[first : first + 1], cx=cameras.cx[first : first + 1],
                 cy=cameras.cy[first : first + 1], width=width, height=height, camera_type=cameras.camera_type[first : first + 1],
             )

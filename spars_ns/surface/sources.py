@@ -23,7 +23,7 @@ from PIL import Image
 from rich.progress import Progress
 
 from spars_ns.errors import InputError
-from spars_ns.geometry import opengl_c2w_to_opencv
+from spars_ns.geometry import neighbour_pairs, opengl_c2w_to_opencv
 from spars_ns.ply import read_points_ply
 from spars_ns.scene import depth_confidence_path, read_depth_map
 from spars_ns.surface.tsdf import Camera, DepthView
@@ -110,7 +110,7 @@ def run_views(
 
     poses = [c2w.numpy() for c2w in cameras.camera_to_worlds]
     to_render = [(pose, i) for i, pose in enumerate(poses)]  # a pose, and the camera whose intrinsics it takes
-    for a, b in _neighbour_pairs(np.stack([pose[:3, 3] for pose in poses])):
+    for a, b in neighbour_pairs(np.stack([pose[:3, 3] for pose in poses])):
         between = get_interpolated_poses(poses[a], poses[b], steps=interpolated_views + 2)[1:-1]  # slerp and lerp
         to_render += [(pose, a) for pose in between]
 
@@ -140,13 +140,6 @@ def run_views(
         if progress:
             progress.advance(task)
     return views, to_scene.points(model.means.numpy(force=True))
-
-
-def _neighbour_pairs(centres: np.ndarray) -> list[tuple[int, int]]:
-    """Each camera paired with its nearest other camera (by centre), each pair once."""
-    distances = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
-    np.fill_diagonal(distances, np.inf)
-    return sorted({tuple(sorted((i, int(np.argmin(row))))) for i, row in enumerate(distances)})
 
 
 class _SceneFrame:
