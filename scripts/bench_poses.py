@@ -5,8 +5,9 @@
 For a scene folder with `images/` and a ground-truth nerfstudio `transforms.json`, picks K
 images evenly spaced by sorted name, runs our SfM stage with each `--features` type and
 pycolmap's defaults in one process, and prints a Markdown table: registered / total,
-median pair error (degrees), mAA@10, ATE (fraction of scene extent) and seconds. A feature
-type whose weights cannot be had gets a row saying so.
+median pair error (degrees), mAA@10, ATE (fraction of scene extent), seconds and what the
+model check says (the pairs whose verified matches our model leaves unexplained, or "ok"),
+then our time per step. A feature type whose weights cannot be had gets a row saying so.
 
     python scripts/bench_poses.py --scene ../shared/data/fox --views 6 --features sift aliked+lightglue disk+lightglue
 """
@@ -47,13 +48,15 @@ def poses_of(model: pycolmap.Reconstruction | None) -> dict[str, np.ndarray]:
     return {im.name: im.cam_from_world().matrix() for im in model.images.values() if im.has_pose}
 
 
-def run_ours(image_dir: Path, names: list[str], work: Path, args: Args, features: FeatureType) -> dict[str, np.ndarray]:
+def run_ours(image_dir: Path, names: list[str], work: Path, args: Args, features: FeatureType) -> tuple[dict[str, np.ndarray], dict]:
+    """Poses, and what the model check and the step timings say (sfm/report.json's fields)."""
     records = [ingest_image(image_dir / n, work, file_sha1(image_dir / n)) for n in names]
     try:
         result = run_sfm(work, records, [r.name for r in records], [], work / "sfm", replace(args.sfm_options, features=features))
     except SfMError:
-        return {}
-    return poses_of(result.train)
+        return {}, {}
+    unexplained = [f"{p.image1}-{p.image2}" for p in result.check.unexplained]
+    return poses_of(result.train), {"check": ", ".join(unexplained) or "ok", "profile": result.seconds, "starts": result.init_pairs_tried}
 
 
 def defaults_model(image_dir: Path, names: list[str], work: Path) -> pycolmap.Reconstruction | None:
@@ -94,27 +97,35 @@ def main(args: Args) -> None:
                 with tempfile.TemporaryDirectory() as tmp:
                     start = time.perf_counter()
                     try:
+                        details = {"check": "-"}
                         if method == "pycolmap defaults":
                             estimated = run_defaults(scene / "images", names, Path(tmp))
                         else:
-                            estimated = run_ours(scene / "images", names, Path(tmp), args, method.split()[1])
+                            estimated, details = run_ours(scene / "images", names, Path(tmp), args, method.split()[1])
                     except InputError as err:  # learned weights not available
                         print(f"{method}: {err}", flush=True)
                         rows.append({"scene": scene.name, "views": k, "method": method, "unavailable": True})
                         continue
-                    rows.append({"scene": scene.name, "views": k, "method": method, **score(estimated, truth, time.perf_counter() - start)})
+                    rows.append({
+                        "scene": scene.name, "views": k, "method": method, **score(estimated, truth, time.perf_counter() - start),
+                        **details,
+                    })
                 print(rows[-1], flush=True)
 
-    print("\n| scene | views | method | registered | median pair err (deg) | mAA@10 | ATE / extent | seconds |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| scene | views | method | registered | median pair err (deg) | mAA@10 | ATE / extent | seconds | model check |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r.get("unavailable"):
-            print(f"| {r['scene']} | {r['views']} | {r['method']} | weights unavailable | | | | |")
+            print(f"| {r['scene']} | {r['views']} | {r['method']} | weights unavailable | | | | | |")
             continue
         print(
             f"| {r['scene']} | {r['views']} | {r['method']} | {r['registered']} | {r['median_pair_error_deg']:.2f} | "
-            f"{r['mAA@10']:.3f} | {r['ATE']:.4f} | {r['seconds']:.1f} |"
+            f"{r['mAA@10']:.3f} | {r['ATE']:.4f} | {r['seconds']:.1f} | {r['check']} |"
         )
+    print("\nWhere our time went (seconds per step; starts of the mapper):")
+    for r in rows:
+        if r.get("profile"):
+            print(f"- {r['scene']} {r['views']} {r['method']}: {r['profile']}, {r['starts']} starts")
 
 
 if __name__ == "__main__":

@@ -41,11 +41,17 @@ class SfMConfig:
     camera_model: str = "SIMPLE_RADIAL"
     """COLMAP camera model; few views constrain little more than focal length and k1."""
     max_num_features: int = 8192
+    wide_baseline_up_to: int = 8
+    """Up to this many photos, SIFT is affine-covariant with domain-size pooling and matching is
+    guided, as the three options below say; above it, the views are closer together and plain
+    SIFT matched without guidance is as accurate at a fraction of the time (BENCHMARKS.md)."""
     domain_size_pooling: bool = True
     """DSP-SIFT: more distinctive descriptors for wide baselines (CPU extraction only)."""
     estimate_affine_shape: bool = True
     """Affine-covariant SIFT: halves the pair error on 3-view Strecha scenes (BENCHMARKS.md)."""
     guided_matching: bool = True
+    """Matches found again along the verified epipolar geometry: without it, fountain-P11 at 3
+    views registers nothing."""
     min_num_inliers: int = 15
     """Verified matches a pair needs to count as overlapping."""
     init_min_num_inliers: int = 30
@@ -54,9 +60,13 @@ class SfMConfig:
     abs_pose_min_inlier_ratio: float = 0.1
     max_init_pairs: int = 6
     """Starts of the mapper: COLMAP's choice of initial pair, then the strongest pairs."""
+    max_extra_starts: int = 3
+    """Starts from pairs whose matches the best model leaves unexplained (model_check.py)."""
     all_starts_up_to: int = 24
     """Up to this many training views every start is mapped and the best model kept; above
     it (a start then costs minutes) further starts are made only while views are missing."""
+    check_min_matches: int = 50
+    """Verified matches a pair needs to witness for or against a model (model_check.py)."""
     pairs: PairsConfig = field(default_factory=PairsConfig)
     seed: int = 0
 

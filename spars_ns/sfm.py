@@ -3,9 +3,10 @@
 COLMAP's defaults are made for hundreds of overlapping photos. With a handful they reject
 the initial pair (100 inliers and 16 degrees of triangulation angle required) and drop
 images whose 2D-3D inlier count is under 30. Here the thresholds are lowered to what a
-sparse capture gives, SIFT is affine-covariant with domain-size pooling, matching is
-guided, the mapper starts from several initial pairs, and the model that registers most
-images with the lowest reprojection error is kept.
+sparse capture gives; for a few wide-baseline photos SIFT is affine-covariant with
+domain-size pooling and matching is guided; the mapper starts from several initial pairs,
+and the model that registers most images, explains the verified matches of every pair
+(model_check.py) and has the lowest reprojection error is kept.
 
 Only training views are mapped. Test views are registered afterwards by absolute pose
 against the training model's points, with nothing else refined, so a test view never
@@ -15,6 +16,7 @@ moves a training camera nor adds a point.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -26,6 +28,7 @@ import pycolmap
 from spars_ns.errors import SfMError
 from spars_ns.features import extract, global_descriptor, load_extractor, load_matcher, match
 from spars_ns.images import ImageRecord
+from spars_ns.model_check import ModelCheck, check_model
 from spars_ns.options import SfMConfig
 from spars_ns.pairs import select_pairs, thumbnail_descriptor
 
@@ -39,6 +42,10 @@ class SfMResult:
     unregistered: dict[str, str] = field(default_factory=dict)
     """Image name -> why it was not registered."""
     init_pairs_tried: int = 0
+    check: ModelCheck | None = None
+    """The training model against its verified pairs (model_check.py)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Time of each step: features and matches, mapping, test views."""
 
 
 def extract_and_match(
@@ -58,10 +65,11 @@ def extract_and_match(
     # in the order its threads finish, which changes the mapper's results from run to run.
     import_images(database, image_dir, images, config)
     if config.features == "sift":
+        wide_baseline = len(images) <= config.wide_baseline_up_to
         extraction = pycolmap.FeatureExtractionOptions()
         extraction.sift.max_num_features = config.max_num_features
-        extraction.sift.domain_size_pooling = config.domain_size_pooling
-        extraction.sift.estimate_affine_shape = config.estimate_affine_shape
+        extraction.sift.domain_size_pooling = config.domain_size_pooling and wide_baseline
+        extraction.sift.estimate_affine_shape = config.estimate_affine_shape and wide_baseline
         for group, reader in camera_groups(images, config):
             pycolmap.extract_features(
                 database, image_dir, image_names=group, camera_mode=pycolmap.CameraMode.SINGLE,
@@ -72,7 +80,7 @@ def extract_and_match(
             descriptors = np.stack([thumbnail_descriptor(image_dir / n) for n in names])
         write_pairs(pairs_path, select_pairs(names, descriptors, config.pairs))
         matching = pycolmap.FeatureMatchingOptions()
-        matching.guided_matching = config.guided_matching
+        matching.guided_matching = config.guided_matching and wide_baseline
         pycolmap.match_image_pairs(
             database, matching_options=matching, pairing_options=pycolmap.ImportedPairingOptions(match_list_path=pairs_path),
             verification_options=verification, device=pycolmap.Device.cpu,
@@ -198,33 +206,54 @@ def map_training_views(
     COLMAP's own choice of initial pair comes first, then the strongest pairs by verified
     inliers. With few views one start can settle in a poor minimum (on fountain-P11 at 4
     views: 3.1 degrees median pair error, against 0.4 from another pair, same images
-    registered), so every start is mapped and models rank by registered images, then by
-    mean reprojection error. Returns the best model and the number of starts made.
+    registered), and on repetitive structure a start from a pair that matched the wrong
+    copy builds a wrong model. Models rank by registered images, then by the pairs whose
+    verified matches they leave unexplained (model_check.py), then by mean reprojection
+    error. While the best model leaves pairs unexplained, those pairs are tried as initial
+    pairs too (a start from a right pair builds the right model). Above
+    `config.all_starts_up_to` views (a start then costs minutes) the starts stop at the first
+    complete model, whatever the check says of it (it is still reported). Returns the best
+    model and the number of starts made.
     """
     train_ids = [graph.image_ids[n] for n in train_names]
-    init_pairs: list[tuple[int, int] | None] = [None] + graph.strongest_pairs(train_ids)[: config.max_init_pairs - 1]
-    best, attempts = None, 0
-    for attempt, pair in enumerate(init_pairs):
-        complete = best is not None and best.num_reg_images() == len(train_names)
-        if complete and len(train_names) > config.all_starts_up_to:
+    queue: list[tuple[int, int] | None] = [None] + graph.strongest_pairs(train_ids)[: config.max_init_pairs - 1]
+    tried: list[tuple[int, int] | None] = []
+    best, best_rank = None, None
+    many_views = len(train_names) > config.all_starts_up_to
+    while queue:
+        pair = queue.pop(0)
+        if many_views and best is not None and best.num_reg_images() == len(train_names):
             break
-        attempts += 1
+        tried.append(pair)
         if on_attempt:
-            on_attempt(attempt)
+            on_attempt(len(tried) - 1)
         options = mapper_options(config, train_names)
         if pair is not None:
             options.init_image_id1, options.init_image_id2 = pair
         pycolmap.set_random_seed(config.seed)
-        out = work_dir / f"attempt_{attempt}"
+        out = work_dir / f"attempt_{len(tried) - 1}"
         out.mkdir(parents=True, exist_ok=True)
         for model in pycolmap.incremental_mapping(database, image_dir, out, options).values():
-            if best is None or _model_rank(model) > _model_rank(best):
-                best = model
-    return best, attempts
+            rank = model_rank(model, graph, config)
+            if best is None or rank > best_rank:
+                best, best_rank = model, rank
+        if not queue and not many_views and best is not None and len(tried) < config.max_init_pairs + config.max_extra_starts:
+            for p in check_model_of(best, graph, config).unexplained:
+                candidate = tuple(sorted((graph.image_ids[p.image1], graph.image_ids[p.image2])))
+                if candidate not in tried and candidate not in queue:
+                    queue.append(candidate)
+            del queue[config.max_init_pairs + config.max_extra_starts - len(tried):]
+    return best, len(tried)
 
 
-def _model_rank(model: pycolmap.Reconstruction) -> tuple[int, float]:
-    return (model.num_reg_images(), -model.compute_mean_reprojection_error())
+def check_model_of(model: pycolmap.Reconstruction, graph: MatchGraph, config: SfMConfig) -> ModelCheck:
+    return check_model(model, graph.inliers, graph.keypoints, min_matches=config.check_min_matches)
+
+
+def model_rank(model: pycolmap.Reconstruction, graph: MatchGraph, config: SfMConfig) -> tuple[int, int, float]:
+    """Larger is better: registered images, fewer unexplained pairs, lower reprojection error."""
+    unexplained = len(check_model_of(model, graph, config).unexplained)
+    return (model.num_reg_images(), -unexplained, -model.compute_mean_reprojection_error())
 
 
 def register_test_views(
@@ -309,9 +338,19 @@ def run_sfm(
     work_dir.mkdir(parents=True, exist_ok=True)
     database = work_dir / "database.db"
     database.unlink(missing_ok=True)
+    clock = time.perf_counter()
+    seconds = {}
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        seconds[step] = round(time.perf_counter() - clock, 2)
+        clock = time.perf_counter()
+
     extract_and_match(database, image_dir, images, config)
+    lap("features_and_matches")
     graph = MatchGraph(database)
     train, attempts = map_training_views(database, graph, image_dir, train_names, config, work_dir / "models", on_attempt)
+    lap("mapping")
 
     registered = sorted(train.image(i).name for i in train.reg_image_ids()) if train else []
     unregistered = {n: explain_unregistered(graph, n, registered, train_names, config) for n in train_names if n not in registered}
@@ -327,8 +366,16 @@ def run_sfm(
         )
     for name, why in unregistered.items():
         log.warning("Training image %s not registered: %s", name, why)
+    check = check_model_of(train, graph, config)
+    for pair in check.unexplained:
+        log.warning(
+            "The cameras of %s and %s may be wrong: the model explains %.0f%% of their %d verified matches "
+            "(repeated structure such as windows or facades can match the wrong copy)",
+            pair.image1, pair.image2, 100 * pair.explained, pair.matches,
+        )
 
     with_test, test_left_out = register_test_views(train, database, graph, test_names, config)
+    lap("test_views")
     for name, why in test_left_out.items():
         log.warning("Test image %s not registered: %s", name, why)
-    return SfMResult(train, with_test, {**unregistered, **test_left_out}, attempts)
+    return SfMResult(train, with_test, {**unregistered, **test_left_out}, attempts, check, seconds)

@@ -71,6 +71,8 @@ class SfMStage(Stage):
                     "points3D": result.train.num_points3D(),
                     "mean_reprojection_error_px": result.train.compute_mean_reprojection_error(),
                     "cameras": {int(c.camera_id): c.summary() for c in result.train.cameras.values()},
+                    "model_check": result.check.report(),
+                    "seconds": result.seconds,
                 }
                 atomic_write_text(work / "report.json", json.dumps(report, indent=2))
             for model, target in ((result.train, scene.sparse_dir), (result.with_test, scene.sparse_with_test_dir)):
@@ -80,4 +82,5 @@ class SfMStage(Stage):
             "train_registered": len(report["registered_train"]), "train_total": len(train),
             "test_registered": len(registered_test), "test_total": len(test),
             "points3D": report["points3D"], "init_pairs_tried": result.init_pairs_tried,
+            "doubtful_images": result.check.doubtful_images,
         }
