@@ -7,8 +7,9 @@ model on them that looks right: every photo registered, a low reprojection error
 tens of degrees off. Each pair was verified on its own, so the pairs are independent
 witnesses: in a right model the inlier matches of every well-matched pair lie on the
 epipolar lines of the model's relative pose; a wrong model leaves whole pairs unexplained.
-A right model leaves unexplained only the pairs that matched a wrong copy; which of the two
-it is, the mapper's other starts tell (sfm.py ranks its models by this check).
+A right model leaves unexplained only the pairs that matched a wrong copy. Which of the two
+it is, the other pairs of the same photos tell (an image placed against most of its pairs
+is in doubt), and so do the mapper's other starts (sfm.py ranks its models by this check).
 """
 
 from __future__ import annotations
@@ -42,7 +43,14 @@ class ModelCheck:
 
     @property
     def doubtful_images(self) -> list[str]:
-        return sorted({name for p in self.unexplained for name in (p.image1, p.image2)})
+        """Images placed against most of their own evidence: as many of their witnessing pairs
+        unexplained as explained. An unexplained pair between two images that the rest of
+        their pairs support is the pair's fault (it matched a wrong copy), not the model's."""
+        votes: dict[str, list[int]] = {}
+        for p in self.pairs:
+            for name in (p.image1, p.image2):
+                votes.setdefault(name, [0, 0])[p.explained < self.min_explained] += 1
+        return sorted(name for name, (explained, unexplained) in votes.items() if unexplained and unexplained >= explained)
 
     def report(self) -> dict:
         """What `sfm/report.json` and the manifest say of the check."""

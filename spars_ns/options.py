@@ -62,9 +62,11 @@ class SfMConfig:
     """Starts of the mapper: COLMAP's choice of initial pair, then the strongest pairs."""
     max_extra_starts: int = 3
     """Starts from pairs whose matches the best model leaves unexplained (model_check.py)."""
-    all_starts_up_to: int = 24
-    """Up to this many training views every start is mapped and the best model kept; above
-    it (a start then costs minutes) further starts are made only while views are missing."""
+    all_starts_up_to: int = 8
+    """Up to this many training views every start is mapped and the best model kept (at 4
+    fountain-P11 views COLMAP's own start errs by 3 degrees, another by 0.4); above it the
+    starts stop at the first complete model that the model check finds no doubt in: the
+    starts agree there, and each costs seconds to minutes (BENCHMARKS.md)."""
     check_min_matches: int = 50
     """Verified matches a pair needs to witness for or against a model (model_check.py)."""
     pairs: PairsConfig = field(default_factory=PairsConfig)

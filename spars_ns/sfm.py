@@ -209,20 +209,19 @@ def map_training_views(
     registered), and on repetitive structure a start from a pair that matched the wrong
     copy builds a wrong model. Models rank by registered images, then by the pairs whose
     verified matches they leave unexplained (model_check.py), then by mean reprojection
-    error. While the best model leaves pairs unexplained, those pairs are tried as initial
-    pairs too (a start from a right pair builds the right model). Above
-    `config.all_starts_up_to` views (a start then costs minutes) the starts stop at the first
-    complete model, whatever the check says of it (it is still reported). Returns the best
-    model and the number of starts made.
+    error. While the best model has doubtful images (placed against most of their pairs), the
+    pairs it leaves unexplained are tried as initial pairs too (a start from a right pair
+    builds the right model). Above `config.all_starts_up_to` views starts stop at the first
+    complete model without doubtful images. Returns the best model and the number of starts.
     """
     train_ids = [graph.image_ids[n] for n in train_names]
     queue: list[tuple[int, int] | None] = [None] + graph.strongest_pairs(train_ids)[: config.max_init_pairs - 1]
     tried: list[tuple[int, int] | None] = []
-    best, best_rank = None, None
+    best, best_rank, best_doubts = None, None, []
     many_views = len(train_names) > config.all_starts_up_to
     while queue:
         pair = queue.pop(0)
-        if many_views and best is not None and best.num_reg_images() == len(train_names):
+        if many_views and best is not None and best_rank[0] == len(train_names) and not best_doubts:
             break
         tried.append(pair)
         if on_attempt:
@@ -234,10 +233,11 @@ def map_training_views(
         out = work_dir / f"attempt_{len(tried) - 1}"
         out.mkdir(parents=True, exist_ok=True)
         for model in pycolmap.incremental_mapping(database, image_dir, out, options).values():
-            rank = model_rank(model, graph, config)
+            check = check_model_of(model, graph, config)
+            rank = (model.num_reg_images(), -len(check.unexplained), -model.compute_mean_reprojection_error())
             if best is None or rank > best_rank:
-                best, best_rank = model, rank
-        if not queue and not many_views and best is not None and len(tried) < config.max_init_pairs + config.max_extra_starts:
+                best, best_rank, best_doubts = model, rank, check.doubtful_images
+        if not queue and best_doubts and len(tried) < config.max_init_pairs + config.max_extra_starts:
             for p in check_model_of(best, graph, config).unexplained:
                 candidate = tuple(sorted((graph.image_ids[p.image1], graph.image_ids[p.image2])))
                 if candidate not in tried and candidate not in queue:
@@ -248,12 +248,6 @@ def map_training_views(
 
 def check_model_of(model: pycolmap.Reconstruction, graph: MatchGraph, config: SfMConfig) -> ModelCheck:
     return check_model(model, graph.inliers, graph.keypoints, min_matches=config.check_min_matches)
-
-
-def model_rank(model: pycolmap.Reconstruction, graph: MatchGraph, config: SfMConfig) -> tuple[int, int, float]:
-    """Larger is better: registered images, fewer unexplained pairs, lower reprojection error."""
-    unexplained = len(check_model_of(model, graph, config).unexplained)
-    return (model.num_reg_images(), -unexplained, -model.compute_mean_reprojection_error())
 
 
 def register_test_views(
@@ -367,11 +361,19 @@ def run_sfm(
     for name, why in unregistered.items():
         log.warning("Training image %s not registered: %s", name, why)
     check = check_model_of(train, graph, config)
+    doubtful = set(check.doubtful_images)
     for pair in check.unexplained:
-        log.warning(
-            "The cameras of %s and %s may be wrong: the model explains %.0f%% of their %d verified matches "
+        log.log(
+            logging.WARNING if doubtful & {pair.image1, pair.image2} else logging.INFO,
+            "The model explains %.0f%% of the %d verified matches of %s and %s "
             "(repeated structure such as windows or facades can match the wrong copy)",
-            pair.image1, pair.image2, 100 * pair.explained, pair.matches,
+            100 * pair.explained, pair.matches, pair.image1, pair.image2,
+        )
+    if doubtful:
+        log.warning(
+            "The cameras of %s may be wrong: placed against most of their pairs' matches. "
+            "Check them before training (sfm/report.json, model_check), or leave those photos out.",
+            ", ".join(sorted(doubtful)),
         )
 
     with_test, test_left_out = register_test_views(train, database, graph, test_names, config)
