@@ -6,7 +6,7 @@ For a scene folder with `images/` and a ground-truth nerfstudio `transforms.json
 images evenly spaced by sorted name, runs our SfM stage with each `--features` type and
 pycolmap's defaults in one process, and prints a Markdown table: registered / total,
 median pair error (degrees), mAA@10, ATE (fraction of scene extent), seconds and what the
-model check says (the pairs whose verified matches our model leaves unexplained, or "ok"),
+model check says ("ok", the pairs our model leaves unexplained, or the photos in doubt),
 then our time per step. A feature type whose weights cannot be had gets a row saying so.
 
     python scripts/bench_poses.py --scene ../shared/data/fox --views 6 --features sift aliked+lightglue disk+lightglue
@@ -55,8 +55,13 @@ def run_ours(image_dir: Path, names: list[str], work: Path, args: Args, features
         result = run_sfm(work, records, [r.name for r in records], [], work / "sfm", replace(args.sfm_options, features=features))
     except SfMError:
         return {}, {}
-    unexplained = [f"{p.image1}-{p.image2}" for p in result.check.unexplained]
-    return poses_of(result.train), {"check": ", ".join(unexplained) or "ok", "profile": result.seconds, "starts": result.init_pairs_tried}
+    check = result.check
+    summary = "ok"
+    if check.doubtful_images:
+        summary = f"doubt: {', '.join(check.doubtful_images)}"
+    elif check.unexplained:
+        summary = f"ok; {len(check.unexplained)} of {len(check.pairs)} pairs unexplained (the pairs at fault)"
+    return poses_of(result.train), {"check": summary, "profile": result.seconds, "starts": result.init_pairs_tried}
 
 
 def defaults_model(image_dir: Path, names: list[str], work: Path) -> pycolmap.Reconstruction | None:
