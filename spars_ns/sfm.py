@@ -217,11 +217,11 @@ def map_training_views(
     train_ids = [graph.image_ids[n] for n in train_names]
     queue: list[tuple[int, int] | None] = [None] + graph.strongest_pairs(train_ids)[: config.max_init_pairs - 1]
     tried: list[tuple[int, int] | None] = []
-    best, best_rank, best_doubts = None, None, []
+    best, best_rank, best_check = None, None, None
     many_views = len(train_names) > config.all_starts_up_to
     while queue:
         pair = queue.pop(0)
-        if many_views and best is not None and best_rank[0] == len(train_names) and not best_doubts:
+        if many_views and best is not None and best_rank[0] == len(train_names) and not best_check.doubtful_images:
             break
         tried.append(pair)
         if on_attempt:
@@ -236,9 +236,9 @@ def map_training_views(
             check = check_model_of(model, graph, config)
             rank = (model.num_reg_images(), -len(check.unexplained), -model.compute_mean_reprojection_error())
             if best is None or rank > best_rank:
-                best, best_rank, best_doubts = model, rank, check.doubtful_images
-        if not queue and best_doubts and len(tried) < config.max_init_pairs + config.max_extra_starts:
-            for p in check_model_of(best, graph, config).unexplained:
+                best, best_rank, best_check = model, rank, check
+        if not queue and best is not None and best_check.doubtful_images and len(tried) < config.max_init_pairs + config.max_extra_starts:
+            for p in best_check.unexplained:
                 candidate = tuple(sorted((graph.image_ids[p.image1], graph.image_ids[p.image2])))
                 if candidate not in tried and candidate not in queue:
                     queue.append(candidate)
@@ -344,7 +344,6 @@ def run_sfm(
     lap("features_and_matches")
     graph = MatchGraph(database)
     train, attempts = map_training_views(database, graph, image_dir, train_names, config, work_dir / "models", on_attempt)
-    lap("mapping")
 
     registered = sorted(train.image(i).name for i in train.reg_image_ids()) if train else []
     unregistered = {n: explain_unregistered(graph, n, registered, train_names, config) for n in train_names if n not in registered}
@@ -375,6 +374,7 @@ def run_sfm(
             "Check them before training (sfm/report.json, model_check), or leave those photos out.",
             ", ".join(sorted(doubtful)),
         )
+    lap("mapping")
 
     with_test, test_left_out = register_test_views(train, database, graph, test_names, config)
     lap("test_views")
