@@ -2,8 +2,8 @@
 
 import argparse
 import json
+import logging
 import shutil
-import subprocess
 import time
 from dataclasses import replace
 
@@ -18,7 +18,7 @@ from spars_ns.options import SPARS3R_PROCESSING, PriorConfig
 from spars_ns.pipeline import ProcessConfig, process
 from spars_ns.priors import DensePrior
 
-from conftest import BIN, ENV, TRAIN_ARGS
+from conftest import TRAIN_ARGS, run_console_script
 
 pytest.importorskip("mast3r", reason="MASt3R is installed with the mast3r extra")
 
@@ -172,10 +172,12 @@ def test_a_checkpoint_name_in_the_hub_cache_passes_the_check_offline(tmp_path, m
 
 
 @pytest.mark.slow
-def test_ns_train_spars3r_runs_the_whole_recipe_by_default(processed, photos, tiny_checkpoint, tmp_path, monkeypatch):
+def test_ns_train_spars3r_runs_the_whole_recipe_by_default(processed, photos, tiny_checkpoint, tmp_path, caplog):
     """`ns-train spars3r --data photos/` with only the checkpoint given: MASt3R prior, two-stage
     alignment (superpixels, with a notice, as no SAM weights are cached), refined depth for the
     depth loss, then training."""
+    from nerfstudio.scripts.train import entrypoint
+
     folder = tmp_path / "photos"
     shutil.copytree(photos, folder)
     mast3r = Mast3rConfig(checkpoint=str(tiny_checkpoint), **TINY_CONFIG)
@@ -188,11 +190,10 @@ def test_ns_train_spars3r_runs_the_whole_recipe_by_default(processed, photos, ti
     for key, value in TINY_CONFIG.items():
         flags += [f"{prefix}prior-options.mast3r.{key.replace('_', '-')}", str(value)]
     steps = ["--max-num-iterations", "20", "--pipeline.model.warmup-length", "10", "--pipeline.model.refine-every", "10"]
-    command = [str(BIN / "ns-train"), "spars3r", "--data", str(folder), "--output-dir", str(tmp_path / "runs"),
-               "--timestamp", "run", *TRAIN_ARGS, *steps, *flags]
-    out = subprocess.run(command, capture_output=True, text=True, env={**ENV, "SPARS_NS_CACHE": str(tmp_path / "no-weights")})
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "superpixel regions, not SAM" in " ".join((out.stdout + out.stderr).split())
+    command = ["ns-train", "spars3r", "--data", str(folder), "--output-dir", str(tmp_path / "runs"), "--timestamp", "run", *TRAIN_ARGS, *steps, *flags]
+    with caplog.at_level(logging.INFO):
+        run_console_script(entrypoint, command, env={"SPARS_NS_CACHE": str(tmp_path / "no-weights")})
+    assert any("superpixel regions, not SAM" in r.getMessage() for r in caplog.records)
 
     stages = json.loads((scene_dir / "manifest.json").read_text())["stages"]
     assert stages["sfm"] == processed.read_manifest()["stages"]["sfm"]  # the same folder: SfM reused

@@ -30,7 +30,7 @@ from spars_ns.ns.dataset import SparsDataset
 from spars_ns.ns.model import VIEWER_BACKGROUND, LazyLPIPS, Spars3rModelConfig, depth_loss
 from spars_ns.ns.viewer import view_from_camera
 
-from conftest import BIN, ENV, TEST_VIEWS
+from conftest import BIN, ENV, TEST_VIEWS, run_console_script
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
 
@@ -44,9 +44,10 @@ def mean_colour_psnr(images) -> float:
 
 @pytest.mark.slow
 def test_ns_eval_scores_test_views_after_pose_optimisation(trained, tmp_path):
+    from nerfstudio.scripts.eval import entrypoint
+
     result_path = tmp_path / "eval.json"
-    out = subprocess.run([str(BIN / "ns-eval"), "--load-config", str(trained), "--output-path", str(result_path)], capture_output=True, text=True, env=ENV)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    run_console_script(entrypoint, ["ns-eval", "--load-config", str(trained), "--output-path", str(result_path)])
     results = json.loads(result_path.read_text())["results"]
 
     _, pipeline, _, _ = eval_setup(trained, test_mode="test")
@@ -333,18 +334,16 @@ def test_ns_export_gaussian_splat_of_a_spars3r_run_is_what_export_splat_writes(t
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end_on_cpu(tmp_path):
-    out = subprocess.run(
-        [str(BIN / "spars-ns"), "demo", "--output", str(tmp_path / "demo"), "--steps", "100", "--test-pose-steps", "10"],
-        capture_output=True, text=True, env=ENV,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+def test_demo_runs_end_to_end_on_cpu(tmp_path, capsys):
+    from spars_ns.cli import entrypoint
+
+    run_console_script(entrypoint, ["spars-ns", "demo", "--output", str(tmp_path / "demo"), "--steps", "100", "--test-pose-steps", "10"])
     results = json.loads((tmp_path / "demo" / "eval.json").read_text())
     assert results["test_pose_steps"] == 10 and len(results["test_pose_corrections"]) == 2
     photos = [Image.open(tmp_path / "demo" / "photos" / name).convert("RGB") for name in TEST_VIEWS]
     baseline = mean_colour_psnr([np.asarray(p.resize((80, 60), Image.Resampling.BILINEAR)) / 255.0 for p in photos])
     assert results["psnr"] > baseline + 3  # only 100 steps
-    printed = " ".join(out.stdout.split())
+    printed = " ".join(capsys.readouterr().out.split())
     assert "ns-viewer --load-config" in printed and str(tmp_path / "demo" / "scene") in printed
 
 
