@@ -236,6 +236,7 @@ def test_bad_options_are_refused(options, message, tmp_path):
         make_mesh(MeshConfig(output_dir=tmp_path / "out", resolution=32, **options))
 
 
+@pytest.mark.slow
 def test_meshing_imports_neither_pycolmap_nor_nerfstudio():
     """A GPU node installed offline has no pycolmap; nerfstudio is imported only to load a run."""
     code = (

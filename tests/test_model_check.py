@@ -26,7 +26,7 @@ WRONG_PAIR = ("view_002.png", "view_003.png")
 PERIOD = np.array([1.5, 0.0, 0.0])  # along the back wall (the plane y = 3)
 
 
-def visible_pixels(scene, index: int, world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def visible_pixels(scene, index: int, rendered_depth: np.ndarray, world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pixels (N, 2) of world points in a view, and which of them the view sees unoccluded."""
     rotation, translation = scene.cam_from_world[index][:, :3], scene.cam_from_world[index][:, 3]
     cam = world @ rotation.T + translation
@@ -34,7 +34,7 @@ def visible_pixels(scene, index: int, world: np.ndarray) -> tuple[np.ndarray, np
         uv = (cam @ scene.intrinsics.T)[:, :2] / cam[:, 2:]
     inside = (cam[:, 2] > 0) & np.all((uv >= 0) & (uv < [scene.width, scene.height]), axis=1)
     depth = np.full(len(world), np.inf)
-    depth[inside] = scene.render(index).depth[uv[inside, 1].astype(int), uv[inside, 0].astype(int)]
+    depth[inside] = rendered_depth[uv[inside, 1].astype(int), uv[inside, 0].astype(int)]
     return uv, inside & (np.abs(depth - cam[:, 2]) < 0.01 * cam[:, 2])
 
 
@@ -49,9 +49,10 @@ def repeated_wall(scene, photos, tmp_path_factory):
     import_images(database, folder, records, SfMConfig())
 
     rng = np.random.default_rng(0)
-    surface = []
+    surface, depths = [], {}
     for i in VIEWS:  # random pixels of every view, unprojected: points on the boxes, the ground and the walls
         points, view = camera_points(scene, i)
+        depths[i] = view.depth
         rows, cols = rng.integers(0, scene.height, 400), rng.integers(0, scene.width, 400)
         hit = np.isfinite(view.depth[rows, cols])
         rotation, translation = scene.cam_from_world[i][:, :3], scene.cam_from_world[i][:, 3]
@@ -61,7 +62,7 @@ def repeated_wall(scene, photos, tmp_path_factory):
     world = np.concatenate([surface, surface[on_wall] + PERIOD])
     copy_of = np.concatenate([np.full(len(surface), -1), on_wall])
 
-    seen = {n: visible_pixels(scene, i, world) for n, i in zip(names, VIEWS)}
+    seen = {n: visible_pixels(scene, i, depths[i], world) for n, i in zip(names, VIEWS)}
     # Every point is a keypoint of every view (0, 0 where the view cannot see it: never matched there)
     keypoints = {n: np.where(v[:, None], uv + rng.normal(0, 0.3, uv.shape), 0).astype(np.float32) for n, (uv, v) in seen.items()}
     matches = {}

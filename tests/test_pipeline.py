@@ -142,6 +142,7 @@ def test_interrupted_sfm_keeps_the_previous_model(processed, photos, tmp_path, m
     assert not list(output.rglob(".*.partial"))
 
 
+@pytest.mark.slow
 def test_mixed_sizes_and_grayscale_get_their_own_cameras(scene, photos, tmp_path):
     folder = tmp_path / "photos"
     shutil.copytree(photos, folder)
@@ -208,6 +209,7 @@ def test_photos_inside_the_output_folder_are_refused_and_left_untouched(photos, 
     assert {p.relative_to(project): p.read_bytes() for p in project.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_a_photo_with_a_space_in_its_name_is_registered(photos, tmp_path):
     folder = tmp_path / "photos"
     shutil.copytree(photos, folder)
