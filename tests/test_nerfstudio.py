@@ -16,28 +16,24 @@ from spars_ns.ns.dataparser import SparsDataParserConfig, default_scene_dir, res
 from spars_ns.options import PriorConfig
 from spars_ns.pipeline import ProcessOptions
 
-from conftest import ENV
+from conftest import ENV, run_console_script
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def ns_train_help(args: list[str], monkeypatch, capsys) -> str:
-    """What `ns-train ARGS --help` prints: nerfstudio's entry point, in this process (a fresh one costs 10 s of imports)."""
+def ns_train_help(args: list[str], capsys) -> str:
+    """What `ns-train ARGS --help` prints."""
     from nerfstudio.scripts.train import entrypoint
 
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setattr(sys, "argv", ["ns-train", *args, "--help"])
-    with pytest.raises(SystemExit) as exit_status:
-        entrypoint()
-    assert exit_status.value.code == 0
+    run_console_script(entrypoint, ["ns-train", *args, "--help"])
     return capsys.readouterr().out
 
 
-def test_ns_train_lists_both_methods_with_what_they_need(monkeypatch, capsys):
-    listing = " ".join(ns_train_help([], monkeypatch, capsys).split())
+def test_ns_train_lists_both_methods_with_what_they_need(capsys):
+    listing = " ".join(ns_train_help([], capsys).split())
     assert re.search(r"spars3r\s.*Needs MASt3R's weights", listing)
     assert re.search(r"spars3r-sfm\s.*without network weights", listing)
-    method_help = ns_train_help(["spars3r-sfm"], monkeypatch, capsys)
+    method_help = ns_train_help(["spars3r-sfm"], capsys)
     assert "spars-data" in method_help and "pipeline.model" in method_help
 
 
