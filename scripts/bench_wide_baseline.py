@@ -77,7 +77,7 @@ def main(args: Args) -> None:
                     return options
 
                 sfm.mapper_options = changed  # the one place the stage builds the mapper's options
-                model, _ = sfm.map_training_views(work / "database.db", graph, work, names, config, Path(tempfile.mkdtemp()))
+                model, _, _ = sfm.map_training_views(work / "database.db", graph, work, names, config, Path(tempfile.mkdtemp()))
                 sfm.mapper_options = as_is
                 poses = {im.name: im.cam_from_world().matrix() for im in model.images.values() if im.has_pose} if model else {}
                 errors = list(pair_errors_deg(poses, {n: truth_all[n] for n in names}).values())

@@ -203,7 +203,7 @@ class MatchGraph:
 def map_training_views(
     database: Path, graph: MatchGraph, image_dir: Path, train_names: list[str], config: SfMConfig, work_dir: Path,
     on_attempt: Callable[[int], None] | None = None,
-) -> tuple[pycolmap.Reconstruction | None, int]:
+) -> tuple[pycolmap.Reconstruction | None, ModelCheck | None, int]:
     """Incremental mapping of the training views from several initial pairs; the best model wins.
 
     COLMAP's own choice of initial pair comes first, then the strongest pairs by verified
@@ -215,14 +215,15 @@ def map_training_views(
     error. While the best model has doubtful images (placed against most of their pairs), the
     pairs it leaves unexplained are tried as initial pairs too (a start from a right pair
     builds the right model). Above `config.all_starts_up_to` views starts stop at the first
-    complete model without doubtful images. Returns the best model and the number of starts.
+    complete model without doubtful images. Returns the best model, its check and the number
+    of starts.
     """
     train_ids = [graph.image_ids[n] for n in train_names]
     queue: list[tuple[int, int] | None] = [None] + graph.strongest_pairs(train_ids)[: config.max_init_pairs - 1]
     tried: list[tuple[int, int] | None] = []
     best, best_rank, best_check = None, None, None
     many_views = len(train_names) > config.all_starts_up_to
-    while queue:
+    while queue and len(tried) < config.max_init_pairs + config.max_extra_starts:
         pair = queue.pop(0)
         if many_views and best is not None and best_rank[0] == len(train_names) and not best_check.doubtful_images:
             break
@@ -240,13 +241,12 @@ def map_training_views(
             rank = (model.num_reg_images(), -len(check.unexplained), -model.compute_mean_reprojection_error())
             if best is None or rank > best_rank:
                 best, best_rank, best_check = model, rank, check
-        if not queue and best is not None and best_check.doubtful_images and len(tried) < config.max_init_pairs + config.max_extra_starts:
+        if not queue and best is not None and best_check.doubtful_images:
             for p in best_check.unexplained:
                 candidate = tuple(sorted((graph.image_ids[p.image1], graph.image_ids[p.image2])))
                 if candidate not in tried and candidate not in queue:
                     queue.append(candidate)
-            del queue[config.max_init_pairs + config.max_extra_starts - len(tried):]
-    return best, len(tried)
+    return best, best_check, len(tried)
 
 
 def check_model_of(model: pycolmap.Reconstruction, graph: MatchGraph, config: SfMConfig) -> ModelCheck:
@@ -346,7 +346,7 @@ def run_sfm(
     extract_and_match(database, image_dir, images, config)
     lap("features_and_matches")
     graph = MatchGraph(database)
-    train, attempts = map_training_views(database, graph, image_dir, train_names, config, work_dir / "models", on_attempt)
+    train, check, attempts = map_training_views(database, graph, image_dir, train_names, config, work_dir / "models", on_attempt)
 
     registered = sorted(train.image(i).name for i in train.reg_image_ids()) if train else []
     unregistered = {n: explain_unregistered(graph, n, registered, train_names, config) for n in train_names if n not in registered}
@@ -362,7 +362,6 @@ def run_sfm(
         )
     for name, why in unregistered.items():
         log.warning("Training image %s not registered: %s", name, why)
-    check = check_model_of(train, graph, config)
     doubtful = set(check.doubtful_images)
     for pair in check.unexplained:
         log.log(

@@ -96,7 +96,7 @@ def test_true_correspondences_written_as_learned_matches_verify_and_map(scene, r
 
     config = SfMConfig()
     graph = MatchGraph(database)
-    model, _ = map_training_views(database, graph, image_dir, [r.name for r in images], config, tmp_path / "models")
+    model, _, _ = map_training_views(database, graph, image_dir, [r.name for r in images], config, tmp_path / "models")
     assert model.num_reg_images() == 3
     estimated = {model.image(i).name: model.image(i).cam_from_world().matrix() for i in model.reg_image_ids()}
     truth = {k: v for k, v in true_poses(scene).items() if k in estimated}

@@ -92,7 +92,7 @@ def errors_to_truth(model, scene) -> dict:
 def mapped(repeated_wall, tmp_path_factory):
     database, folder, names = repeated_wall
     graph = MatchGraph(database)
-    model, _ = map_training_views(database, graph, folder, names, SfMConfig(), tmp_path_factory.mktemp("models"))
+    model, _, _ = map_training_views(database, graph, folder, names, SfMConfig(), tmp_path_factory.mktemp("models"))
     return model, graph
 
 

@@ -49,7 +49,7 @@ def test_every_view_registers_with_accurate_poses(processed, scene):
 def test_larger_sets_stop_at_the_first_complete_model(processed, tmp_path):
     database = processed.sfm_dir / "database.db"
     train = sorted(n for n in json.loads((processed.sfm_dir / "report.json").read_text())["registered_train"])
-    model, starts = map_training_views(
+    model, _, starts = map_training_views(
         database, MatchGraph(database), processed.images_dir, train, SfMConfig(all_starts_up_to=4), tmp_path
     )
     assert starts == 1 and model.num_reg_images() == len(train) == 6
