@@ -22,6 +22,7 @@ from spars_ns.errors import InputError
 from spars_ns.features import FeatureType, LearnedFeaturesConfig
 from spars_ns.pairs import PairsConfig
 from spars_ns.priors.mast3r import Mast3rConfig, check_weights
+from spars_ns.priors.stereo import StereoConfig
 from spars_ns.refine import RefineConfig
 from spars_ns.regions import RegionsConfig, choose_regions
 
@@ -81,6 +82,8 @@ class PriorConfig:
     """Folder of <stem>.npy / <stem>.npz depth or pointmaps, for --prior files."""
     mast3r: Mast3rConfig = field(default_factory=Mast3rConfig)
     """MASt3R's checkpoint and settings, for --prior mast3r."""
+    stereo: StereoConfig = field(default_factory=StereoConfig)
+    """Two-view stereo on SfM's cameras, for --prior stereo."""
 
 
 @dataclass
@@ -109,8 +112,9 @@ class ProcessOptions:
     test_views: tuple[str, ...] = ()
     """File names of the photos to hold out as test views instead (overrides --test-every)."""
     sfm_options: SfMConfig = field(default_factory=SfMConfig)
-    prior: Literal["none", "files", "mast3r"] = "none"
-    """Dense prior: none (SfM points only), files (depth or pointmaps from --prior-options.dir), mast3r."""
+    prior: Literal["none", "files", "mast3r", "stereo"] = "none"
+    """Dense prior: none (SfM points only), files (depth or pointmaps from --prior-options.dir), mast3r,
+    or stereo (OpenCV's semi-global matching on SfM's cameras; no learned weights)."""
     prior_options: PriorConfig = field(default_factory=PriorConfig)
     align: Literal["none", "global", "two-stage"] = "two-stage"
     """How the prior is mapped onto the SfM frame: none (SfM seeds only), one Sim3 per

@@ -4,7 +4,8 @@ A backend turns the scene's images (and, for depth, the SfM cameras) into one
 `DensePrior` per image: 3D points at a working resolution, a confidence, the affine
 map from working pixels to the original image's pixels, and, where the prior has one, the
 view's camera in the prior's shared frame. Backends: `files` (any external model's depth or
-pointmaps), `mast3r` (MASt3R with its sparse global alignment), `none`.
+pointmaps), `mast3r` (MASt3R with its sparse global alignment), `stereo` (two-view stereo on
+SfM's cameras, no learned weights), `none`.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from spars_ns.pairs import strongest_pairs
 from spars_ns.priors import DensePrior
 from spars_ns.priors.files import load_file_prior
 from spars_ns.priors.mast3r import load_model, predict_priors
+from spars_ns.priors.stereo import choose_partners, stereo_prior, views_from_model
 from spars_ns.scene import SceneFolder, atomic_dir, fingerprint
 from spars_ns.sfm import MatchGraph
 from spars_ns.stages.ingest import load_records
@@ -43,7 +44,7 @@ class PriorStage(Stage):
 
     @property
     def libraries(self) -> tuple[str, ...]:
-        return ("instantsplat", "torch") if self.config.prior == "mast3r" else ()
+        return {"mast3r": ("instantsplat", "torch"), "stereo": ("opencv-python",)}.get(self.config.prior, ())
 
     def enabled(self) -> bool:
         return self.config.prior != "none"
@@ -60,6 +61,8 @@ class PriorStage(Stage):
             folder = self.config.prior_options.dir
             sources = sorted(p for p in folder.iterdir() if p.suffix in (".npy", ".npz"))
             return {"prior": "files", "files": [(p.name, file_sha1(p)) for p in sources], **record}  # by content, not by folder
+        if self.config.prior == "stereo":
+            return {"prior": "stereo", "stereo": asdict(self.config.prior_options.stereo), **record}
         return {"prior": "mast3r", "mast3r": asdict(self.config.prior_options.mast3r), **record}
 
     def run(self) -> dict:
@@ -80,12 +83,25 @@ class PriorStage(Stage):
                     if prior is not None:
                         priors[name] = prior
                     bar.advance(task)
+            elif self.config.prior == "stereo":  # needs SfM's cameras: registered views only
+                priors = self._stereo(model, images, bar)
             else:  # MASt3R poses every view: the unregistered ones too
                 names = sorted([*registered, *unregistered])
                 priors = dict(zip(names, self._mast3r(names, tmp / "mast3r", bar)))
             for name, prior in priors.items():
                 prior.save(tmp / prior_path(scene, name).name)
         return {"images": len(priors), "unregistered": sum(name in priors for name in unregistered)}
+
+    def _stereo(self, model, images, bar) -> dict[str, DensePrior]:
+        config = self.config.prior_options.stereo
+        views = views_from_model(model, images, self.scene.images_dir)
+        partners = choose_partners(views, config.partners)
+        task = bar.add_task(f"Stereo on {len(views)} views, {config.partners} partners each", total=len(views))
+        priors = {}
+        for name, view in views.items():
+            priors[name] = stereo_prior(view, [views[p] for p in partners[name]], config)
+            bar.advance(task)
+        return priors
 
     def _mast3r(self, names: list[str], work: Path, bar) -> list[DensePrior]:
         """MASt3R over the training views, its pairs chosen by SfM's verified matches."""

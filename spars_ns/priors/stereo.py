@@ -1,0 +1,218 @@
+"""Stereo dense prior: two-view stereo on SfM's cameras, no learned weights.
+
+Each registered training view is paired with its `partners` training views that share the
+most SfM points with it. Each pair is rectified (cv2.stereoRectify), matched by OpenCV's
+semi-global block matching (left-right checked), and the disparity is read back along the
+view's own rays as depth. The disparity search is bounded by the depths of the SfM points
+both views see. A pixel is kept where at least `min_agreeing` partners give depths
+within `agreement` of their median; its confidence is the share of partners that agree.
+
+The depth is in SfM's units and camera frame, like a `files` depth prior, so alignment
+fits close to the identity and drops what disagrees with SfM. COLMAP's own dense stereo
+(pycolmap's `patch_match_stereo`) needs a CUDA build that the PyPI wheels are not, so
+rectification and matching come from OpenCV and only the glue is ours.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from spars_ns.priors import DensePrior
+
+
+@dataclass
+class StereoConfig:
+    max_size: int = 640
+    """Long side of the working resolution (the prior's and the matcher's)."""
+    partners: int = 2
+    """Views matched with each view: those sharing the most SfM points with it."""
+    min_agreeing: int = 2
+    """Partners whose depths must agree for a pixel to be kept (fewer partners: all of them)."""
+    agreement: float = 0.02
+    """Relative depth difference within which partners agree."""
+    min_texture: float = 1.0
+    """Grey-level standard deviation over 3x3 pixels below which a pixel is too flat to match."""
+    block_size: int = 5
+    """Matching window of semi-global block matching, in working pixels (odd)."""
+    max_disparities: int = 256
+    """Cap on the disparity search range (pixels) where the SfM points' depths span more."""
+
+
+@dataclass
+class StereoView:
+    """A view as stereo needs it: its photo, its SfM camera (pycolmap.Camera) and pose, and
+    the SfM points it sees (world frame) to bound the disparity search."""
+
+    image: Path
+    camera: object
+    cam_from_world: np.ndarray  # (3, 4)
+    point_ids: np.ndarray  # (N,) SfM point ids
+    points: np.ndarray  # (N, 3) world frame
+
+
+def working_size(camera, max_size: int) -> tuple[int, int]:
+    scale = min(1.0, max_size / max(camera.width, camera.height))
+    return max(1, round(camera.width * scale)), max(1, round(camera.height * scale))
+
+
+def load_gray(view: StereoView, size: tuple[int, int]) -> np.ndarray:
+    with Image.open(view.image) as photo:
+        if photo.size != (view.camera.width, view.camera.height):
+            raise ValueError(f"{view.image}: {photo.size[0]}x{photo.size[1]}, its camera {view.camera.width}x{view.camera.height}")
+        gray = np.asarray(photo.convert("L"))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+
+
+def pinhole(camera, size: tuple[int, int]) -> np.ndarray:
+    """The camera's pinhole part at working size, in OpenCV's pixel convention (centres at integers)."""
+    sx, sy = size[0] / camera.width, size[1] / camera.height
+    k = camera.calibration_matrix()
+    return np.array([[k[0, 0] * sx, 0, k[0, 2] * sx - 0.5], [0, k[1, 1] * sy, k[1, 2] * sy - 0.5], [0, 0, 1]])
+
+
+def rays(camera, size: tuple[int, int]) -> np.ndarray:
+    """(h, w, 3) camera-frame rays (z = 1) through the working pixel centres, distortion removed."""
+    w, h = size
+    cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    xy = np.stack([cols.ravel() * camera.width / w, rows.ravel() * camera.height / h], 1)
+    normalised = camera.cam_from_img(xy)
+    return np.concatenate([normalised, np.ones((len(xy), 1))], 1).reshape(h, w, 3)
+
+
+def rectify_map(
+    camera, source: tuple[int, int], rect_from_cam: np.ndarray, projection: np.ndarray, size: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """cv2.remap maps from a rectified image of `size` to the working photo of size `source`,
+    through the real (distorted) camera."""
+    w, h = size
+    cols, rows = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    rect = np.linalg.solve(projection[:, :3], np.stack([cols.ravel(), rows.ravel(), np.ones(w * h)]))
+    cam = rect_from_cam.T @ rect
+    in_front = cam[2] > 1e-9
+    xy = np.full((w * h, 2), -1e6)
+    xy[in_front] = camera.img_from_cam(cam[:, in_front].T)
+    map_x = (xy[:, 0] * source[0] / camera.width - 0.5).reshape(h, w).astype(np.float32)
+    map_y = (xy[:, 1] * source[1] / camera.height - 0.5).reshape(h, w).astype(np.float32)
+    return map_x, map_y
+
+
+def pair_depth(ref: StereoView, other: StereoView, config: StereoConfig) -> np.ndarray:
+    """z-depth along the working pixels of `ref` from stereo with `other`; nan where unmatched."""
+    size = working_size(ref.camera, config.max_size)
+    other_size = working_size(other.camera, config.max_size)
+    rotation = other.cam_from_world[:, :3] @ ref.cam_from_world[:, :3].T
+    translation = other.cam_from_world[:, 3] - rotation @ ref.cam_from_world[:, 3]
+    r1, r2, p1, p2, *_ = cv2.stereoRectify(
+        pinhole(ref.camera, size), None, pinhole(other.camera, other_size), None, size, rotation, translation,
+        flags=cv2.CALIB_ZERO_DISPARITY, alpha=-1,
+    )
+    focal_baseline = abs(p2[0, 3])  # disparity = focal_baseline / rectified depth
+    # Disparities of the SfM points both views see bound the search.
+    shared = np.isin(ref.point_ids, other.point_ids)
+    if shared.sum() < 3 or focal_baseline <= 0:
+        return np.full(size[::-1], np.nan)
+    cam = ref.points[shared] @ ref.cam_from_world[:, :3].T + ref.cam_from_world[:, 3]
+    rect_depth = (cam @ r1.T)[:, 2]
+    disparities = focal_baseline / rect_depth[rect_depth > 0]
+    if len(disparities) < 3:
+        return np.full(size[::-1], np.nan)
+    low, high = np.percentile(disparities, [1, 99])
+    min_disparity = max(0, int(np.floor(0.8 * low)))
+    num_disparities = int(np.ceil((1.25 * high - min_disparity) / 16)) * 16
+    num_disparities = min(max(num_disparities, 16), config.max_disparities, (size[0] // 2) // 16 * 16)
+    if num_disparities < 16 or min_disparity >= size[0] - num_disparities:
+        return np.full(size[::-1], np.nan)
+
+    left = cv2.remap(load_gray(ref, size), *rectify_map(ref.camera, size, r1, p1, size), cv2.INTER_LINEAR)
+    right = cv2.remap(load_gray(other, other_size), *rectify_map(other.camera, other_size, r2, p2, size), cv2.INTER_LINEAR)
+    other_on_left = p2[0, 3] > 0  # the matcher wants the other view on the right: mirror both
+    if other_on_left:
+        left, right = left[:, ::-1].copy(), right[:, ::-1].copy()
+    # The right image shifted by the smallest disparity: the matcher then searches from 0, which
+    # keeps its search inside the image width also for wide baselines.
+    shifted = np.zeros_like(right)
+    shifted[:, min_disparity:] = right[:, : right.shape[1] - min_disparity]
+    block = config.block_size
+    matcher = cv2.StereoSGBM_create(
+        minDisparity=0, numDisparities=num_disparities, blockSize=block, P1=8 * block**2, P2=32 * block**2,
+        disp12MaxDiff=1, uniquenessRatio=10, speckleWindowSize=100, speckleRange=2, mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY,
+    )
+    disparity = matcher.compute(left, shifted).astype(np.float32) / 16
+    if other_on_left:
+        disparity = disparity[:, ::-1]
+    disparity[disparity < 0] = np.nan  # unmatched
+    disparity += min_disparity
+
+    # Back along ref's rays: each working pixel's rectified position, its disparity there.
+    ray = rays(ref.camera, size) @ r1.T  # rectified frame, ref's z = 1 before rotation
+    projected = ray @ p1[:, :3].T
+    u = (projected[..., 0] / projected[..., 2]).astype(np.float32)
+    v = (projected[..., 1] / projected[..., 2]).astype(np.float32)
+    sampled = cv2.remap(disparity, u, v, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        depth = focal_baseline / sampled / ray[..., 2]  # rectified depth over the ray's rectified z
+    depth[~(ray[..., 2] > 0) | ~(depth > 0)] = np.nan
+    return depth
+
+
+def fuse(depths: np.ndarray, config: StereoConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(k, h, w) depths from k partners -> depth (median of the agreeing ones) and conf
+    (share of partners agreeing); conf 0 where fewer than `min_agreeing` agree."""
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # pixels that no partner matched
+        median = np.nanmedian(depths, 0)
+        agrees = np.abs(depths - median) <= config.agreement * median
+    count = agrees.sum(0)
+    depth = np.where(agrees, depths, 0).sum(0) / np.maximum(count, 1)
+    needed = min(config.min_agreeing, len(depths))
+    conf = np.where(count >= max(needed, 1), count / max(len(depths), 1), 0.0)
+    return np.where(conf > 0, depth, 1.0), conf
+
+
+def textured(gray: np.ndarray, config: StereoConfig) -> np.ndarray:
+    """Pixels whose 3x3 neighbourhood varies by at least `min_texture` grey levels (standard
+    deviation): in flat regions (sky, walls in shadow) the matcher's window only sees the
+    edges around them, and it pulls their depth to the nearest textured surface."""
+    values = gray.astype(np.float32)
+    mean = cv2.blur(values, (3, 3))
+    variance = cv2.blur(values * values, (3, 3)) - mean * mean
+    return np.sqrt(np.maximum(variance, 0)) >= config.min_texture
+
+
+def stereo_prior(ref: StereoView, partners: list[StereoView], config: StereoConfig) -> DensePrior:
+    """The stereo prior of `ref` (camera-frame points at the working resolution)."""
+    size = working_size(ref.camera, config.max_size)
+    depths = np.stack([pair_depth(ref, other, config) for other in partners]) if partners else np.empty((0, *size[::-1]))
+    depth, conf = fuse(depths, config)
+    conf[~textured(load_gray(ref, size), config)] = 0.0
+    points = rays(ref.camera, size) * depth[..., None]
+    scale = (ref.camera.width / size[0], ref.camera.height / size[1])
+    return DensePrior(points.astype(np.float32), conf.astype(np.float32), scale, (0.0, 0.0))
+
+
+def choose_partners(views: dict[str, StereoView], count: int) -> dict[str, list[str]]:
+    """Each view's `count` views with the most SfM points in common (ties by name)."""
+    chosen = {}
+    for name, view in views.items():
+        shared = {other: int(np.isin(view.point_ids, v.point_ids).sum()) for other, v in views.items() if other != name}
+        ranked = sorted((o for o in shared if shared[o] > 0), key=lambda o: (-shared[o], o))
+        chosen[name] = ranked[:count]
+    return chosen
+
+
+def views_from_model(model, images, images_dir: Path) -> dict[str, StereoView]:
+    """StereoViews of registered pycolmap `images` of `model`, their photos in `images_dir`."""
+    views = {}
+    for image in images:
+        ids = np.array([p.point3D_id for p in image.points2D if p.has_point3D()], dtype=np.int64)
+        points = np.array([model.points3D[i].xyz for i in ids]).reshape(-1, 3)
+        views[image.name] = StereoView(
+            images_dir / image.name, model.camera(image.camera_id), image.cam_from_world().matrix(), ids, points,
+        )
+    return views
