@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pycolmap
 import pytest
@@ -70,3 +73,16 @@ def test_rectification_goes_through_the_distorted_camera_both_ways():
     sampled_y = np.array([np.interp(y, np.arange(size[1]), map_y[:, int(round(x))]) for x, y in zip(u.ravel(), v.ravel())])
     np.testing.assert_allclose(sampled_x, cols.ravel(), atol=0.6)
     np.testing.assert_allclose(sampled_y, rows.ravel(), atol=0.6)
+
+
+def test_compressed_writes_survive_opencv_loaded_after_pycolmap(tmp_path):
+    """pycolmap exports the zlib it links statically; a libz.so.1 loaded after it (OpenCV's
+    libraries load one) binds to that copy and the next np.savez_compressed corrupted the heap.
+    spars_ns loads zlib first. A fresh process: this one has long loaded both."""
+    code = (
+        "import spars_ns, pycolmap, cv2, numpy as np, sys; "
+        "np.savez_compressed(sys.argv[1], a=np.random.default_rng(0).random((300, 400, 3)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.npz")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert np.load(tmp_path / "a.npz")["a"].shape == (300, 400, 3)
