@@ -63,7 +63,7 @@ class Prepare:
     """Where the datasets go, one folder per scene and view count."""
     work: Path = Path("/tmp/bench_nvs")
     """Scratch folder for processing (databases, models)."""
-    prior: Literal["none", "files", "mast3r"] = "none"
+    prior: Literal["none", "files", "mast3r", "stereo"] = "none"
     """spars3r's dense prior (files needs --prior-dir)."""
     prior_dir: Path | None = None
     refine: Literal["none", "global", "local"] = "none"

@@ -32,7 +32,7 @@ class StereoConfig:
     """Long side of the working resolution (the prior's and the matcher's)."""
     partners: int = 2
     """Views matched with each view: those sharing the most SfM points with it."""
-    min_agreeing: int = 2
+    min_agreeing: int = 1
     """Partners whose depths must agree for a pixel to be kept (fewer partners: all of them)."""
     agreement: float = 0.02
     """Relative depth difference within which partners agree."""
@@ -40,6 +40,9 @@ class StereoConfig:
     """Grey-level standard deviation over 3x3 pixels below which a pixel is too flat to match."""
     block_size: int = 5
     """Matching window of semi-global block matching, in working pixels (odd)."""
+    disparity_margin: float = 0.25
+    """The search spans the SfM points' disparities (1st to 99th percentile), widened by this
+    share of their spread (and 8 pixels) on each side."""
     max_disparities: int = 256
     """Cap on the disparity search range (pixels) where the SfM points' depths span more."""
 
@@ -106,57 +109,74 @@ def pair_depth(ref: StereoView, other: StereoView, config: StereoConfig) -> np.n
     """z-depth along the working pixels of `ref` from stereo with `other`; nan where unmatched."""
     size = working_size(ref.camera, config.max_size)
     other_size = working_size(other.camera, config.max_size)
+    nothing = np.full(size[::-1], np.nan)
     rotation = other.cam_from_world[:, :3] @ ref.cam_from_world[:, :3].T
     translation = other.cam_from_world[:, 3] - rotation @ ref.cam_from_world[:, 3]
+    # flags=0: each rectified view keeps its own principal point, so that converging views
+    # (around an object) keep their common part in frame.
     r1, r2, p1, p2, *_ = cv2.stereoRectify(
-        pinhole(ref.camera, size), None, pinhole(other.camera, other_size), None, size, rotation, translation,
-        flags=cv2.CALIB_ZERO_DISPARITY, alpha=-1,
+        pinhole(ref.camera, size), None, pinhole(other.camera, other_size), None, size, rotation, translation, flags=0, alpha=-1,
     )
-    focal_baseline = abs(p2[0, 3])  # disparity = focal_baseline / rectified depth
-    # Disparities of the SfM points both views see bound the search.
+    if not (np.isfinite(p1).all() and np.isfinite(p2).all()) or np.abs(p1[:2, 2]).max() > 10 * max(size):
+        return nothing  # an epipole in the image (forward motion): no rectification
+    axis = int(abs(p2[1, 3]) > abs(p2[0, 3]))  # OpenCV rectifies vertically where the baseline is mostly vertical
+    focal_baseline, offset = -p2[axis, 3], p1[axis, 2] - p2[axis, 2]  # d = x_ref - x_other = focal_baseline / z + offset
+
+    # The disparities of the SfM points both views see bound the search.
     shared = np.isin(ref.point_ids, other.point_ids)
-    if shared.sum() < 3 or focal_baseline <= 0:
-        return np.full(size[::-1], np.nan)
     cam = ref.points[shared] @ ref.cam_from_world[:, :3].T + ref.cam_from_world[:, 3]
     rect_depth = (cam @ r1.T)[:, 2]
-    disparities = focal_baseline / rect_depth[rect_depth > 0]
-    if len(disparities) < 3:
-        return np.full(size[::-1], np.nan)
-    low, high = np.percentile(disparities, [1, 99])
-    min_disparity = max(0, int(np.floor(0.8 * low)))
-    num_disparities = int(np.ceil((1.25 * high - min_disparity) / 16)) * 16
-    num_disparities = min(max(num_disparities, 16), config.max_disparities, (size[0] // 2) // 16 * 16)
-    if num_disparities < 16 or min_disparity >= size[0] - num_disparities:
-        return np.full(size[::-1], np.nan)
+    rect_depth = rect_depth[rect_depth > 0]
+    if len(rect_depth) < 3:
+        return nothing
+    points_disparity = focal_baseline / rect_depth + offset
+    sign = 1.0 if np.median(points_disparity) >= 0 else -1.0  # mirrored so that the search is positive
+    low, high = np.percentile(sign * points_disparity, [1, 99])
+    margin = 8 + config.disparity_margin * (high - low)
+    low, high = low - margin, high + margin
+    lowest = int(np.floor(low))
+    count = int(np.ceil((high - lowest) / 16)) * 16
 
-    left = cv2.remap(load_gray(ref, size), *rectify_map(ref.camera, size, r1, p1, size), cv2.INTER_LINEAR)
-    right = cv2.remap(load_gray(other, other_size), *rectify_map(other.camera, other_size, r2, p2, size), cv2.INTER_LINEAR)
-    other_on_left = p2[0, 3] > 0  # the matcher wants the other view on the right: mirror both
-    if other_on_left:
-        left, right = left[:, ::-1].copy(), right[:, ::-1].copy()
-    # The right image shifted by the smallest disparity: the matcher then searches from 0, which
-    # keeps its search inside the image width also for wide baselines.
+    def matching_frame(image: np.ndarray) -> np.ndarray:  # rectified -> baseline along rows, disparities positive
+        image = image.T if axis else image
+        return image[:, ::-1] if sign < 0 else image
+
+    left = matching_frame(cv2.remap(load_gray(ref, size), *rectify_map(ref.camera, size, r1, p1, size), cv2.INTER_LINEAR))
+    right = matching_frame(cv2.remap(load_gray(other, other_size), *rectify_map(other.camera, other_size, r2, p2, size), cv2.INTER_LINEAR))
+    width = left.shape[1]
+    # The matcher finds nothing in its first `count` columns: a wider range than half the width
+    # is cut to the part around the points' median disparity.
+    cap = min(config.max_disparities, width // 2) // 16 * 16
+    if count > cap:
+        lowest = int(np.clip(np.median(sign * points_disparity) - cap / 2, lowest, lowest + count - cap))
+        count = cap
+    if count < 16 or abs(lowest) >= width - count:
+        return nothing
+    # The other image shifted by the smallest disparity: the matcher searches from 0, which keeps
+    # its search inside the image for wide baselines (and allows negative disparities).
     shifted = np.zeros_like(right)
-    shifted[:, min_disparity:] = right[:, : right.shape[1] - min_disparity]
+    if lowest >= 0:
+        shifted[:, lowest:] = right[:, : width - lowest]
+    else:
+        shifted[:, : width + lowest] = right[:, -lowest:]
     block = config.block_size
     matcher = cv2.StereoSGBM_create(
-        minDisparity=0, numDisparities=num_disparities, blockSize=block, P1=8 * block**2, P2=32 * block**2,
+        minDisparity=0, numDisparities=count, blockSize=block, P1=8 * block**2, P2=32 * block**2,
         disp12MaxDiff=1, uniquenessRatio=10, speckleWindowSize=100, speckleRange=2, mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY,
     )
-    disparity = matcher.compute(left, shifted).astype(np.float32) / 16
-    if other_on_left:
-        disparity = disparity[:, ::-1]
-    disparity[disparity < 0] = np.nan  # unmatched
-    disparity += min_disparity
+    found = matcher.compute(np.ascontiguousarray(left), shifted).astype(np.float32) / 16
+    found[found < 0] = np.nan  # unmatched
+    disparity = sign * (matching_frame(found) + lowest)  # back to the rectified frame (mirror and transpose undone)
+    disparity = np.ascontiguousarray(disparity.T if axis else disparity)
 
-    # Back along ref's rays: each working pixel's rectified position, its disparity there.
-    ray = rays(ref.camera, size) @ r1.T  # rectified frame, ref's z = 1 before rotation
+    # Back along ref's rays: each working pixel's rectified position, the disparity there.
+    ray = rays(ref.camera, size) @ r1.T  # rectified frame
     projected = ray @ p1[:, :3].T
     u = (projected[..., 0] / projected[..., 2]).astype(np.float32)
     v = (projected[..., 1] / projected[..., 2]).astype(np.float32)
     sampled = cv2.remap(disparity, u, v, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
-        depth = focal_baseline / sampled / ray[..., 2]  # rectified depth over the ray's rectified z
+        depth = focal_baseline / (sampled - offset) / ray[..., 2]  # rectified depth over the ray's rectified z
     depth[~(ray[..., 2] > 0) | ~(depth > 0)] = np.nan
     return depth
 
