@@ -190,7 +190,11 @@ def align_scene(
         proposer = proposer_for(image.name, prior) if proposer_for else None
         result = align_image(prior, xy, world, proposer, threshold, config)
         if result is None:
-            skipped[image.name] = f"{len(xy)} SfM correspondences, a fit needs {config.min_correspondences}"
+            covered = int((prior.sample(xy)[1] > 0).sum())
+            skipped[image.name] = (
+                f"the prior has depth at {covered} of its {len(xy)} SfM points, a fit needs {config.min_correspondences}"
+                if covered < config.min_correspondences else f"no similarity fits its {covered} SfM points with prior depth"
+            )
         else:
             aligned[image.name] = result
     return SceneAlignment(aligned, skipped, threshold)
