@@ -30,7 +30,7 @@ from spars_ns.priors import DensePrior
 class StereoConfig:
     max_size: int = 640
     """Long side of the working resolution (the prior's and the matcher's)."""
-    partners: int = 2
+    partners: int = 3
     """Views matched with each view: those sharing the most SfM points with it."""
     min_agreeing: int = 1
     """Partners whose depths must agree for a pixel to be kept (fewer partners: all of them)."""

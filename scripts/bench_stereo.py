@@ -1,0 +1,96 @@
+"""Stereo prior (`--prior stereo`) on real photos: how much of each view gets depth, and how well
+that depth agrees with SfM's triangulated points (an independent, accurate reference: sparse
+features seen in several views), for each setting tried.
+
+    python scripts/bench_stereo.py --scene ../shared/data/fox --views 12
+    python scripts/bench_stereo.py --scene ../shared/data/strecha/fountain-P11 --views 5 --test-every 1
+
+The training views are those of `bench_nvs.py prepare` (evenly spaced by name); SfM runs once
+per scene and view count into --work, and is reused.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+from bench_nvs import split  # this script's folder is on sys.path
+
+
+@dataclass
+class Args:
+    scene: list[Path]
+    views: list[int] = field(default_factory=lambda: [12])
+    test_every: int = 8
+    work: Path = Path("/tmp/bench_stereo")
+    settings: list[str] = field(default_factory=lambda: ["", "min_agreeing=2", "partners=2"])
+    """StereoConfig overrides to compare, e.g. 'partners=3,min_agreeing=2' ('' : the defaults)."""
+
+
+def parse(setting: str) -> dict:
+    pairs = [item.split("=") for item in setting.split(",") if item]
+    return {key.strip(): type_of(key.strip())(value) for key, value in pairs}
+
+
+def type_of(name: str):
+    from spars_ns.priors.stereo import StereoConfig
+
+    return type(getattr(StereoConfig(), name))
+
+
+def evaluate(scene_root: Path, setting: str) -> dict:
+    from spars_ns.priors.stereo import StereoConfig, choose_partners, stereo_prior, views_from_model
+    from spars_ns.scene import SceneFolder
+    from spars_ns.stages.sfm import registered_train
+
+    scene = SceneFolder(scene_root)
+    config = replace(StereoConfig(), **parse(setting))
+    model, images = registered_train(scene)
+    views = views_from_model(model, images, scene.images_dir)
+    partners = choose_partners(views, config.partners)
+    start = time.perf_counter()
+    coverage, errors = [], []
+    for image in images:
+        view = views[image.name]
+        prior = stereo_prior(view, [views[p] for p in partners[image.name]], config)
+        xy = np.array([p.xy for p in image.points2D if p.has_point3D()])
+        sfm_depth = (view.points @ view.cam_from_world[:, :3].T + view.cam_from_world[:, 3])[:, 2]
+        points, conf = prior.sample(xy)
+        kept = conf > 0
+        coverage.append((prior.conf > 0).mean())
+        errors.append(np.abs(points[kept, 2] - sfm_depth[kept]) / sfm_depth[kept])
+    error = np.concatenate(errors)
+    return {"coverage": float(np.mean(coverage)), "views_without": int(sum(c < 0.01 for c in coverage)),
+            "points": len(error), "median": float(np.median(error)) if len(error) else float("nan"),
+            "wrong": float((error > 0.05).mean()) if len(error) else float("nan"), "seconds": time.perf_counter() - start}
+
+
+def main() -> None:
+    from spars_ns.pipeline import ProcessConfig, process
+
+    args = tyro.cli(Args)
+    print("| scene | views | setting | depth at (share of pixels) | views without | SfM points compared | "
+          "median relative error | off by > 5% | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for scene in args.scene:
+        for k in args.views:
+            train, test = split(scene, k, args.test_every)
+            work = args.work / f"{scene.name}_{k}"
+            photos = work / "photos"
+            photos.mkdir(parents=True, exist_ok=True)
+            for photo in train:
+                if not (photos / photo).exists():
+                    (photos / photo).symlink_to((scene / "images" / photo).resolve())
+            processed = process(ProcessConfig(images=photos, output=work / "scene"))
+            for setting in args.settings:
+                r = evaluate(processed.root, setting)
+                print(f"| {scene.name} | {k} | {setting or 'defaults'} | {r['coverage']:.2f} | {r['views_without']} | {r['points']} | "
+                      f"{r['median']:.2%} | {r['wrong']:.1%} | {r['seconds']:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
