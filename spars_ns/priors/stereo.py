@@ -3,8 +3,8 @@
 Each registered training view is paired with its `partners` training views that share the
 most SfM points with it. Each pair is rectified (cv2.stereoRectify), matched by OpenCV's
 semi-global block matching (left-right checked), and the disparity is read back along the
-view's own rays as depth. The disparity search is bounded by the depths of the SfM points
-both views see. A pixel is kept where at least `min_agreeing` partners give depths
+view's own rays as depth. The disparity search is bounded by the disparities of the SfM
+points both views see. A pixel is kept where at least `min_agreeing` partners give depths
 within `agreement` of their median; its confidence is the share of partners that agree.
 
 The depth is in SfM's units and camera frame, like a `files` depth prior, so alignment
@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from spars_ns.errors import InputError
 from spars_ns.priors import DensePrior
 
 
@@ -44,7 +45,8 @@ class StereoConfig:
     """The search spans the SfM points' disparities (1st to 99th percentile), widened by this
     share of their spread (and 8 pixels) on each side."""
     max_disparities: int = 256
-    """Cap on the disparity search range (pixels) where the SfM points' depths span more."""
+    """Cap on the disparity search range (pixels; also at most half the image width): a wider
+    range is cut to the part around the SfM points' median disparity."""
 
 
 @dataclass
@@ -67,7 +69,8 @@ def working_size(camera, max_size: int) -> tuple[int, int]:
 def load_gray(view: StereoView, size: tuple[int, int]) -> np.ndarray:
     with Image.open(view.image) as photo:
         if photo.size != (view.camera.width, view.camera.height):
-            raise ValueError(f"{view.image}: {photo.size[0]}x{photo.size[1]}, its camera {view.camera.width}x{view.camera.height}")
+            raise InputError(f"{view.image}: {photo.size[0]}x{photo.size[1]} pixels, but its SfM camera is "
+                             f"{view.camera.width}x{view.camera.height}; was the photo replaced after processing?")
         gray = np.asarray(photo.convert("L"))
     return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
 
