@@ -22,7 +22,7 @@ from spars_ns.errors import InputError
 from spars_ns.features import FeatureType, LearnedFeaturesConfig
 from spars_ns.pairs import PairsConfig
 from spars_ns.priors.mast3r import Mast3rConfig, check_weights
-from spars_ns.priors.stereo import StereoConfig
+from spars_ns.priors.stereo import StereoConfig, check_stereo
 from spars_ns.refine import RefineConfig
 from spars_ns.regions import RegionsConfig, choose_regions
 
@@ -167,6 +167,8 @@ def check_options(config: ProcessConfig) -> ProcessConfig:
         )
     if config.prior == "mast3r":
         check_weights(config.prior_options.mast3r)
+    if config.prior == "stereo":
+        check_stereo(config.prior_options.stereo)
     if aligned and config.align == "two-stage":
         regions, regions_options, notice = choose_regions(config.regions, config.regions_options)
         fell_back = config.regions == "auto" and regions != "sam"

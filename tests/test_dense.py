@@ -15,6 +15,7 @@ from spars_ns.pipeline import ProcessConfig, process
 from spars_ns.refine import RefineConfig
 from spars_ns.priors.files import load_file_prior
 from spars_ns.priors.mast3r import Mast3rConfig
+from spars_ns.priors.stereo import StereoConfig
 from spars_ns.synthetic import camera_points
 
 from conftest import sfm_from_true
@@ -103,6 +104,8 @@ def test_a_prior_in_both_formats_is_refused(tmp_path):
     ({"test_every": -1}, "--test-every must be 0"),
     ({"prior": "files", "prior_options": PriorConfig(dir=Path(__file__).parent), "regions": "sam"}, "sam_vit_h_4b8939.pth not found"),
     ({"prior": "mast3r", "prior_options": PriorConfig(mast3r=Mast3rConfig(checkpoint="missing.pth"))}, "missing.pth not found"),
+    ({"prior": "stereo", "prior_options": PriorConfig(stereo=StereoConfig(block_size=4))}, "block-size must be odd"),
+    ({"prior": "stereo", "prior_options": PriorConfig(stereo=StereoConfig(partners=2, min_agreeing=3))}, "min-agreeing must be from 1 to partners"),
 ])
 def test_bad_option_combinations_are_refused_before_any_work(photos, tmp_path, options, message):
     """Each would otherwise be found after SfM (minutes on real photos)."""

@@ -34,7 +34,7 @@ class StereoConfig:
     partners: int = 3
     """Views matched with each view: those sharing the most SfM points with it."""
     min_agreeing: int = 1
-    """Partners whose depths must agree for a pixel to be kept (fewer partners: all of them)."""
+    """Partners whose depths must agree for a pixel to be kept (a view with fewer partners: all of them)."""
     agreement: float = 0.02
     """Relative depth difference within which partners agree."""
     min_texture: float = 1.0
@@ -47,6 +47,20 @@ class StereoConfig:
     max_disparities: int = 256
     """Cap on the disparity search range (pixels; also at most half the image width): a wider
     range is cut to the part around the SfM points' median disparity."""
+
+
+def check_stereo(config: StereoConfig) -> None:
+    """Refuse settings the matcher cannot take, before any work."""
+    problems = [
+        (config.block_size < 1 or config.block_size % 2 == 0, f"block-size must be odd and positive, got {config.block_size}"),
+        (config.partners < 1, f"partners must be at least 1, got {config.partners}"),
+        (not 1 <= config.min_agreeing <= config.partners, f"min-agreeing must be from 1 to partners ({config.partners}), got {config.min_agreeing}"),
+        (config.max_size < 64, f"max-size must be at least 64 pixels, got {config.max_size}"),
+        (config.max_disparities < 16, f"max-disparities must be at least 16, got {config.max_disparities}"),
+    ]
+    for failed, message in problems:
+        if failed:
+            raise InputError(f"--prior-options.stereo.{message}.")
 
 
 @dataclass
