@@ -10,8 +10,9 @@ Three steps, so that a GPU node needs no pycolmap and no ../shared data:
 `transforms.json`: K training views evenly spaced by sorted name, and every 8th of the
 remaining photos as test views (`--test-every 1`: all of them, for the Strecha scenes). Per K it writes two self-contained nerfstudio datasets
 (photos copied, no links) and `split.json`:
-- `spars3r/`: our processing (SfM cameras and points; the test photos registered into the
-  training model without moving it, SPARS3R's protocol);
+- `spars3r/`: our processing (SfM cameras and points, by default with the stereo prior's dense
+  points and refined depth; the test photos registered into the training model without moving
+  it, SPARS3R's protocol);
 - `defaults/`: what `ns-process-data` gives a user, pycolmap's default SfM of the training
   views; its model holds no test views, so their ground-truth poses are mapped into its
   frame by the similarity that best fits its training camera centres to the ground truth
@@ -63,10 +64,12 @@ class Prepare:
     """Where the datasets go, one folder per scene and view count."""
     work: Path = Path("/tmp/bench_nvs")
     """Scratch folder for processing (databases, models)."""
-    prior: Literal["none", "files", "mast3r", "stereo"] = "none"
-    """spars3r's dense prior (files needs --prior-dir)."""
+    prior: Literal["none", "files", "mast3r", "stereo"] = "stereo"
+    """spars3r's dense prior (files needs --prior-dir). Stereo: the best that needs no downloaded
+    weights (BENCHMARKS.md, 'Novel views')."""
     prior_dir: Path | None = None
-    refine: Literal["none", "global", "local"] = "none"
+    refine: Literal["none", "global", "local"] = "global"
+    """Refinement of the prior's depth, which gives the depth loss its targets (none without a prior)."""
     max_dense_points: int = 500_000
 
 
@@ -174,7 +177,7 @@ def prepare(args: Prepare) -> None:
         print(f"{name}: train {train}\n  test {test}", flush=True)
         scene = process(ProcessConfig(
             images=photos, output=work / "spars3r_scene", test_views=tuple(test), prior=args.prior, prior_options=PriorConfig(dir=args.prior_dir),
-            refine=args.refine, max_dense_points=args.max_dense_points,
+            refine=args.refine if args.prior != "none" else "none", max_dense_points=args.max_dense_points,
         ))
         copy_dataset(scene.root, output / "spars3r")
         (work / "defaults").mkdir(exist_ok=True)

@@ -6,6 +6,8 @@
 #   python scripts/bench_nvs.py prepare --scene ../shared/data/fox --views 6 12 --output .gpu/scenes
 #   python scripts/bench_nvs.py prepare --scene ../shared/data/strecha/fountain-P11 --views 5 --test-every 1 --output .gpu/scenes
 #   python scripts/bench_nvs.py prepare --scene ../shared/data/strecha/Herz-Jesus-P8 --views 5 --test-every 1 --output .gpu/scenes
+#   tar -czf .gpu/scenes.tar.gz -C .gpu scenes && rm -r .gpu/scenes   # the stereo prior's depth maps are mostly
+#                                  # zeros: 4-6x smaller compressed, which the 64 MiB a call needs
 #   bash scripts/build_gsplat_kernels.sh     # optional: gsplat's kernels, so the device does not compile them
 #   bash scripts/gpu_check.sh --prepare-mast3r   # optional: MASt3R's Python sources and 24 fox photos (5 MB)
 # then run, with carry [".gpu"]:   bash scripts/gpu_check.sh [STEPS] [DATASET ...]
@@ -47,6 +49,7 @@ mkdir -p "$out" "$json"
 exec > >(tee "$out/log.txt") 2>&1
 steps=${1:-7000}
 shift || true
+[ -f .gpu/scenes.tar.gz ] && tar -xzf .gpu/scenes.tar.gz -C .gpu
 datasets=("$@")
 [ ${#datasets[@]} -gt 0 ] || mapfile -t datasets < <(ls .gpu/scenes)
 read -r -a variants <<< "${VARIANTS:-splatfacto-defaults splatfacto spars3r spars3r-mcmc}"
