@@ -6,8 +6,11 @@
 #   python scripts/bench_nvs.py prepare --scene ../shared/data/fox --views 6 12 --output .gpu/scenes
 #   python scripts/bench_nvs.py prepare --scene ../shared/data/strecha/fountain-P11 --views 5 --test-every 1 --output .gpu/scenes
 #   python scripts/bench_nvs.py prepare --scene ../shared/data/strecha/Herz-Jesus-P8 --views 5 --test-every 1 --output .gpu/scenes
-#   tar -czf .gpu/scenes.tar.gz -C .gpu scenes && rm -r .gpu/scenes   # the stereo prior's depth maps are mostly
-#                                  # zeros: 4-6x smaller compressed, which the 64 MiB a call needs
+#   tar -czf .gpu/scenes.tar.gz -C .gpu scenes/fox_6 scenes/fox_12 && rm -r .gpu/scenes
+#     (the stereo prior's full-size depth maps make the four datasets 171 MB, 40 MB gzipped: fox 6 and
+#     12 take 7.4 + 13 MB, fountain-P11 and Herz-Jesus-P8 9.2 + 8.9 MB. With the wheels (30 MB) and the
+#     kernels (7.4 MB), the fox pair fits the 64 MiB a call; the Strecha pair goes in the next call,
+#     INSTALL=0 and without the wheels, while the machine is warm)
 #   bash scripts/build_gsplat_kernels.sh     # optional: gsplat's kernels, so the device does not compile them
 #   bash scripts/gpu_check.sh --prepare-mast3r   # optional: MASt3R's Python sources and 24 fox photos (5 MB)
 # then run, with carry [".gpu"]:   bash scripts/gpu_check.sh [STEPS] [DATASET ...]
