@@ -9,8 +9,8 @@
 #   tar -czf .gpu/scenes.tar.gz -C .gpu scenes/fox_6 scenes/fox_12 && rm -r .gpu/scenes
 #     (the stereo prior's full-size depth maps make the four datasets 171 MB, 40 MB gzipped: fox 6 and
 #     12 take 7.4 + 13 MB, fountain-P11 and Herz-Jesus-P8 9.2 + 8.9 MB. With the wheels (30 MB) and the
-#     kernels (7.4 MB), the fox pair fits the 64 MiB a call; the Strecha pair goes in the next call,
-#     INSTALL=0 and without the wheels, while the machine is warm)
+#     kernels (7.4 MB), the fox pair fits the 64 MiB a call, and the Strecha pair, with them again, the
+#     next: an idle machine is released within a minute, so each call should expect a fresh one)
 #   bash scripts/build_gsplat_kernels.sh     # optional: gsplat's kernels, so the device does not compile them
 #   bash scripts/gpu_check.sh --prepare-mast3r   # optional: MASt3R's Python sources and 24 fox photos (5 MB)
 # then run, with carry [".gpu"]:   bash scripts/gpu_check.sh [STEPS] [DATASET ...]
