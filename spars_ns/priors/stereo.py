@@ -199,8 +199,9 @@ def pair_depth(ref: StereoView, other: StereoView, config: StereoConfig) -> np.n
 
 
 def fuse(depths: np.ndarray, config: StereoConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(k, h, w) depths from k partners -> depth (median of the agreeing ones) and conf
-    (share of partners agreeing); conf 0 where fewer than `min_agreeing` agree."""
+    """(k, h, w) depths from k partners (nan where unmatched) -> depth, the mean of those within
+    `agreement` of the pixel's median, and conf, the share of partners among them; conf 0 where
+    fewer than `min_agreeing` agree (depth 1 there, so that the record's points stay finite)."""
     with warnings.catch_warnings(), np.errstate(invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # pixels that no partner matched
         median = np.nanmedian(depths, 0)
