@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pycolmap
@@ -111,3 +112,23 @@ def test_process_with_the_stereo_prior_seeds_dense_points_on_the_true_surfaces(p
     scale = np.linalg.norm(sfm_from_world[:, 0])
     error = np.linalg.norm(points[kept] - true_in_sfm, axis=1) / (scale * truth.depth[kept])
     assert kept.mean() > 0.5 and np.median(error) < 0.01 and (error > 0.05).mean() < 0.05
+
+
+def test_a_pair_that_contradicts_the_sfm_points_is_dropped(stereo_views, scene):
+    """A partner whose pose is 1.5 degrees off matches well (its images still rectify) but every
+    depth from it is wrong; SfM's points show it, and the view keeps what its other partners give."""
+    views, scale = stereo_views
+    angle = np.deg2rad(1.5)
+    turn = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    wrong = views["view_003.png"]
+    wrong = replace(wrong, cam_from_world=turn @ wrong.cam_from_world)
+    partners = [views["view_001.png"], wrong]
+    truth = true_depth(scene, "view_002.png", scale)
+
+    def share_off(config: StereoConfig) -> float:
+        prior = stereo_prior(views["view_002.png"], partners, config)
+        kept = (prior.conf > 0) & np.isfinite(truth)
+        return float((np.abs(prior.pts3d[..., 2][kept] - truth[kept]) > 0.05 * truth[kept]).mean())
+
+    assert share_off(StereoConfig(max_pair_disagreement=1.0)) > 0.2  # unchecked, the wrong pair's depth is kept
+    assert share_off(StereoConfig()) < 0.05

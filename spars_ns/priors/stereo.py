@@ -37,6 +37,9 @@ class StereoConfig:
     """Partners whose depths must agree for a pixel to be kept (a view with fewer partners: all of them)."""
     agreement: float = 0.02
     """Relative depth difference within which partners agree."""
+    max_pair_disagreement: float = 0.2
+    """A pair's depth is dropped when it places more than this share of the SfM points it has
+    depth at over 5% off: a wrong rectification or a repeated pattern, wrong beyond those points."""
     min_texture: float = 1.0
     """Grey-level standard deviation over 3x3 pixels below which a pixel is too flat to match."""
     block_size: int = 5
@@ -223,10 +226,27 @@ def textured(gray: np.ndarray, config: StereoConfig) -> np.ndarray:
     return np.sqrt(np.maximum(variance, 0)) >= config.min_texture
 
 
+def disagreement_with_points(depth: np.ndarray, view: StereoView, size: tuple[int, int]) -> float:
+    """The share of the SfM points at which `depth` (working pixels) is known that it places more
+    than 5% off their depth (0 where it knows none)."""
+    cam = view.points @ view.cam_from_world[:, :3].T + view.cam_from_world[:, 3]
+    ahead = cam[:, 2] > 0
+    xy = view.camera.img_from_cam(cam[ahead]) * [size[0] / view.camera.width, size[1] / view.camera.height]
+    cols, rows = np.floor(xy).astype(int).T
+    inside = (cols >= 0) & (cols < size[0]) & (rows >= 0) & (rows < size[1])
+    found = depth[rows[inside], cols[inside]]
+    truth = cam[ahead][inside, 2]
+    known = np.isfinite(found)
+    return float((np.abs(found[known] - truth[known]) > 0.05 * truth[known]).mean()) if known.any() else 0.0
+
+
 def stereo_prior(ref: StereoView, partners: list[StereoView], config: StereoConfig) -> DensePrior:
     """The stereo prior of `ref` (camera-frame points at the working resolution)."""
     size = working_size(ref.camera, config.max_size)
     depths = np.stack([pair_depth(ref, other, config) for other in partners]) if partners else np.empty((0, *size[::-1]))
+    for pair in depths:
+        if disagreement_with_points(pair, ref, size) > config.max_pair_disagreement:
+            pair[:] = np.nan  # a pair that contradicts SfM's points is wrong in many more places
     depth, conf = fuse(depths, config)
     conf[~textured(load_gray(ref, size), config)] = 0.0
     points = rays(ref.camera, size) * depth[..., None]
