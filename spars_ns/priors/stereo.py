@@ -77,6 +77,10 @@ class StereoView:
     point_ids: np.ndarray  # (N,) SfM point ids
     points: np.ndarray  # (N, 3) world frame
 
+    def points_in_camera(self, keep: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """The SfM points (those `keep` selects) in this view's camera frame."""
+        return self.points[keep] @ self.cam_from_world[:, :3].T + self.cam_from_world[:, 3]
+
 
 def working_size(camera, max_size: int) -> tuple[int, int]:
     scale = min(1.0, max_size / max(camera.width, camera.height))
@@ -143,9 +147,7 @@ def pair_depth(ref: StereoView, other: StereoView, config: StereoConfig) -> np.n
     focal_baseline, offset = -p2[axis, 3], p1[axis, 2] - p2[axis, 2]  # d = x_ref - x_other = focal_baseline / z + offset
 
     # The disparities of the SfM points both views see bound the search.
-    shared = np.isin(ref.point_ids, other.point_ids)
-    cam = ref.points[shared] @ ref.cam_from_world[:, :3].T + ref.cam_from_world[:, 3]
-    rect_depth = (cam @ r1.T)[:, 2]
+    rect_depth = (ref.points_in_camera(np.isin(ref.point_ids, other.point_ids)) @ r1.T)[:, 2]
     rect_depth = rect_depth[rect_depth > 0]
     if len(rect_depth) < 3:
         return nothing
@@ -229,7 +231,7 @@ def textured(gray: np.ndarray, config: StereoConfig) -> np.ndarray:
 def disagreement_with_points(depth: np.ndarray, view: StereoView, size: tuple[int, int]) -> float:
     """The share of the SfM points at which `depth` (working pixels) is known that it places more
     than 5% off their depth (0 where it knows none)."""
-    cam = view.points @ view.cam_from_world[:, :3].T + view.cam_from_world[:, 3]
+    cam = view.points_in_camera()
     ahead = cam[:, 2] > 0
     xy = view.camera.img_from_cam(cam[ahead]) * [size[0] / view.camera.width, size[1] / view.camera.height]
     cols, rows = np.floor(xy).astype(int).T
