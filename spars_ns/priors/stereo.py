@@ -135,7 +135,8 @@ def pair_depth(ref: StereoView, other: StereoView, config: StereoConfig) -> np.n
     other_size = working_size(other.camera, config.max_size)
     nothing = np.full(size[::-1], np.nan)
     rotation = other.cam_from_world[:, :3] @ ref.cam_from_world[:, :3].T
-    translation = other.cam_from_world[:, 3] - rotation @ ref.cam_from_world[:, 3]
+    # A column: OpenCV 5 rejects a translation of shape (3,).
+    translation = (other.cam_from_world[:, 3] - rotation @ ref.cam_from_world[:, 3]).reshape(3, 1)
     # flags=0: each rectified view keeps its own principal point, so that converging views
     # (around an object) keep their common part in frame.
     r1, r2, p1, p2, *_ = cv2.stereoRectify(
