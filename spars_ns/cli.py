@@ -8,6 +8,7 @@ import concurrent.futures
 import errno
 import logging
 import os
+import shlex
 import sys
 
 import tyro
@@ -31,7 +32,7 @@ def run_process(config: ProcessConfig) -> None:
     counts = scene.stage_entry("export")["counts"]
     console.print(
         f"[green]Processed scene in {scene.root}[/green]: {counts['frames']} registered views, {counts['points']} seed points.\n"
-        f"Train with: ns-train spars3r --data {scene.root}"
+        f"Train with: ns-train spars3r --data {shlex.quote(str(scene.root))}"
     )
 
 

@@ -69,13 +69,13 @@ def load_extractor(kind: FeatureType, config: LearnedFeaturesConfig) -> torch.nn
         if kind == "aliked+lightglue":
             if config.extractor_checkpoint:
                 model = KF.ALIKED(config.aliked_model, max_num_keypoints=config.max_keypoints)
-                model.load_state_dict(torch.load(config.extractor_checkpoint, map_location="cpu"))
+                model.load_state_dict(torch.load(config.extractor_checkpoint, map_location="cpu", weights_only=True))
             else:
                 model = KF.ALIKED.from_pretrained(config.aliked_model, max_num_keypoints=config.max_keypoints)
         elif kind == "disk+lightglue":
             if config.extractor_checkpoint:
                 model = KF.DISK()
-                model.load_state_dict(torch.load(config.extractor_checkpoint, map_location="cpu"))
+                model.load_state_dict(torch.load(config.extractor_checkpoint, map_location="cpu", weights_only=True))
             else:
                 model = KF.DISK.from_pretrained(config.disk_checkpoint)
         else:
@@ -92,7 +92,7 @@ def load_matcher(kind: FeatureType, config: LearnedFeaturesConfig) -> torch.nn.M
     try:
         if config.matcher_checkpoint:
             model = KF.LightGlue(None, **{**KF.LightGlue.features[features], "weights": None})
-            model.load_state_dict(torch.load(config.matcher_checkpoint, map_location="cpu"))
+            model.load_state_dict(torch.load(config.matcher_checkpoint, map_location="cpu", weights_only=True))
         else:
             model = KF.LightGlue(features)
     except (OSError, RuntimeError) as err:

@@ -27,7 +27,10 @@ from spars_ns.errors import InputError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".avif"}
+HEIF_SUFFIXES = {".heic", ".heif"}
+# The longest name the scene derives from a photo's adds under 40 bytes to it (".<stem>.confidence.npy.partial.npz").
+MAX_NAME_BYTES = 200
 _COPYABLE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}  # failures of writing the scene's copy, not of the photo
 _COPYABLE_MODES = {"RGB", "L"}
@@ -58,29 +61,63 @@ def scene_name(name: str) -> str:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside `folder`, sorted by name; other files are skipped with a warning."""
+    """Image files directly inside `folder`, sorted by name; everything else is named in one
+    warning with the reason it is skipped."""
     if not folder.exists():
         raise InputError(f"Image folder {folder} does not exist.")
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder of images.")
-    images, skipped = [], []
+    heif = heif_readable()
+    images, skipped = [], {}
     for path in sorted(folder.iterdir()):
-        if path.is_dir() or path.name.startswith("."):
-            continue
-        (images if path.suffix.lower() in IMAGE_SUFFIXES else skipped).append(path)
+        suffix = path.suffix.lower()
+        if path.is_dir():
+            skipped[path.name + "/"] = "a folder: only photos directly inside --images are read"
+        elif path.name.startswith("."):
+            skipped[path.name] = "a hidden file (its name starts with '.')"
+        elif suffix in HEIF_SUFFIXES and not heif:
+            skipped[path.name] = "HEIC/HEIF: `pip install pillow-heif` reads it, or convert it to JPEG"
+        elif suffix in IMAGE_SUFFIXES or suffix in HEIF_SUFFIXES:
+            images.append(path)
+        else:
+            skipped[path.name] = "not an image"
     if skipped:
-        log.warning("Skipping %d files that are not images: %s", len(skipped), ", ".join(p.name for p in skipped))
+        log.warning("Skipping %d of the files in %s: %s", len(skipped), folder, "; ".join(f"{n} ({why})" for n, why in skipped.items()))
     if not images:
-        raise InputError(f"No images found in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}).")
+        readable = ", ".join(sorted(IMAGE_SUFFIXES | (HEIF_SUFFIXES if heif else set())))
+        raise InputError(f"No images found in {folder} (looked for {readable} directly inside it; subfolders are not read).")
     if len(images) < 2:
         raise InputError(f"Found only one image in {folder} ({images[0].name}); Structure-from-Motion needs at least 2.")
     stems: dict[str, Path] = {}
     for path in images:
+        if len(scene_name(path.name).encode()) > MAX_NAME_BYTES:
+            raise InputError(
+                f"{path}: a name of {len(path.name.encode())} bytes; the scene adds suffixes to it, and file systems "
+                f"allow 255. Rename it to at most {MAX_NAME_BYTES} bytes."
+            )
         stem = Path(scene_name(path.name)).stem
         if stem in stems:
             raise InputError(f"{stems[stem]} and {path} share the name '{stem}' in the scene; rename one (per-image outputs are keyed by name).")
         stems[stem] = path
     return images
+
+
+def heif_readable() -> bool:
+    """Whether Pillow can open HEIC/HEIF photos here (with the optional pillow-heif package)."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+def same_photos(records: list[ImageRecord]) -> list[list[str]]:
+    """Groups of scene names whose files have the same content (a copy under another name)."""
+    by_content: dict[str, list[str]] = {}
+    for record in records:
+        by_content.setdefault(record.sha1, []).append(record.name)
+    return [names for names in by_content.values() if len(names) > 1]
 
 
 def file_sha1(path: Path) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import pycolmap
 
 from spars_ns.errors import InputError
-from spars_ns.images import list_images
+from spars_ns.images import list_images, same_photos
 from spars_ns.options import ProcessConfig, ProcessOptions, check_options
 from spars_ns.scene import SceneFolder
 from spars_ns.stages.align import AlignStage
@@ -17,6 +19,8 @@ from spars_ns.stages.refine import RefineStage
 from spars_ns.stages.sfm import SfMStage
 
 __all__ = ["ProcessConfig", "ProcessOptions", "process", "split_names"]
+
+log = logging.getLogger(__name__)
 
 
 def process(config: ProcessConfig) -> SceneFolder:
@@ -33,15 +37,23 @@ def process(config: ProcessConfig) -> SceneFolder:
             f"photos. Choose an output folder that does not hold them, e.g. --output {output.parent / (output.name + '-spars')}."
         )
     sources = list_images(images)
+    linked = [p for p in sources if p.resolve().is_relative_to(output)]
+    if linked:  # the scene replaces its folders whole: a photo linked from one would be deleted with it
+        raise InputError(
+            f"{linked[0]} is a link to {linked[0].resolve()}, inside --output {output}; processing rewrites that folder "
+            f"and must never touch your photos. Link to photos outside it, or choose another --output."
+        )
     split_names([p.name for p in sources], config.test_every, config.test_views)  # refused before any work
     pycolmap.logging.minloglevel = 2  # COLMAP's per-step INFO lines drown the progress display
     scene = SceneFolder(output)
-    output.mkdir(parents=True, exist_ok=True)
-    with scene.lock():
+    with scene.lock():  # claims the folder first: one that holds anything but a spars-ns scene is refused
         scene.remove_leftovers()
         ingest_fp = IngestStage(scene, config, sources).apply([])
         records = load_records(scene)
         train, test = split_names([r.name for r in records], config.test_every, config.test_views)
+        for names in same_photos(records):
+            split = " (one is a test view: the test scores a training view)" if set(names) & set(test) and set(names) - set(test) else ""
+            log.warning("The same photo under %d names: %s%s", len(names), ", ".join(names), split)
         sfm_fp = SfMStage(scene, config, records, train, test).apply([ingest_fp])
         prior_fp = PriorStage(scene, config, train).apply([sfm_fp])
         cameras_fp = CamerasStage(scene, config, train).apply([prior_fp])

@@ -14,7 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from plyfile import PlyData, PlyElement
+from plyfile import PlyData, PlyElement, PlyParseError
+
+from spars_ns.errors import InputError
+from spars_ns.scene import temporary_path
 
 # points.ply's `source` of each seed point
 SOURCE_SFM, SOURCE_GLOBAL, SOURCE_REGION, SOURCE_REFINE = 0, 1, 2, 3
@@ -22,7 +25,7 @@ MIN_OPACITY_LOGIT = -5.5373  # logit(1/255): fainter Gaussians are skipped by th
 
 
 def _write_atomic(path: Path, *elements: PlyElement) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = temporary_path(path)
     PlyData(list(elements)).write(str(tmp))
     tmp.replace(path)
 
@@ -67,10 +70,17 @@ def write_points_ply(path, xyz: np.ndarray, rgb: np.ndarray, confidence: np.ndar
 
 
 def read_points_ply(path) -> tuple[np.ndarray, np.ndarray]:
-    """(xyz float32 (N, 3), rgb uint8 (N, 3)) from a PLY written by `write_points_ply`."""
-    vertices = PlyData.read(str(path))["vertex"]
-    xyz = np.stack([vertices[a] for a in "xyz"], axis=1).astype(np.float32)
-    rgb = np.stack([vertices[c] for c in ("red", "green", "blue")], axis=1).astype(np.uint8)
+    """(xyz float32 (N, 3), rgb uint8 (N, 3)) from a PLY written by `write_points_ply`; an
+    InputError naming the file for anything else (not a PLY, no coloured vertices, non-finite points)."""
+    try:
+        vertices = PlyData.read(str(path))["vertex"]
+        xyz = np.stack([vertices[a] for a in "xyz"], axis=1).astype(np.float32)
+        rgb = np.stack([vertices[c] for c in ("red", "green", "blue")], axis=1).astype(np.uint8)
+    except (PlyParseError, OSError, ValueError, KeyError, EOFError) as err:
+        raise InputError(f"{path}: not a point cloud PLY with x, y, z, red, green, blue ({type(err).__name__}: {err})") from err
+    bad = ~np.isfinite(xyz).all(axis=1)
+    if bad.any():
+        raise InputError(f"{path}: {bad.sum()} of {len(xyz)} points have a non-finite coordinate (first: vertex {np.argmax(bad)})")
     return xyz, rgb
 
 

@@ -44,7 +44,7 @@ def tiny_checkpoint(tmp_path_factory):
     api = import_mast3r()
     torch.manual_seed(0)
     model = api.AsymmetricMASt3R(**TINY, landscape_only=False)
-    arguments = ", ".join(f"{k}={v!r}" for k, v in TINY.items()).replace("inf", "float('inf')")
+    arguments = ", ".join(f"{k}={v!r}" for k, v in TINY.items())  # repr writes inf, as in the official files
     path = tmp_path_factory.mktemp("mast3r") / "tiny.pth"
     torch.save({"args": argparse.Namespace(model=f"AsymmetricMASt3R({arguments})"), "model": model.state_dict()}, path)
     return path
@@ -132,6 +132,43 @@ def test_a_photo_added_later_costs_only_its_pairs(tiny_checkpoint, scene, photos
     everything = [(i, j) for i in range(4) for j in range(i + 1, 4)]
     assert infer_pairs(model, loaded_images(api, photos, scene, [0, 1, 2, 3]), everything, tmp_path, 4) == 3
     assert not list(tmp_path.rglob(".*.partial"))
+
+
+class RunsACommand:
+    """Pickled as a call of os.system: what a malicious checkpoint holds."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_local_checkpoint_loads_the_same_weights_as_mast3r_own_loader(tiny_checkpoint):
+    import torch
+
+    ours = load_model(str(tiny_checkpoint), "cpu").state_dict()
+    official = import_mast3r().AsymmetricMASt3R.from_pretrained(str(tiny_checkpoint)).state_dict()
+    assert ours.keys() == official.keys() and all(torch.equal(ours[k], official[k]) for k in ours)
+
+
+@pytest.mark.parametrize("contents", ["pickle", "model string"])
+def test_a_checkpoint_from_someone_else_cannot_run_code(contents, tiny_checkpoint, tmp_path):
+    import torch
+
+    marker = tmp_path / "ran"
+    checkpoint = torch.load(tiny_checkpoint, weights_only=False)
+    if contents == "pickle":
+        checkpoint["args"].extra = RunsACommand(marker)
+    else:
+        checkpoint["args"].model = f"__import__('os').system('touch {marker}') or " + checkpoint["args"].model
+    evil = tmp_path / "evil.pth"
+    torch.save(checkpoint, evil)
+    with pytest.raises(InputError, match=r"evil\.pth: (not a MASt3R checkpoint that can be read safely|its model is)"):
+        load_model(str(evil), "cpu")
+    assert not marker.exists()
 
 
 def test_checkpoint_by_name_offline_says_how_to_proceed(tmp_path, monkeypatch):

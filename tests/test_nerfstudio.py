@@ -136,7 +136,7 @@ def test_a_full_disk_stops_with_one_line_and_the_run_resumes_once_there_is_room(
     out = subprocess.run(command, capture_output=True, text=True, env=ENV)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert re.search(rf"error: {re.escape(str(scene))}: SfM needs up to \d+ MiB of disk and [\d.]+ MiB are free", " ".join(out.stderr.split()))
-    finished = json.loads((scene / "manifest.json").read_text())["stages"]
+    finished = finished_stages(scene)
     assert list(finished) == ["ingest"]
 
     subprocess.run(["mount", "-o", "remount,size=64M", str(small_disk)], check=True)
@@ -147,6 +147,15 @@ def test_a_full_disk_stops_with_one_line_and_the_run_resumes_once_there_is_room(
     assert len(json.loads((scene / "transforms.json").read_text())["frames"]) == 8
 
 
+def finished_stages(scene) -> dict:
+    """The manifest's entries of stages that finished (one that began lists its outputs and has no fingerprint)."""
+    try:
+        stages = json.loads((scene / "manifest.json").read_text())["stages"]
+    except (OSError, ValueError):
+        return {}
+    return {name: entry for name, entry in stages.items() if "fingerprint" in entry}
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_processing_with_one_line_and_keeps_finished_stages(photos, tmp_path):
     output = tmp_path / "scene"
@@ -155,13 +164,13 @@ def test_ctrl_c_stops_processing_with_one_line_and_keeps_finished_stages(photos,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
     )
     deadline = time.monotonic() + 60
-    while not (output / "manifest.json").exists() and time.monotonic() < deadline:  # ingest recorded, SfM under way
+    while "ingest" not in finished_stages(output) and time.monotonic() < deadline:  # ingest recorded, SfM under way
         time.sleep(0.05)
     run.send_signal(signal.SIGINT)
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 130 and "Traceback" not in stderr
     assert "interrupted: the stages that finished are kept" in " ".join(stderr.split())
-    assert json.loads((output / "manifest.json").read_text())["stages"].keys() == {"ingest"}
+    assert finished_stages(output).keys() == {"ingest"}
 
 
 @pytest.mark.slow

@@ -117,7 +117,9 @@ def test_killed_run_resumes_and_leaves_no_half_written_outputs(photos, tmp_path,
     with pytest.raises(KeyboardInterrupt):
         process(ProcessConfig(images=photos, output=output, test_every=4))
     stages = json.loads((output / "manifest.json").read_text())["stages"]
-    assert set(stages) == {"ingest", "sfm"} and not (output / "transforms.json").exists()
+    finished = {name for name, entry in stages.items() if "fingerprint" in entry}
+    assert finished == {"ingest", "sfm"} and not (output / "transforms.json").exists()
+    assert stages["export"] == {"outputs": ["points.ply", "transforms.json"]}  # what the killed stage was writing
 
     monkeypatch.undo()
     monkeypatch.setattr(sfm_stage, "run_sfm", killed)  # SfM must not run again
@@ -224,9 +226,10 @@ def test_a_second_process_on_the_same_scene_is_refused(photos, tmp_path):
     scene = SceneFolder(tmp_path / "scene")
     scene.root.mkdir()
     with scene.lock():  # as if another run were processing this folder
+        before = {p.name: p.read_bytes() for p in scene.root.iterdir()}
         with pytest.raises(InputError, match=rf"scene is being processed by another process \(pid {os.getpid()}\)"):
             process(ProcessConfig(images=photos, output=scene.root))
-    assert sorted(p.name for p in scene.root.iterdir()) == [".lock"]  # the refused run wrote nothing
+        assert {p.name: p.read_bytes() for p in scene.root.iterdir()} == before  # the refused run wrote nothing
 
 
 def test_images_are_numbered_in_name_order_whatever_the_extraction_threads_do(processed):

@@ -8,6 +8,7 @@ what spars3r sees are the same cameras and points.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Optional, Type
@@ -17,10 +18,10 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, Nerfst
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from spars_ns.errors import InputError
+from spars_ns.errors import InputError, SparsError
 from spars_ns.options import ProcessConfig, ProcessOptions
 from spars_ns.ply import read_points_ply
-from spars_ns.scene import SceneFolder, fingerprint
+from spars_ns.scene import SceneFolder, fingerprint, read_transforms
 
 
 @dataclass
@@ -66,14 +67,34 @@ def resolve_scene(config: SparsDataParserConfig) -> Path:
     return scene_dir
 
 
+def report_input_errors_in_one_line() -> None:
+    """In ns-train, ns-eval and ns-viewer, our errors (a bad scene file, photos that do not
+    register) end the process with their message, not a traceback through nerfstudio."""
+    if getattr(sys.excepthook, "spars_ns", False):
+        return
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        if issubclass(kind, SparsError):
+            CONSOLE.print(f"[red]error:[/red] {value}")
+        else:
+            previous(kind, value, traceback)
+
+    hook.spars_ns = True
+    sys.excepthook = hook
+
+
 @dataclass
 class SparsDataParser(Nerfstudio):
     config: SparsDataParserConfig
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs):
         if not getattr(self, "_scene_resolved", False):
+            report_input_errors_in_one_line()
             # A private copy: the trainer's saved config keeps the user's --data.
             self.config = replace(self.config, data=resolve_scene(self.config))
+            data = self.config.data
+            read_transforms(data if data.suffix == ".json" else data / "transforms.json")  # refused here, in one line
             self._scene_resolved = True
         return super()._generate_dataparser_outputs(split, **kwargs)
 

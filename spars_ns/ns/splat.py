@@ -30,18 +30,17 @@ def export_splat(config: ExportSplatConfig) -> tuple[Path, int]:
     """Writes the PLY; returns its path and the number of Gaussians in it."""
     # Imported here: the nerfstudio import takes seconds that `spars-ns process --help` should not wait for.
     from nerfstudio.models.splatfacto import SplatfactoModel
-    from nerfstudio.utils.eval_utils import eval_setup
 
+    from spars_ns.ns.run_config import load_run_config, setup_run
     from spars_ns.ns.runs import lpips_built_lazily
     from spars_ns.ply import write_splat_ply
 
-    if not config.load_config.is_file():
-        raise InputError(f"{config.load_config}: no such run config (the config.yml that ns-train wrote)")
+    model_class = load_run_config(config.load_config).pipeline.model._target
+    if not (isinstance(model_class, type) and issubclass(model_class, SplatfactoModel)):
+        raise InputError(f"{config.load_config}: a {getattr(model_class, '__name__', model_class)} run; only Gaussian-splat runs (spars3r, splatfacto) export splats")
     with lpips_built_lazily("splatfacto"):  # a stock splatfacto run would download AlexNet when loaded
-        _, pipeline, _, _ = eval_setup(config.load_config, test_mode="inference")
+        _, pipeline = setup_run(config.load_config, test_mode="inference")
     model = pipeline.model
-    if not isinstance(model, SplatfactoModel):
-        raise InputError(f"{config.load_config}: a {type(model).__name__} run; only Gaussian-splat runs (spars3r, splatfacto) export splats")
     config.output_dir.mkdir(parents=True, exist_ok=True)
     path = config.output_dir / config.output_filename
     with torch.no_grad():

@@ -21,6 +21,7 @@ from PIL import Image
 
 from spars_ns.errors import InputError
 from spars_ns.priors import DensePrior, intrinsics_from_integer_centres
+from spars_ns.scene import temporary_path
 
 DEFAULT_CHECKPOINT = "naver/MASt3R_ViTLarge_BaseDecoder_512_catmlpdpt_metric"
 INSTALL_HINT = 'pip install "spars-ns[mast3r]"'
@@ -112,7 +113,10 @@ def load_model(checkpoint: str, device: str):
     """The MASt3R model from a checkpoint name or local path, with a clear error offline."""
     api = import_mast3r()
     try:
-        model = api.AsymmetricMASt3R.from_pretrained(checkpoint)
+        if Path(checkpoint).is_file():
+            model = load_local_checkpoint(Path(checkpoint), api.AsymmetricMASt3R)
+        else:  # the hub's layout: safetensors weights and a JSON config, which run no code
+            model = api.AsymmetricMASt3R.from_pretrained(checkpoint)
     except (OSError, ValueError) as err:
         raise InputError(
             f"Cannot load the MASt3R checkpoint '{checkpoint}' ({type(err).__name__}: {str(err)[:200]}). "
@@ -120,6 +124,45 @@ def load_model(checkpoint: str, device: str):
             "--prior-options.mast3r.checkpoint PATH; or use --prior files or --prior none."
         ) from err
     return model.to(resolve_device(device)).eval()
+
+
+def load_local_checkpoint(path: Path, model_class):
+    """A MASt3R checkpoint file in the official layout, {'args': Namespace(model='AsymmetricMASt3R(...)'),
+    'model': state_dict}, read without running anything it holds. MASt3R's own loader unpickles it
+    with weights_only=False and eval()s the model string: a checkpoint from someone else could run
+    code. Here the file is read with weights_only=True and the string's keyword arguments as
+    literals (`inf` allowed), for the model class only; anything else is refused."""
+    import argparse
+    import ast
+    import pickle
+
+    import torch
+
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        text = checkpoint["args"].model
+        call = ast.parse(text.strip(), mode="eval").body
+    except (pickle.UnpicklingError, RuntimeError, KeyError, AttributeError, TypeError, SyntaxError) as err:
+        raise InputError(f"{path}: not a MASt3R checkpoint that can be read safely ({type(err).__name__}: {str(err)[:200]})") from err
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == model_class.__name__ and not call.args):
+        raise InputError(f"{path}: its model is {text[:80]!r}, not {model_class.__name__}(keyword=value, ...)")
+
+    class Infinity(ast.NodeTransformer):
+        def visit_Name(self, node):
+            return ast.Constant(float("inf")) if node.id == "inf" else node
+
+    try:
+        arguments = {k.arg: ast.literal_eval(Infinity().visit(k.value)) for k in call.keywords}
+    except ValueError as err:
+        raise InputError(f"{path}: a model argument is not a plain value ({err}); refused, as it could run code") from err
+    # As MASt3R's loader: the patch embedding that takes any aspect ratio, in portrait too.
+    if arguments.get("patch_embed_cls") == "ManyAR_PatchEmbed":
+        arguments["patch_embed_cls"] = "PatchEmbedDust3R"
+    arguments["landscape_only"] = False
+    model = model_class(**arguments)
+    model.load_state_dict(checkpoint["model"], strict=False)
+    return model
 
 
 def working_window(width: int, height: int, size: int) -> tuple[tuple[float, float], tuple[float, float], tuple[int, int]]:
@@ -157,7 +200,7 @@ def _save(value, path: Path) -> None:
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = temporary_path(path)
     torch.save(value, tmp)
     os.replace(tmp, path)
 

@@ -65,7 +65,7 @@ class Stage:
         settings = self.settings()
         versions = library_versions(*self.libraries)
         stage_fp = fingerprint(self.name, __version__, upstream, settings, versions)
-        if not self.scene.begin(self.name, stage_fp, self.outputs()):
+        if not self.scene.begin(self.name, stage_fp, self.outputs(), self.caches()):
             log.info("%s: up to date, skipping", self.name)
             return stage_fp
         start = time.perf_counter()

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from spars_ns.errors import InputError
 from spars_ns.ply import write_mesh_ply
+from spars_ns.scene import atomic_files
 from spars_ns.surface.mesh import SignedDistanceVolume, colour_vertices, extract_surface
 from spars_ns.surface.tsdf import default_device, fuse, fusion_steps, grid_around, memory_available_gib, memory_needed_gib
 
@@ -94,8 +95,9 @@ def make_mesh(config: MeshConfig, console: Optional[Console] = None) -> MeshResu
         colours = colour_vertices(vertices, views, truncation, device)
         config.output_dir.mkdir(parents=True, exist_ok=True)
         sdf_path, mesh_path = config.output_dir / "sdf.npz", config.output_dir / "mesh.ply"
-        volume.save(sdf_path)
-        write_mesh_ply(mesh_path, vertices, faces, colours)
+        with atomic_files([sdf_path, mesh_path]) as (sdf_tmp, mesh_tmp):  # one pair: both new or neither
+            volume.save(sdf_tmp)
+            write_mesh_ply(mesh_tmp, vertices, faces, colours)
     return MeshResult(sdf_path, mesh_path, len(views), len(vertices), len(faces), time.perf_counter() - start)
 
 

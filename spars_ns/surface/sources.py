@@ -4,7 +4,7 @@
   (OpenGL camera-to-world, OPENCV intrinsics, `depth_file_path` per frame, the training
   split), `depth/<stem>.npy` and the confidence beside it, the photos, and `points.ply`
   for the bounds. Only training views are fused: test views have no depth.
-- A trained spars3r run is loaded with nerfstudio's `eval_setup` and rendered (depth,
+- A trained spars3r run is loaded with `setup_run` (no code runs from its config) and rendered (depth,
   colour, accumulation) at its training cameras and at cameras interpolated between
   neighbouring ones; nerfstudio's world frame (oriented and scaled by its dataparser) is
   mapped back to the scene's with the run's dataparser transform.
@@ -12,20 +12,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image
 from rich.progress import Progress
 
 from spars_ns.errors import InputError
 from spars_ns.geometry import neighbour_pairs, opengl_c2w_to_opencv
 from spars_ns.ply import read_points_ply
-from spars_ns.scene import depth_confidence_path, read_depth_map
+from spars_ns.scene import depth_confidence_path, read_depth_map, read_transforms
 from spars_ns.surface.tsdf import Camera, DepthView
 
 # The processing options that write depth/ (README, "Use"), named when a scene has none.
@@ -40,7 +38,7 @@ def scene_views(scene_dir: Path) -> tuple[list[DepthView], np.ndarray]:
     transforms_path = scene_dir / "transforms.json"
     if not transforms_path.is_file():
         raise InputError(f"{transforms_path}: not found; --scene takes a folder made by `spars-ns process`.")
-    meta = json.loads(transforms_path.read_text())
+    meta = read_transforms(transforms_path)
     model = meta.get("camera_model", "OPENCV")
     if model not in _SUPPORTED_CAMERA_MODELS:
         supported = ", ".join(_SUPPORTED_CAMERA_MODELS)
@@ -92,17 +90,15 @@ def run_views(
     times it, BENCHMARKS.md)."""
     from nerfstudio.cameras.camera_utils import get_interpolated_poses
     from nerfstudio.cameras.cameras import Cameras, CameraType
-    from nerfstudio.utils.eval_utils import eval_setup
+    from spars_ns.ns.run_config import load_run_config, setup_run
 
-    if not config_path.is_file():
-        raise InputError(f"{config_path}: no such run config (the config.yml that ns-train wrote)")
-    method = getattr(yaml.load(config_path.read_text(), Loader=yaml.Loader), "method_name", None)
+    method = load_run_config(config_path).method_name
     if method != "spars3r":
         raise InputError(
             f"{config_path}: a {method} run; --load-config takes a spars3r run (`ns-train spars3r`), whose "
             f"depth rendering spars-ns knows. For NeRF-type runs (nerfacto), nerfstudio's `ns-export tsdf` serves."
         )
-    _, pipeline, _, _ = eval_setup(config_path, test_mode="inference")
+    _, pipeline = setup_run(config_path, test_mode="inference")
     model = pipeline.model
     outputs = pipeline.datamanager.train_dataparser_outputs
     cameras = pipeline.datamanager.train_dataset.cameras  # at the training size (camera-res-scale-factor)
