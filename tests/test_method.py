@@ -89,6 +89,35 @@ def test_pose_optimisation_recovers_perturbed_test_views_with_gaussians_frozen(t
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("degrees, offset", [(6.0, 0.1), (180.0, 0.0)])  # far off; looking away, at almost no Gaussians
+def test_pose_optimisation_never_leaves_a_view_worse_or_its_pose_non_finite(trained, degrees, offset):
+    _, pipeline, _, _ = eval_setup(trained, test_mode="test")
+    pipeline.config.test_pose_steps, pipeline.config.test_pose_lr = 30, 3e-2  # a rate ten times ours: steps overshoot
+    perturb(pipeline.datamanager.eval_dataset.cameras.camera_to_worlds, degrees=degrees, offset=offset, seed=1)
+
+    results = pipeline.get_average_eval_image_metrics()
+
+    for view in results["test_pose_corrections"]:
+        assert view["tpo_loss_after"] <= view["tpo_loss_before"], view
+        assert np.isfinite([*view["rotation_vector"], *view["translation_vector_sfm_units"], view["psnr"]]).all(), view
+        if view["tpo_kept_step"] == 0:
+            assert view["psnr"] == view["psnr_before_tpo"] and view["rotation_deg"] == 0
+
+
+@pytest.mark.slow
+def test_a_non_finite_render_keeps_the_registered_pose_and_says_why(trained):
+    _, pipeline, _, _ = eval_setup(trained, test_mode="test")
+    with torch.no_grad():
+        pipeline.model.gauss_params["features_dc"][:] = float("nan")
+
+    results = pipeline.get_average_eval_image_metrics()
+
+    for view in results["test_pose_corrections"]:
+        assert view["tpo_stopped"] == "non-finite loss at step 0" and view["tpo_kept_step"] == 0, view
+        assert view["rotation_vector"] == [0.0, 0.0, 0.0] and view["translation_vector_sfm_units"] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.slow
 def test_moved_dataset_folder_is_named_by_ns_eval(trained, tmp_path):
     """`ns-eval`'s own code (`ComputePSNR`), in this process."""
     from nerfstudio.scripts.eval import ComputePSNR

@@ -71,35 +71,65 @@ class PoseCorrection:
         )
 
 
-def optimise_test_pose(model: SplatfactoModel, camera: Cameras, batch: dict, steps: int, lr: float) -> PoseCorrection:
-    """A pose correction for `camera` minimising the photometric loss to its image, Gaussians frozen."""
+@dataclass
+class PoseSearch:
+    """What test-time pose optimisation kept: the best pose it saw by its own loss (the
+    registered pose, step 0, if nothing beat it), and why it stopped early, if it did."""
+
+    correction: PoseCorrection
+    loss_before: float  # at the registered pose
+    loss_after: float  # at the kept pose: never above loss_before
+    kept_step: int
+    stopped: Optional[str] = None
+
+
+def optimise_test_pose(model: SplatfactoModel, camera: Cameras, batch: dict, steps: int, lr: float) -> PoseSearch:
+    """A pose correction for `camera` minimising the photometric loss to its image, Gaussians
+    frozen. Every pose it reaches is scored, and the best one is kept: a step that overshoots
+    (a pose far off, a view that sees few Gaussians) cannot leave the view worse than it started,
+    and a non-finite loss or gradient stops the search at the best pose so far."""
     device = camera.camera_to_worlds.device
     correction = PoseCorrection(torch.zeros(3, device=device, requires_grad=True), torch.zeros(3, device=device, requires_grad=True))
     if steps <= 0:
-        return correction
+        return PoseSearch(correction, math.nan, math.nan, 0)
     optimiser = torch.optim.Adam([correction.rotation, correction.translation], lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 0.1 ** (step / steps))
     ssim = SSIM(data_range=1.0, size_average=True, channel=3).to(device)  # its window is not moved for you
     frozen = [p for p in model.parameters() if p.requires_grad]
     for parameter in frozen:
         parameter.requires_grad_(False)
+    best = (math.inf, 0, torch.zeros(3, device=device), torch.zeros(3, device=device))
+    losses, stopped = [], None
     try:
         target = None
-        for _ in range(steps):
+        for step in range(steps + 1):  # the pose after the last update is scored too
             outputs = model.get_outputs(correction.apply(camera))
             if target is None:
                 target = model.composite_with_background(model.get_gt_img(batch["image"]), outputs["background"])
             rendered = outputs["rgb"]
             dssim = 1 - ssim(rendered.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None])
             loss = 0.8 * (rendered - target).abs().mean() + 0.2 * dssim
+            losses.append(float(loss))
+            if not math.isfinite(losses[-1]):
+                stopped = f"non-finite loss at step {step}"
+                break
+            if losses[-1] < best[0]:
+                best = (losses[-1], step, correction.rotation.detach().clone(), correction.translation.detach().clone())
+            if step == steps:
+                break
             optimiser.zero_grad()
             loss.backward()
+            if not all(torch.isfinite(p.grad).all() for p in (correction.rotation, correction.translation)):
+                stopped = f"non-finite gradient at step {step}"
+                break
             optimiser.step()
             schedule.step()
     finally:
         for parameter in frozen:
             parameter.requires_grad_(True)
-    return correction
+    _, kept_step, rotation, translation = best
+    kept = PoseCorrection(rotation.requires_grad_(True), translation.requires_grad_(True))
+    return PoseSearch(kept, losses[0], losses[kept_step] if math.isfinite(best[0]) else losses[0], kept_step, stopped)
 
 
 class Spars3rPipeline(VanillaPipeline):
@@ -170,8 +200,9 @@ def evaluate_test_views(
             with torch.no_grad():
                 metrics, images = model.get_image_metrics_and_images(model.get_outputs(camera), batch)
             before.append(metrics)
-            correction = optimise_test_pose(model, camera, batch, steps, lr)
-            if steps > 0:  # otherwise the registered pose's render is the result
+            search = optimise_test_pose(model, camera, batch, steps, lr)
+            correction = search.correction
+            if search.kept_step > 0:  # otherwise the registered pose's render is the result
                 with torch.no_grad():
                     metrics, images = model.get_image_metrics_and_images(model.get_outputs(correction.apply(camera)), batch)
             after.append(metrics)
@@ -183,6 +214,10 @@ def evaluate_test_views(
                 "translation_vector_sfm_units": (correction.translation.detach().cpu() / scale).tolist(),
                 "psnr_before_tpo": before[-1]["psnr"],
                 "psnr": metrics["psnr"],
+                "tpo_loss_before": search.loss_before,
+                "tpo_loss_after": search.loss_after,
+                "tpo_kept_step": search.kept_step,
+                "tpo_stopped": search.stopped,
             })
             if output_path is not None:
                 for key, image in images.items():
