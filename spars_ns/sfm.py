@@ -148,6 +148,10 @@ def mapper_options(config: SfMConfig, image_names: list[str]) -> pycolmap.Increm
     # (up to 50, 7 s on the repeated-wall test scene), which our other starts already cover.
     options.multiple_models = False
     options.min_num_matches = config.min_num_inliers
+    # One thread: COLMAP bundle-adjusts on several above 50,000 residuals (768x512 photos reach
+    # it), and their sums depend on which thread finishes first: the same photos gave other
+    # cameras from run to run (fox, 12 views, with it forced on: 4 models in 4 runs).
+    options.num_threads = 1
     options.random_seed = config.seed
     options.mapper.init_min_num_inliers = config.init_min_num_inliers
     options.mapper.init_min_tri_angle = config.init_min_tri_angle
