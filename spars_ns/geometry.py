@@ -70,3 +70,16 @@ def neighbour_pairs(centres: np.ndarray) -> list[tuple[int, int]]:
     distances = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
     np.fill_diagonal(distances, np.inf)
     return sorted({tuple(sorted((i, int(np.argmin(row))))) for i, row in enumerate(distances)})
+
+
+def fit_similarity(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """(scale, rotation, translation) minimising |scale * R @ source + t - target|^2 over (N, 3)
+    point pairs, N >= 3 (Umeyama's closed form, no reflection). pycolmap's estimate_sim3d
+    returns None on some well-posed three-point sets, which a benchmark cannot skip."""
+    source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
+    s, t = source - source_mean, target - target_mean
+    u, singular, vt = np.linalg.svd(t.T @ s / len(source))
+    sign = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    rotation = u @ sign @ vt
+    scale = float(np.trace(np.diag(singular) @ sign) / (s**2).sum(axis=1).mean())
+    return scale, rotation, target_mean - scale * rotation @ source_mean

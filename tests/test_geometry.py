@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from spars_ns.geometry import (
-    axis_angle_rotation, camera_center, look_at, opencv_to_opengl_c2w, opengl_c2w_to_opencv, rotation_angle_deg,
+    axis_angle_rotation, camera_center, fit_similarity, look_at, opencv_to_opengl_c2w, opengl_c2w_to_opencv, rotation_angle_deg,
 )
 from spars_ns.metrics import absolute_trajectory_error, mean_average_accuracy, pair_errors_deg
 
@@ -69,3 +69,14 @@ def test_missing_images_count_as_failed_pairs_and_maa_matches_its_definition():
     assert errors[("0", "2")] == np.inf and errors[("0", "1")] < 1e-4
     # Under t for t = 1..10: 0.5 passes all ten, 5.0 passes t = 6..10, inf never.
     assert mean_average_accuracy([0.5, 5.0, np.inf]) == pytest.approx((10 + 5 + 0) / 30)
+
+
+@pytest.mark.parametrize("count", [3, 50])
+def test_fit_similarity_recovers_a_known_similarity(count):
+    rng = np.random.default_rng(count)
+    rotation = axis_angle_rotation(rng.normal(size=3), 2.0)
+    source = rng.normal(size=(count, 3)) * [5.0, 1.0, 0.3]
+    target = 0.37 * source @ rotation.T + [1.0, -2.0, 3.0]
+    scale, found_rotation, translation = fit_similarity(source, target)
+    assert scale == pytest.approx(0.37) and np.allclose(found_rotation, rotation) and np.allclose(translation, [1.0, -2.0, 3.0])
+    assert np.linalg.det(found_rotation) == pytest.approx(1.0)

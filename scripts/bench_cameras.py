@@ -1,0 +1,232 @@
+"""The camera benchmark every SfM change is judged by: many captures per view count, worst cases reported.
+
+    python scripts/bench_cameras.py --output benchmarks/cameras.json
+    PYTHONPATH=/tmp/previous-main python scripts/bench_cameras.py --output benchmarks/cameras-previous.json
+    python scripts/bench_cameras.py --compare benchmarks/cameras-previous.json benchmarks/cameras.json
+
+Captures, for each K in --views:
+- each real scene (a folder with images/ and a ground-truth transforms.json): --subsets random
+  subsets of K photos, spread out as users shoot (sorted by name, neighbouring picks at least
+  n / 2K frames apart), drawn by --seed;
+- --synthetic scenes of `spars_ns.synthetic` (no EXIF; other seeds give other textures and
+  camera heights), K views on their arc: their truth includes the focal length and the surfaces.
+Each capture runs the SfM stage (`run_sfm`) on every photo as a training view. Per source and K
+the table gives: registered images (mean share, and captures with all of them), the median pair
+error of each capture (median over captures and worst decile), mAA@10 (mean and worst
+capture), the focal length's error (where the truth has one), and for synthetic scenes the
+SfM points' median distance to the true surfaces after a Sim3 fit of the camera centres
+(scene units; the synthetic room is 8 units across).
+
+To hold a change against the previous main, check that commit out beside this one
+(`git worktree add /tmp/previous-main HEAD~1`) and run this script with its package first on
+PYTHONPATH, as above: `run_sfm`, `ingest_image` and `SfMConfig` are all it uses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+import tyro
+
+from spars_ns.errors import SfMError
+from spars_ns.geometry import camera_center, fit_similarity
+from spars_ns.images import file_sha1, ingest_image
+from spars_ns.metrics import load_true_poses, mean_average_accuracy, pair_errors_deg
+from spars_ns.sfm import SfMConfig, run_sfm
+from spars_ns.surface.evaluate import distance_to_quads
+from spars_ns.synthetic import make_scene
+
+
+@dataclass
+class Args:
+    scene: list[Path] = field(default_factory=lambda: [
+        Path("../shared/data/strecha/fountain-P11"), Path("../shared/data/strecha/Herz-Jesus-P8"), Path("../shared/data/fox"),
+    ])
+    """Real scenes: folders with images/ and a ground-truth transforms.json."""
+    views: list[int] = field(default_factory=lambda: [3, 4, 5, 6, 7, 8])
+    subsets: int = 10
+    """Random subsets per real scene and K."""
+    synthetic: int = 5
+    """Synthetic scenes (seeds 0, 1, ...) per K."""
+    seed: int = 0
+    output: Path | None = None
+    """JSON with every capture's figures and the summary."""
+    compare: list[Path] = field(default_factory=list)
+    """Two JSON files of earlier runs (before, after): print their summaries side by side and stop."""
+
+
+@dataclass
+class Capture:
+    source: str
+    views: int
+    names: list[str]
+    truth: dict[str, np.ndarray]  # name -> 4x4 cam_from_world
+    focal: float | None  # true focal length in pixels of the photos
+    image_dir: Path
+    quads: list | None = None  # synthetic surfaces
+
+
+def spread_subsets(names: list[str], k: int, count: int, rng: np.random.Generator) -> list[list[str]]:
+    """Up to `count` distinct subsets of k names, neighbouring picks at least len(names) / 2k apart."""
+    n, gap = len(names), max(1, len(names) // (2 * k))
+    found: list[tuple[int, ...]] = []
+    for _ in range(200 * count):
+        if len(found) == count:
+            break
+        picks = tuple(sorted(rng.choice(n, k, replace=False)))
+        if min(np.diff(picks), default=gap) >= gap and picks not in found:
+            found.append(picks)
+    return [[names[i] for i in picks] for picks in found]
+
+
+def as_4x4(cam_from_world: np.ndarray) -> np.ndarray:
+    return np.vstack([cam_from_world[:3], [0, 0, 0, 1]])
+
+
+def real_captures(scene: Path, k: int, count: int, rng: np.random.Generator) -> list[Capture]:
+    truth = load_true_poses(scene / "transforms.json")
+    meta = json.loads((scene / "transforms.json").read_text())
+    focal = meta.get("fl_x") or meta["frames"][0].get("fl_x")
+    return [
+        Capture(scene.name, k, names, {n: as_4x4(truth[n]) for n in names}, focal, scene / "images")
+        for names in spread_subsets(sorted(truth), k, count, rng)
+    ]
+
+
+def synthetic_capture(seed: int, k: int, folder: Path) -> Capture:
+    scene = make_scene(num_views=k, width=384, height=288, seed=seed)
+    scene.write_images(folder)
+    names = [scene.image_name(i) for i in range(k)]
+    truth = {name: as_4x4(scene.cam_from_world[i]) for i, name in enumerate(names)}
+    return Capture(f"synthetic {seed}", k, names, truth, float(scene.intrinsics[0, 0]), folder, scene.quads)
+
+
+def measure(capture: Capture, work: Path) -> dict:
+    records = [ingest_image(capture.image_dir / n, work, file_sha1(capture.image_dir / n)) for n in capture.names]
+    start = time.perf_counter()
+    try:
+        model = run_sfm(work, records, capture.names, [], work / "sfm", SfMConfig()).train
+    except SfMError:
+        model = None
+    seconds = time.perf_counter() - start
+    images = [im for im in model.images.values() if im.has_pose] if model else []
+    estimated = {im.name: as_4x4(im.cam_from_world().matrix()) for im in images}
+    errors = list(pair_errors_deg(estimated, capture.truth).values())
+    row = {
+        "source": capture.source, "views": capture.views, "names": capture.names, "registered": len(estimated),
+        "median_pair_error_deg": float(np.median(errors)), "mAA@10": mean_average_accuracy(errors), "seconds": round(seconds, 2),
+        "points": len(model.points3D) if model else 0,
+    }
+    if capture.focal and images:
+        focals = [model.camera(im.camera_id).mean_focal_length() for im in images]
+        row["focal_error"] = float(np.median([abs(f / capture.focal - 1) for f in focals]))
+    if capture.quads is not None and len(images) >= 3 and len(model.points3D):
+        row["points_to_surface"] = points_to_surface(model, images, capture)
+    return row
+
+
+def points_to_surface(model, images, capture: Capture) -> float:
+    """Median distance of the SfM points to the true surfaces, the model mapped onto the truth by
+    the Sim3 that best fits its camera centres."""
+    centres = np.stack([im.projection_center() for im in images])
+    true_centres = np.stack([camera_center(capture.truth[im.name]) for im in images])
+    scale, rotation, translation = fit_similarity(centres, true_centres)
+    points = np.stack([p.xyz for p in model.points3D.values()])
+    mapped = scale * points @ rotation.T + translation
+    return float(np.median(distance_to_quads(mapped, capture.quads)))
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """One line per source kind (each real scene, all synthetic scenes) and K."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for row in rows:
+        kind = "synthetic" if row["source"].startswith("synthetic") else row["source"]
+        groups.setdefault((kind, row["views"]), []).append(row)
+
+    def median_and_worst(values):
+        values = np.asarray(values, float)
+        return (float(np.median(values)), float(np.percentile(values, 90))) if len(values) else (float("nan"),) * 2
+
+    summary = []
+    for (kind, k), group in groups.items():
+        line = {
+            "source": kind, "views": k, "captures": len(group),
+            "registered_share": float(np.mean([r["registered"] / r["views"] for r in group])),
+            "all_registered": sum(r["registered"] == r["views"] for r in group),
+            "pair_error_median_deg": median_and_worst([r["median_pair_error_deg"] for r in group])[0],
+            "pair_error_worst_decile_deg": median_and_worst([r["median_pair_error_deg"] for r in group])[1],
+            "mAA@10_mean": float(np.mean([r["mAA@10"] for r in group])),
+            "mAA@10_worst": float(np.min([r["mAA@10"] for r in group])),
+            "seconds_mean": float(np.mean([r["seconds"] for r in group])),
+        }
+        focal = [r["focal_error"] for r in group if "focal_error" in r]
+        line["focal_error_median"], line["focal_error_worst_decile"] = median_and_worst(focal)
+        surface = [r["points_to_surface"] for r in group if "points_to_surface" in r]
+        line["points_to_surface_median"], line["points_to_surface_worst_decile"] = median_and_worst(surface)
+        summary.append(line)
+    return summary
+
+
+COLUMNS = [
+    ("registered_share", "registered", "{:.0%}"), ("all_registered", "all reg.", "{}"),
+    ("pair_error_median_deg", "pair err median (deg)", "{:.2f}"), ("pair_error_worst_decile_deg", "worst decile", "{:.2f}"),
+    ("mAA@10_mean", "mAA@10 mean", "{:.3f}"), ("mAA@10_worst", "worst", "{:.3f}"),
+    ("focal_error_median", "focal err median", "{:.2%}"), ("focal_error_worst_decile", "worst decile", "{:.2%}"),
+    ("points_to_surface_median", "points to surface", "{:.3f}"), ("seconds_mean", "s", "{:.1f}"),
+]
+
+
+def table(summaries: list[tuple[str, list[dict]]]) -> str:
+    """Markdown: one row per source and K, and per run when several are compared."""
+    runs = len(summaries) > 1
+    head = ["source", "K", "captures"] + (["run"] if runs else []) + [title for _, title, _ in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    keys = sorted({(s["source"], s["views"]) for _, summary in summaries for s in summary})
+    for source, k in keys:
+        for label, summary in summaries:
+            line = next((s for s in summary if (s["source"], s["views"]) == (source, k)), None)
+            if line is None:
+                continue
+            cells = [source, str(k), str(line["captures"])] + ([label] if runs else [])
+            cells += [fmt.format(line[key]) if not (isinstance(line[key], float) and np.isnan(line[key])) else "-" for key, _, fmt in COLUMNS]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(args: Args) -> None:
+    if args.compare:
+        loaded = [(path.stem, json.loads(path.read_text())["summary"]) for path in args.compare]
+        print(table(loaded))
+        return
+    pycolmap.logging.minloglevel = 2
+    logging.basicConfig(level=logging.ERROR)
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        captures = [c for k in args.views for scene in args.scene for c in real_captures(scene, k, args.subsets, rng)]
+        for k in args.views:
+            for seed in range(args.synthetic):
+                captures.append(synthetic_capture(seed, k, Path(tmp) / f"synthetic_{seed}_{k}"))
+        for i, capture in enumerate(captures):
+            work = Path(tmp) / f"capture_{i}"
+            work.mkdir()
+            rows.append(measure(capture, work))
+            print(f"[{i + 1}/{len(captures)}]", {k: v for k, v in rows[-1].items() if k != "names"}, flush=True)
+    summary = summarise(rows)
+    print(table([("", summary)]))
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps({"device": "CPU", "pycolmap": pycolmap.__version__, "args": {
+            "views": args.views, "subsets": args.subsets, "synthetic": args.synthetic, "seed": args.seed,
+        }, "summary": summary, "captures": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
