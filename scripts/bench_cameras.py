@@ -152,7 +152,8 @@ def summarise(rows: list[dict]) -> list[dict]:
 
     def median_and_worst(values):
         values = np.asarray(values, float)
-        return (float(np.median(values)), float(np.percentile(values, 90))) if len(values) else (float("nan"),) * 2
+        # "higher": a value some capture had (a failed capture's inf, not an interpolation with it)
+        return (float(np.median(values)), float(np.percentile(values, 90, method="higher"))) if len(values) else (float("nan"),) * 2
 
     summary = []
     for (kind, k), group in groups.items():

@@ -34,6 +34,17 @@ from spars_ns.pairs import select_pairs, thumbnail_descriptor
 
 log = logging.getLogger(__name__)
 
+# Photos taken from nearly one place (frames of a walk-around video, steps apart) match well
+# but give COLMAP too little triangulation angle: no initial pair (fox 0001-0003: 2,084-2,398
+# verified matches per pair, 0 of 3 registered), or a model whose points are all filtered out
+# (fox 0002-0004: 3 cameras, 0 points, 4.8-15.7 degrees off). Mapping again with these angles
+# registered both, with 1,771 and 1,835 points (BENCHMARKS.md, "Low parallax").
+LOW_PARALLAX_INIT_ANGLE = 1.0  # degrees of triangulation angle an initial pair needs (ours: 4)
+LOW_PARALLAX_MIN_ANGLE = 0.5  # degrees a point needs to be triangulated and kept (COLMAP: 1.5)
+LOW_PARALLAX_MIN_POINTS = 50  # fewer points than this: too few seeds, map again
+LOW_PARALLAX_MIN_MATCHES = 200  # only where every training image has a pair this strong, unlike a
+# wide-baseline capture that fails for want of matches, which the lower angles would not help
+
 
 @dataclass
 class SfMResult:
@@ -46,6 +57,8 @@ class SfMResult:
     """The training model against its verified pairs (model_check.py)."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Time of each step: features and matches, mapping, test views."""
+    low_parallax: bool = False
+    """The model came from mapping again with low-parallax angles (LOW_PARALLAX_*)."""
 
 
 def extract_and_match(
@@ -140,7 +153,7 @@ def write_pairs(path: Path, pairs: list[tuple[str, str]]) -> None:
     path.write_text("".join(f"{a} {b}\n" for a, b in pairs))
 
 
-def mapper_options(config: SfMConfig, image_names: list[str]) -> pycolmap.IncrementalPipelineOptions:
+def mapper_options(config: SfMConfig, image_names: list[str], low_parallax: bool = False) -> pycolmap.IncrementalPipelineOptions:
     options = pycolmap.IncrementalPipelineOptions()
     options.image_names = image_names
     options.min_model_size = 2
@@ -159,6 +172,9 @@ def mapper_options(config: SfMConfig, image_names: list[str]) -> pycolmap.Increm
     options.mapper.abs_pose_min_inlier_ratio = config.abs_pose_min_inlier_ratio
     options.mapper.random_seed = config.seed
     options.triangulation.random_seed = config.seed
+    if low_parallax:
+        options.mapper.init_min_tri_angle = min(config.init_min_tri_angle, LOW_PARALLAX_INIT_ANGLE)
+        options.mapper.filter_min_tri_angle = options.triangulation.min_angle = LOW_PARALLAX_MIN_ANGLE
     return options
 
 
@@ -206,7 +222,7 @@ class MatchGraph:
 
 def map_training_views(
     database: Path, graph: MatchGraph, image_dir: Path, train_names: list[str], config: SfMConfig, work_dir: Path,
-    on_attempt: Callable[[int], None] | None = None,
+    on_attempt: Callable[[int], None] | None = None, low_parallax: bool = False,
 ) -> tuple[pycolmap.Reconstruction | None, ModelCheck | None, int]:
     """Incremental mapping of the training views from several initial pairs; the best model wins.
 
@@ -234,7 +250,7 @@ def map_training_views(
         tried.append(pair)
         if on_attempt:
             on_attempt(len(tried) - 1)
-        options = mapper_options(config, train_names)
+        options = mapper_options(config, train_names, low_parallax)
         if pair is not None:
             options.init_image_id1, options.init_image_id2 = pair
         pycolmap.set_random_seed(config.seed)
@@ -351,6 +367,24 @@ def run_sfm(
     lap("features_and_matches")
     graph = MatchGraph(database)
     train, check, attempts = map_training_views(database, graph, image_dir, train_names, config, work_dir / "models", on_attempt)
+    low_parallax = False
+    if too_few_points(train) and well_matched(graph, train_names):
+        # Every start, as above: the first complete model of fox 0002-0004 was 3.6-8.4 degrees off,
+        # the best of all starts 2.7-2.9 (each start costs 20-40 s on these 540x960 photos).
+        again, again_check, more = map_training_views(
+            database, graph, image_dir, train_names, config, work_dir / "models_low_parallax", on_attempt, low_parallax=True,
+        )
+        attempts += more
+        if again is not None and (again.num_reg_images(), again.num_points3D()) > (
+            (train.num_reg_images(), train.num_points3D()) if train else (0, 0)
+        ):
+            train, check, low_parallax = again, again_check, True
+            log.warning(
+                "Low parallax: the photos were taken from nearly one place, so the cameras come from mapping with "
+                "initial pairs down to %.1f degrees of triangulation angle, and the %d points from angles down to %.1f "
+                "degrees (less certain in depth). Photos a step or two apart from each other give better cameras.",
+                LOW_PARALLAX_INIT_ANGLE, train.num_points3D(), LOW_PARALLAX_MIN_ANGLE,
+            )
 
     registered = sorted(train.image(i).name for i in train.reg_image_ids()) if train else []
     unregistered = {n: explain_unregistered(graph, n, registered, train_names, config) for n in train_names if n not in registered}
@@ -386,4 +420,14 @@ def run_sfm(
     lap("test_views")
     for name, why in test_left_out.items():
         log.warning("Test image %s not registered: %s", name, why)
-    return SfMResult(train, with_test, {**unregistered, **test_left_out}, attempts, check, seconds)
+    return SfMResult(train, with_test, {**unregistered, **test_left_out}, attempts, check, seconds, low_parallax)
+
+
+def too_few_points(model: pycolmap.Reconstruction | None) -> bool:
+    return model is None or model.num_points3D() < LOW_PARALLAX_MIN_POINTS
+
+
+def well_matched(graph: MatchGraph, names: list[str]) -> bool:
+    """Whether every image has a pair with LOW_PARALLAX_MIN_MATCHES verified matches."""
+    ids = [graph.image_ids[n] for n in names]
+    return all(max(graph.num_inliers(a, b) for b in ids if b != a) >= LOW_PARALLAX_MIN_MATCHES for a in ids)

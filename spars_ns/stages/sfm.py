@@ -72,6 +72,7 @@ class SfMStage(Stage):
                     "mean_reprojection_error_px": result.train.compute_mean_reprojection_error(),
                     "cameras": {int(c.camera_id): c.summary() for c in result.train.cameras.values()},
                     "model_check": result.check.report(),
+                    "low_parallax": result.low_parallax,
                     "seconds": result.seconds,
                 }
                 atomic_write_text(work / "report.json", json.dumps(report, indent=2))
@@ -82,5 +83,5 @@ class SfMStage(Stage):
             "train_registered": len(report["registered_train"]), "train_total": len(train),
             "test_registered": len(registered_test), "test_total": len(test),
             "points3D": report["points3D"], "init_pairs_tried": result.init_pairs_tried,
-            "doubtful_images": result.check.doubtful_images,
+            "doubtful_images": result.check.doubtful_images, "low_parallax": result.low_parallax,
         }
