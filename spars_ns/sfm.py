@@ -398,6 +398,11 @@ def run_sfm(
             + "Try: photos with more overlap (neighbouring views should share most of their content), "
             "less blur, more texture; or more photos of the same scene."
         )
+    if too_few_points(train):
+        log.warning(
+            "Only %d SfM points: training starts from few seed points (a dense prior, --prior stereo or mast3r, "
+            "gives more), and the cameras rest on little evidence.", train.num_points3D(),
+        )
     for name, why in unregistered.items():
         log.warning("Training image %s not registered: %s", name, why)
     doubtful = set(check.doubtful_images)

@@ -77,8 +77,8 @@ class PoseSearch:
     registered pose, step 0, if nothing beat it), and why it stopped early, if it did."""
 
     correction: PoseCorrection
-    loss_before: float  # at the registered pose
-    loss_after: float  # at the kept pose: never above loss_before
+    loss_before: Optional[float]  # at the registered pose; None without pose steps
+    loss_after: Optional[float]  # at the kept pose: never above loss_before
     kept_step: int
     stopped: Optional[str] = None
 
@@ -91,7 +91,7 @@ def optimise_test_pose(model: SplatfactoModel, camera: Cameras, batch: dict, ste
     device = camera.camera_to_worlds.device
     correction = PoseCorrection(torch.zeros(3, device=device, requires_grad=True), torch.zeros(3, device=device, requires_grad=True))
     if steps <= 0:
-        return PoseSearch(correction, math.nan, math.nan, 0)
+        return PoseSearch(correction, None, None, 0)
     optimiser = torch.optim.Adam([correction.rotation, correction.translation], lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 0.1 ** (step / steps))
     ssim = SSIM(data_range=1.0, size_average=True, channel=3).to(device)  # its window is not moved for you
