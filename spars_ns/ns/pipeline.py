@@ -99,7 +99,7 @@ def optimise_test_pose(model: SplatfactoModel, camera: Cameras, batch: dict, ste
     for parameter in frozen:
         parameter.requires_grad_(False)
     best = (math.inf, 0, torch.zeros(3, device=device), torch.zeros(3, device=device))
-    losses, stopped = [], None
+    loss_before, stopped = None, None
     try:
         target = None
         for step in range(steps + 1):  # the pose after the last update is scored too
@@ -109,12 +109,13 @@ def optimise_test_pose(model: SplatfactoModel, camera: Cameras, batch: dict, ste
             rendered = outputs["rgb"]
             dssim = 1 - ssim(rendered.permute(2, 0, 1)[None], target.permute(2, 0, 1)[None])
             loss = 0.8 * (rendered - target).abs().mean() + 0.2 * dssim
-            losses.append(float(loss))
-            if not math.isfinite(losses[-1]):
+            value = float(loss)
+            loss_before = value if step == 0 else loss_before
+            if not math.isfinite(value):
                 stopped = f"non-finite loss at step {step}"
                 break
-            if losses[-1] < best[0]:
-                best = (losses[-1], step, correction.rotation.detach().clone(), correction.translation.detach().clone())
+            if value < best[0]:
+                best = (value, step, correction.rotation.detach().clone(), correction.translation.detach().clone())
             if step == steps:
                 break
             optimiser.zero_grad()
@@ -127,9 +128,9 @@ def optimise_test_pose(model: SplatfactoModel, camera: Cameras, batch: dict, ste
     finally:
         for parameter in frozen:
             parameter.requires_grad_(True)
-    _, kept_step, rotation, translation = best
+    best_loss, kept_step, rotation, translation = best
     kept = PoseCorrection(rotation.requires_grad_(True), translation.requires_grad_(True))
-    return PoseSearch(kept, losses[0], losses[kept_step] if math.isfinite(best[0]) else losses[0], kept_step, stopped)
+    return PoseSearch(kept, loss_before, best_loss if math.isfinite(best_loss) else loss_before, kept_step, stopped)
 
 
 class Spars3rPipeline(VanillaPipeline):

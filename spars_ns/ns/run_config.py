@@ -64,6 +64,7 @@ class RunConfigLoader(yaml.Loader):
 
 def load_run_config(config_path: Path):
     """The TrainerConfig of a run, or an InputError naming the file and what it holds that a config does not."""
+    from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.engine.trainer import TrainerConfig
 
     if not config_path.is_file():
@@ -76,21 +77,20 @@ def load_run_config(config_path: Path):
         raise InputError(f"{config_path}: not a run config that can be read ({type(err).__name__}: {str(err)[:200]})") from None
     if not isinstance(config, TrainerConfig):
         raise InputError(f"{config_path}: not a run config (it holds a {type(config).__name__}, not nerfstudio's TrainerConfig)")
+    if config.method_name not in all_methods:
+        raise InputError(f"{config_path}: a {config.method_name} run, a method that is not installed here")
     return config
 
 
-def setup_run(config_path: Path, test_mode: Literal["test", "val", "inference"] = "test"):
-    """(config, pipeline) of a trained run, its latest checkpoint loaded, as `eval_setup` does."""
+def setup_run(config, test_mode: Literal["test", "val", "inference"] = "test"):
+    """The pipeline of a run from its config (`load_run_config`), its latest checkpoint loaded, as `eval_setup` does."""
     import torch
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.utils.eval_utils import eval_load_checkpoint
 
-    config = load_run_config(config_path)
-    if config.method_name not in all_methods:
-        raise InputError(f"{config_path}: a {config.method_name} run, a method that is not installed here")
     config.pipeline.datamanager._target = all_methods[config.method_name].pipeline.datamanager._target
     config.load_dir = config.get_checkpoint_dir()
     pipeline = config.pipeline.setup(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"), test_mode=test_mode)
     pipeline.eval()
     eval_load_checkpoint(config, pipeline)  # torch.load with torch's default weights_only=True (torch >= 2.6)
-    return config, pipeline
+    return pipeline

@@ -75,10 +75,10 @@ def score_run(method: str, config_path: Path, test_pose_steps: int) -> dict:
     """`ns-eval`'s scores of a trained run: every test view before and after `test_pose_steps` of
     test-time pose optimisation (also for stock splatfacto), and the run's `gaussians`. Written beside the run's config as
     `eval_with_test_pose_optimisation_<steps>.json`."""
-    from spars_ns.ns.run_config import setup_run
+    from spars_ns.ns.run_config import load_run_config, setup_run
 
     with lpips_built_lazily(method):
-        _, pipeline = setup_run(config_path, test_mode="test")
+        pipeline = setup_run(load_run_config(config_path), test_mode="test")
     results = evaluate_test_views(pipeline, test_pose_steps, Spars3rPipelineConfig.test_pose_lr, with_corrections=True)
     results["gaussians"] = pipeline.model.num_points
     (config_path.parent / f"eval_with_test_pose_optimisation_{test_pose_steps}.json").write_text(json.dumps(results, indent=2))

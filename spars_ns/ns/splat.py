@@ -35,11 +35,12 @@ def export_splat(config: ExportSplatConfig) -> tuple[Path, int]:
     from spars_ns.ns.runs import lpips_built_lazily
     from spars_ns.ply import write_splat_ply
 
-    model_class = load_run_config(config.load_config).pipeline.model._target
+    run = load_run_config(config.load_config)
+    model_class = run.pipeline.model._target
     if not (isinstance(model_class, type) and issubclass(model_class, SplatfactoModel)):
         raise InputError(f"{config.load_config}: a {getattr(model_class, '__name__', model_class)} run; only Gaussian-splat runs (spars3r, splatfacto) export splats")
     with lpips_built_lazily("splatfacto"):  # a stock splatfacto run would download AlexNet when loaded
-        _, pipeline = setup_run(config.load_config, test_mode="inference")
+        pipeline = setup_run(run, test_mode="inference")
     model = pipeline.model
     config.output_dir.mkdir(parents=True, exist_ok=True)
     path = config.output_dir / config.output_filename

@@ -92,13 +92,14 @@ def run_views(
     from nerfstudio.cameras.cameras import Cameras, CameraType
     from spars_ns.ns.run_config import load_run_config, setup_run
 
-    method = load_run_config(config_path).method_name
+    run = load_run_config(config_path)
+    method = run.method_name
     if method != "spars3r":
         raise InputError(
             f"{config_path}: a {method} run; --load-config takes a spars3r run (`ns-train spars3r`), whose "
             f"depth rendering spars-ns knows. For NeRF-type runs (nerfacto), nerfstudio's `ns-export tsdf` serves."
         )
-    _, pipeline = setup_run(config_path, test_mode="inference")
+    pipeline = setup_run(run, test_mode="inference")
     model = pipeline.model
     outputs = pipeline.datamanager.train_dataparser_outputs
     cameras = pipeline.datamanager.train_dataset.cameras  # at the training size (camera-res-scale-factor)
