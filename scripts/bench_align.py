@@ -25,10 +25,11 @@ import numpy as np
 import pycolmap
 import tyro
 
-from spars_ns.align import AlignConfig, align_scene
-from spars_ns.pipeline import ProcessConfig, process
-from spars_ns.priors import DensePrior
-from spars_ns.regions import RegionsConfig, superpixel_regions
+from constants import apply  # this script's folder is on sys.path
+from spars_ns.stages.align.similarity import align_scene
+from spars_ns.process import ProcessConfig, process
+from spars_ns.stages.prior.dense_prior import DensePrior
+from spars_ns.stages.align.regions import superpixel_regions
 from spars_ns.synthetic import distorted_pointmap, make_scene
 
 
@@ -40,11 +41,13 @@ class Args:
     seed: int = 0
     noise: float = 0.002
     """Prior noise, a fraction of depth (per axis)."""
-    align_options: AlignConfig = field(default_factory=AlignConfig)
-    regions_options: RegionsConfig = field(default_factory=RegionsConfig)
+    set: list[str] = field(default_factory=list)
+    """Constants of the alignment at other values, e.g. spars_ns.stages.align.similarity.INLIER_THRESHOLD=0.02
+    (scripts/constants.py)."""
 
 
 def main(args: Args) -> None:
+    apply(args.set)
     pycolmap.logging.minloglevel = 2
     scene = make_scene(num_views=args.views, width=args.width, height=args.height, arc_degrees=60, seed=args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,17 +85,17 @@ def main(args: Args) -> None:
     rows = []
     variants = {
         "global": None,
-        "two-stage, superpixels": lambda name, prior: (lambda _: superpixel_regions(images[name], args.regions_options)),
+        "two-stage, superpixels": lambda name, prior: (lambda _: superpixel_regions(images[name])),
         "two-stage, true object masks": lambda name, prior: (lambda _: [object_ids[name] + 1]),
     }
     for label, proposer in variants.items():
         start = time.perf_counter()
-        result = align_scene(model, priors, proposer, args.align_options)
+        result = align_scene(model, priors, proposer)
         seconds = time.perf_counter() - start
         median, within = error_stats({n: a.points for n, a in result.images.items()})
         kept = np.mean([np.isfinite(a.points).all(-1)[object_ids[n] >= 0].mean() for n, a in result.images.items()])
         rows.append((label, median, within, kept, seconds))
-    floor = align_scene(model, noise_only, None, args.align_options)
+    floor = align_scene(model, noise_only, None)
     rows.append(("noise floor", *error_stats({n: a.points for n, a in floor.images.items()}), 1.0, 0.0))
 
     print(f"\n{args.views} views at {args.width}x{args.height}, prior noise {args.noise:.3f} of depth\n")

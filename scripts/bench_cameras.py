@@ -37,9 +37,9 @@ import tyro
 
 from spars_ns.errors import SfMError
 from spars_ns.geometry import camera_center, fit_similarity
-from spars_ns.images import file_sha1, ingest_image
+from spars_ns.stages.ingest.images import file_sha1, ingest_image
 from spars_ns.metrics import load_true_poses, mean_average_accuracy, pair_errors_deg
-from spars_ns.sfm import SfMConfig, run_sfm
+from spars_ns.stages.sfm.mapping import SfMConfig, run_sfm
 from spars_ns.surface.evaluate import distance_to_quads
 from spars_ns.synthetic import make_scene
 

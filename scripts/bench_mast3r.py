@@ -34,8 +34,8 @@ import numpy as np
 import torch
 import tyro
 
-from spars_ns.pairs import strongest_pairs
-from spars_ns.priors.mast3r import Mast3rConfig, import_mast3r, infer_pairs, resolve_device
+from spars_ns.stages.sfm.pairs import strongest_pairs
+from spars_ns.stages.prior.mast3r import COMPLETE_UP_TO, PAIRS_PER_VIEW, Mast3rConfig, import_mast3r, infer_pairs, resolve_device
 
 INF = float("inf")
 # The architecture of naver/MASt3R_ViTLarge_BaseDecoder_512_catmlpdpt_metric (its checkpoint's `args.model`).
@@ -104,7 +104,7 @@ def components(model, images: list[dict], config: Mast3rConfig, repeats: int) ->
         order = np.arange(views)
         closeness = 1000.0 / (1 + np.abs(order[:, None] - order[None, :]))
         np.fill_diagonal(closeness, 0)
-        pairs = len(strongest_pairs(closeness, config.pairs_per_view, config.complete_up_to))
+        pairs = len(strongest_pairs(closeness, PAIRS_PER_VIEW, COMPLETE_UP_TO))
         derived[views] = {"pairs": pairs, "infer_pairs_s": round(views * encode_s + pairs * (decode_s + match_s), 1),
                           "forward_mast3r_s": round(2 * pairs * encode_s + pairs * (decode_s + match_s), 1)}
     return {"encode_s": round(encode_s, 2), "decode_pair_s": round(decode_s, 2), "match_pair_s": round(match_s, 2),
@@ -126,7 +126,7 @@ def main(args: Args) -> dict:
     order = np.arange(args.views)
     closeness = 1000.0 / (1 + np.abs(order[:, None] - order[None, :]))  # stands in for SfM's verified matches
     np.fill_diagonal(closeness, 0)
-    pairs = strongest_pairs(closeness, config.pairs_per_view, config.complete_up_to)
+    pairs = strongest_pairs(closeness, PAIRS_PER_VIEW, COMPLETE_UP_TO)
     if args.components:
         result = {"device": device, "parameters_M": round(parameters / 1e6, 1), "image_shape": list(images[0]["img"].shape[-2:]),
                   **components(model, images, config, args.repeats), "threads": torch.get_num_threads()}

@@ -38,6 +38,7 @@ import tyro
 
 from spars_ns.geometry import opengl_c2w_to_opencv
 from spars_ns.options import PriorConfig, ProcessConfig
+from spars_ns.stages.prior.files import FilesConfig
 from spars_ns.surface.command import MeshConfig, make_mesh
 from spars_ns.surface.evaluate import SeenSurface, distance_to_quads
 from spars_ns.ply import read_mesh_ply
@@ -157,7 +158,7 @@ def scene_from_nerfstudio(mesh_path: Path, config_path: Path) -> tuple[np.ndarra
 
 def main(args: Args) -> None:
     from spars_ns.ns.runs import train_run
-    from spars_ns.pipeline import process
+    from spars_ns.process import process
 
     args.output.mkdir(parents=True, exist_ok=True)
     scene = make_scene(num_views=args.views, seed=args.seed)
@@ -186,7 +187,7 @@ def main(args: Args) -> None:
         scene_dir = args.output / f"scene_{refine}"
         process(ProcessConfig(
             images=photos, output=scene_dir, test_every=args.test_every, prior="files",
-            prior_options=PriorConfig(dir=prior_dir), refine=refine, max_dense_points=4000,
+            prior_options=PriorConfig(files=FilesConfig(dir=prior_dir)), refine=refine, max_dense_points=4000,
         ))
         frame = TrueFrame(scene, scene_dir)
         truth = SeenSurface.of(scene, frame.train)

@@ -121,7 +121,7 @@ def defaults_dataset(scene: Path, train: list[str], test: list[str], work: Path,
     import pycolmap
     from bench_poses import defaults_model  # this script's folder is on sys.path
 
-    from spars_ns.stages.export import camera_to_opencv, sfm_points
+    from spars_ns.stages.export.stage import camera_to_opencv, sfm_points
     from spars_ns.geometry import opencv_to_opengl_c2w
     from spars_ns.metrics import load_true_poses
     from spars_ns.ply import write_points_ply
@@ -162,7 +162,8 @@ def prepare(args: Prepare) -> None:
     import pycolmap
 
     from spars_ns.options import PriorConfig
-    from spars_ns.pipeline import ProcessConfig, process
+    from spars_ns.stages.prior.files import FilesConfig
+    from spars_ns.process import ProcessConfig, process
 
     pycolmap.logging.minloglevel = 2
     for k in args.views:
@@ -176,7 +177,7 @@ def prepare(args: Prepare) -> None:
                 (photos / photo).symlink_to((args.scene / "images" / photo).resolve())
         print(f"{name}: train {train}\n  test {test}", flush=True)
         scene = process(ProcessConfig(
-            images=photos, output=work / "spars3r_scene", test_views=tuple(test), prior=args.prior, prior_options=PriorConfig(dir=args.prior_dir),
+            images=photos, output=work / "spars3r_scene", test_views=tuple(test), prior=args.prior, prior_options=PriorConfig(files=FilesConfig(dir=args.prior_dir)),
             refine=args.refine if args.prior != "none" else "none", max_dense_points=args.max_dense_points,
         ))
         copy_dataset(scene.root, output / "spars3r")

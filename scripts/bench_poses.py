@@ -25,10 +25,10 @@ import pycolmap
 import tyro
 
 from spars_ns.errors import InputError, SfMError
-from spars_ns.features import FeatureType
-from spars_ns.images import file_sha1, ingest_image
+from spars_ns.stages.sfm.features import FeatureType
+from spars_ns.stages.ingest.images import file_sha1, ingest_image
 from spars_ns.metrics import absolute_trajectory_error, evenly_spaced, load_true_poses, mean_average_accuracy, pair_errors_deg
-from spars_ns.sfm import SfMConfig, run_sfm
+from spars_ns.stages.sfm.mapping import SfMConfig, run_sfm
 
 
 @dataclass

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import tyro
 
-from spars_ns.refine import RefineConfig, RefineView, refine_depths
+from constants import apply  # this script's folder is on sys.path
+from spars_ns.stages.refine.config import RefineConfig
+from spars_ns.stages.refine.frozen_depth import RefineView, refine_depths
 from spars_ns.synthetic import make_scene, sparse_observations
 
 
@@ -32,6 +34,9 @@ class Args:
     noise: float = 0.01
     seed: int = 0
     refine: RefineConfig = field(default_factory=RefineConfig)
+    set: list[str] = field(default_factory=list)
+    """Constants of the solver at other values, e.g. spars_ns.stages.refine.frozen_depth.SAMPLES_PER_PAIR=2048
+    (scripts/constants.py)."""
 
 
 def smooth_warp(rng: np.random.Generator, height: int, width: int, amplitude: float) -> np.ndarray:
@@ -52,6 +57,7 @@ def metrics(depths: list[np.ndarray], truths: list[np.ndarray]) -> tuple[float, 
 
 
 def main(args: Args) -> None:
+    apply(args.set)
     scene = make_scene(num_views=args.views, width=args.width, height=args.height, arc_degrees=60, seed=args.seed)
     renders = [scene.render(i) for i in range(scene.num_views)]
     observations = sparse_observations(scene, seed=args.seed)

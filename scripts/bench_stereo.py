@@ -13,6 +13,7 @@ per scene and view count into --work, and is reused.
 
 from __future__ import annotations
 
+import ast
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 import tyro
 
 from bench_nvs import split  # this script's folder is on sys.path
+from constants import apply
 
 
 @dataclass
@@ -29,28 +31,43 @@ class Args:
     views: list[int] = field(default_factory=lambda: [12])
     test_every: int = 8
     work: Path = Path("/tmp/bench_stereo")
-    settings: list[str] = field(default_factory=lambda: ["", "min_agreeing=2", "partners=2"])
-    """StereoConfig overrides to compare, e.g. 'partners=3,min_agreeing=2' ('' : the defaults)."""
+    settings: list[str] = field(default_factory=lambda: ["", "MIN_AGREEING=2", "partners=2"])
+    """Settings to compare: StereoConfig options (lower case) and constants of
+    spars_ns.stages.prior.stereo (upper case), e.g. 'partners=3,MIN_AGREEING=2' ('': the defaults)."""
 
 
-def parse(setting: str) -> dict:
-    pairs = [item.split("=") for item in setting.split(",") if item]
-    return {key.strip(): type_of(key.strip())(value) for key, value in pairs}
-
-
-def type_of(name: str):
-    from spars_ns.priors.stereo import StereoConfig
-
-    return type(getattr(StereoConfig(), name))
+def parse(setting: str) -> tuple[dict, list[str]]:
+    """(StereoConfig overrides, constants for scripts/constants.py) of a setting."""
+    options, constants = {}, []
+    for item in filter(None, setting.split(",")):
+        key, _, value = (part.strip() for part in item.partition("="))
+        if key.isupper():
+            constants.append(f"spars_ns.stages.prior.stereo.{key}={value}")
+        else:
+            options[key] = ast.literal_eval(value)
+    return options, constants
 
 
 def evaluate(scene_root: Path, setting: str) -> dict:
-    from spars_ns.priors.stereo import StereoConfig, choose_partners, stereo_prior, views_from_model
     from spars_ns.scene import SceneFolder
-    from spars_ns.stages.sfm import registered_train
+    from spars_ns.stages.prior import stereo
+    from spars_ns.stages.prior.stereo import StereoConfig
 
     scene = SceneFolder(scene_root)
-    config = replace(StereoConfig(), **parse(setting))
+    options, constants = parse(setting)
+    config = replace(StereoConfig(), **options)
+    measured = {name: value for name, value in vars(stereo).items() if name.isupper()}
+    apply(constants)
+    try:
+        return score(scene, config)
+    finally:
+        vars(stereo).update(measured)  # each setting starts from the measured values
+
+
+def score(scene, config) -> dict:
+    from spars_ns.stages.prior.stereo import choose_partners, stereo_prior, views_from_model
+    from spars_ns.stages.sfm.stage import registered_train
+
     model, images = registered_train(scene)
     views = views_from_model(model, images, scene.images_dir)
     for view in views.values():  # the prior sees the even ids; the odd ones score it
@@ -77,7 +94,7 @@ def evaluate(scene_root: Path, setting: str) -> dict:
 
 
 def main() -> None:
-    from spars_ns.pipeline import ProcessConfig, process
+    from spars_ns.process import ProcessConfig, process
 
     args = tyro.cli(Args)
     print("| scene | views | setting | depth at (share of pixels) | views without | held-out SfM points compared | "

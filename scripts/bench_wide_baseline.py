@@ -21,8 +21,8 @@ import numpy as np
 import pycolmap
 import tyro
 
-import spars_ns.sfm as sfm
-from spars_ns.images import file_sha1, ingest_image
+import spars_ns.stages.sfm.mapping as sfm
+from spars_ns.stages.ingest.images import file_sha1, ingest_image
 from spars_ns.metrics import evenly_spaced, load_true_poses, mean_average_accuracy, pair_errors_deg
 
 
@@ -70,14 +70,14 @@ def main(args: Args) -> None:
                     databases[features] = (work, sfm.MatchGraph(work / "database.db"))
                 work, graph = databases[features]
 
-                def changed(config, image_names, changes=changes):
-                    options = as_is(config, image_names)
+                def changed(image_names, low_parallax=False, changes=changes):
+                    options = as_is(image_names, low_parallax)
                     for change in changes:
                         change(options)
                     return options
 
                 sfm.mapper_options = changed  # the one place the stage builds the mapper's options
-                model, _, _ = sfm.map_training_views(work / "database.db", graph, work, names, config, Path(tempfile.mkdtemp()))
+                model, _, _ = sfm.map_training_views(work / "database.db", graph, work, names, Path(tempfile.mkdtemp()))
                 sfm.mapper_options = as_is
                 poses = {im.name: im.cam_from_world().matrix() for im in model.images.values() if im.has_pose} if model else {}
                 errors = list(pair_errors_deg(poses, {n: truth_all[n] for n in names}).values())

@@ -26,7 +26,7 @@ console = Console(stderr=True)
 
 
 def run_process(config: ProcessConfig) -> None:
-    from spars_ns.pipeline import process  # pycolmap: not needed to export a trained run
+    from spars_ns.process import process  # pycolmap: not needed to export a trained run
 
     scene = process(config)
     counts = scene.stage_entry("export")["counts"]

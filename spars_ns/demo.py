@@ -18,6 +18,7 @@ import torch
 from rich.console import Console
 
 from spars_ns.options import PriorConfig, ProcessConfig
+from spars_ns.stages.prior.files import FilesConfig
 from spars_ns.synthetic import make_scene, write_prior_files
 
 
@@ -39,7 +40,7 @@ class DemoConfig:
 def run_demo(config: DemoConfig) -> dict:
     """Runs the demo; prints the metrics and where everything is on standard output."""
     from spars_ns.ns.runs import short_run
-    from spars_ns.pipeline import process
+    from spars_ns.process import process
 
     on_cpu = not torch.cuda.is_available()
     steps = config.steps or (300 if on_cpu else 2000)
@@ -52,7 +53,7 @@ def run_demo(config: DemoConfig) -> dict:
     synthetic.write_images(photos)
     prior_dir = write_prior_files(synthetic, output / "prior", config.seed)
     scene = process(ProcessConfig(
-        images=photos, output=output / "scene", test_every=4, prior="files", prior_options=PriorConfig(dir=prior_dir), refine="global",
+        images=photos, output=output / "scene", test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=prior_dir)), refine="global",
         max_dense_points=4000 if on_cpu else 200_000,  # the CPU rasteriser's cost grows with Gaussians
     ))
 

@@ -203,9 +203,9 @@ class SceneFolder:
     def prior_dir(self) -> Path:
         return self.root / "prior"
 
-    @property
-    def mast3r_cache_dir(self) -> Path:
-        return self.root / "cache" / "mast3r"
+    def cache_dir(self, owner: str) -> Path:
+        """Where `owner` (a stage's backend) keeps work across runs; listed in the manifest by its stage."""
+        return self.root / "cache" / owner
 
     @property
     def cameras_dir(self) -> Path:
@@ -240,7 +240,7 @@ class SceneFolder:
         (with the outputs its manifest records)."""
         return [
             self.images_dir, self.images_json, self.sfm_dir, self.sparse_dir, self.sparse_with_test_dir, self.prior_dir,
-            self.mast3r_cache_dir, self.cameras_dir, self.align_dir, self.refine_dir, self.depth_dir,
+            self.cameras_dir, self.align_dir, self.refine_dir, self.depth_dir,
             self.transforms_path, self.points_path, self.manifest_path,
         ]
 

@@ -10,7 +10,8 @@ import pycolmap
 import pytest
 
 from spars_ns.options import PriorConfig
-from spars_ns.pipeline import ProcessConfig, process
+from spars_ns.stages.prior.files import FilesConfig
+from spars_ns.process import ProcessConfig, process
 from spars_ns.synthetic import SyntheticScene, make_scene, write_prior_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def prior_files(scene, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def dense_scene(photos, prior_files, tmp_path_factory):
     output = tmp_path_factory.mktemp("dense_scene")
-    return process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(dir=prior_files)))
+    return process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=prior_files))))
 
 
 # Small enough for CPU: images at 80x60 (a quarter of the photos), 300 steps, 20 pose steps per test view
@@ -69,7 +70,7 @@ def depth_scene(dense_scene, photos, prior_files, tmp_path_factory):
     output = tmp_path_factory.mktemp("depth_scene") / "scene"
     shutil.copytree(dense_scene.root, output)
     return process(ProcessConfig(
-        images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(dir=prior_files), refine="global", max_dense_points=4000,
+        images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=prior_files)), refine="global", max_dense_points=4000,
     ))
 
 

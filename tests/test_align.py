@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from spars_ns.align import REGION_DROPPED, AlignConfig, align_image, fit_sim3
-from spars_ns.priors import DensePrior
+from spars_ns.stages.align import similarity as similarity_module
+from spars_ns.stages.align.similarity import REGION_DROPPED, align_image, fit_sim3
+from spars_ns.stages.prior.dense_prior import DensePrior
 from spars_ns.synthetic import camera_points
 
 from test_geometry import rotation_about
@@ -76,8 +77,8 @@ def test_regions_fix_an_object_the_global_fit_cannot(view):
         return [object_ids + 1]
 
     threshold = 0.01 * 6.0
-    global_only = align_image(prior, xy, sfm_points, None, threshold, AlignConfig())
-    two_stage = align_image(prior, xy, sfm_points, object_regions, threshold, AlignConfig())
+    global_only = align_image(prior, xy, sfm_points, None, threshold)
+    two_stage = align_image(prior, xy, sfm_points, object_regions, threshold)
     # The proposer was prompted with the global fit's outliers, which lie on the warped box.
     assert np.mean(object_ids[prompts[0][:, 1].astype(int), prompts[0][:, 0].astype(int)] == box) > 0.9
 
@@ -92,15 +93,17 @@ def test_regions_fix_an_object_the_global_fit_cannot(view):
     assert two_stage.report["residual_final_median"] <= two_stage.report["residual_global_median"]
 
 
-def test_a_region_no_similarity_explains_is_rejected_and_dropped(view):
+def test_a_region_no_similarity_explains_is_rejected_and_dropped(view, monkeypatch):
     cam, object_ids, world = view
     prior = distorted_prior(cam, object_ids, warped_object=4, garbage_object=5)
     xy, sfm_points = sample_correspondences(world, object_ids)
-    aligned = align_image(prior, xy, sfm_points, lambda _: [object_ids + 1], 0.06, AlignConfig(rejected_regions="drop"))
+    assert similarity_module.REJECTED_REGIONS == "drop"
+    aligned = align_image(prior, xy, sfm_points, lambda _: [object_ids + 1], 0.06)
     garbage = object_ids == 5
     assert aligned.report["regions_rejected"] == 1
     assert (aligned.region_ids[garbage] == REGION_DROPPED).all() and np.isnan(aligned.points[garbage]).all()
-    kept = align_image(prior, xy, sfm_points, lambda _: [object_ids + 1], 0.06, AlignConfig(rejected_regions="global"))
+    monkeypatch.setattr(similarity_module, "REJECTED_REGIONS", "global")
+    kept = align_image(prior, xy, sfm_points, lambda _: [object_ids + 1], 0.06)
     assert (kept.region_ids[garbage] == 0).all() and np.isfinite(kept.points[garbage]).all()
 
 
@@ -108,4 +111,4 @@ def test_too_few_correspondences_give_no_alignment(view):
     cam, object_ids, world = view
     prior = distorted_prior(cam, object_ids, warped_object=4)
     xy, sfm_points = sample_correspondences(world, object_ids, count=5)
-    assert align_image(prior, xy, sfm_points, None, 0.06, AlignConfig()) is None
+    assert align_image(prior, xy, sfm_points, None, 0.06) is None

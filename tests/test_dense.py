@@ -11,11 +11,12 @@ from plyfile import PlyData
 
 from spars_ns.errors import InputError
 from spars_ns.options import PriorConfig
-from spars_ns.pipeline import ProcessConfig, process
-from spars_ns.refine import RefineConfig
-from spars_ns.priors.files import load_file_prior
-from spars_ns.priors.mast3r import Mast3rConfig
-from spars_ns.priors.stereo import StereoConfig
+from spars_ns.stages.prior.files import FilesConfig
+from spars_ns.process import ProcessConfig, process
+from spars_ns.stages.refine.frozen_depth import RefineConfig
+from spars_ns.stages.prior.files import load_file_prior
+from spars_ns.stages.prior.mast3r import Mast3rConfig
+from spars_ns.stages.prior.stereo import StereoConfig
 from spars_ns.synthetic import camera_points
 
 from conftest import sfm_from_true
@@ -52,7 +53,7 @@ def test_fused_points_are_dense_accurate_and_labelled(dense_scene, scene):
 
 
 def test_alignment_none_keeps_sfm_seeds_only(photos, prior_files, tmp_path):
-    scene = process(ProcessConfig(images=photos, output=tmp_path / "s", test_every=4, prior="files", prior_options=PriorConfig(dir=prior_files), align="none"))
+    scene = process(ProcessConfig(images=photos, output=tmp_path / "s", test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=prior_files)), align="none"))
     counts = scene.stage_entry("export")["counts"]
     assert counts["global_points"] == counts["region_points"] == 0 and counts["points"] == counts["sfm_points"]
 
@@ -99,13 +100,13 @@ def test_a_prior_in_both_formats_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"prior": "files"}, "--prior-options.dir"),
+    ({"prior": "files"}, "--prior-options.files.dir"),
     ({"refine": "local"}, "--refine needs depth"),
     ({"test_every": -1}, "--test-every must be 0"),
-    ({"prior": "files", "prior_options": PriorConfig(dir=Path(__file__).parent), "regions": "sam"}, "sam_vit_h_4b8939.pth not found"),
+    ({"prior": "files", "prior_options": PriorConfig(files=FilesConfig(dir=Path(__file__).parent)), "regions": "sam"}, "sam_vit_h_4b8939.pth not found"),
     ({"prior": "mast3r", "prior_options": PriorConfig(mast3r=Mast3rConfig(checkpoint="missing.pth"))}, "missing.pth not found"),
-    ({"prior": "stereo", "prior_options": PriorConfig(stereo=StereoConfig(block_size=4))}, "block-size must be odd"),
-    ({"prior": "stereo", "prior_options": PriorConfig(stereo=StereoConfig(partners=2, min_agreeing=3))}, "min-agreeing must be from 1 to partners"),
+    ({"prior": "stereo", "prior_options": PriorConfig(stereo=StereoConfig(partners=0))}, "partners must be at least 1"),
+    ({"prior": "stereo", "prior_options": PriorConfig(stereo=StereoConfig(max_size=32))}, "max-size must be at least 64"),
 ])
 def test_bad_option_combinations_are_refused_before_any_work(photos, tmp_path, options, message):
     """Each would otherwise be found after SfM (minutes on real photos)."""
@@ -122,7 +123,7 @@ def test_an_image_without_usable_prior_keeps_its_sfm_points(dense_scene, prior_f
     np.savez(folder / "view_002.npz", pts3d=pts3d, conf=np.zeros(pts3d.shape[:2], np.float32))
     output = tmp_path / "scene"
     shutil.copytree(dense_scene.root, output)
-    scene = process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(dir=folder)))
+    scene = process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=folder))))
     report = json.loads((scene.align_dir / "report.json").read_text())
     assert "view_002.png" not in report["images"]
     assert report["sfm_points_only"]["view_002.png"].startswith("the prior has depth at 0 of its")  # says why: conf 0 everywhere
@@ -138,7 +139,7 @@ def test_refining_when_no_view_kept_its_prior_says_why(dense_scene, prior_files,
     output = tmp_path / "scene"
     shutil.copytree(dense_scene.root, output)
     with pytest.raises(InputError, match=r"--refine global: no training view has depth to refine.*align/report\.json"):
-        process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(dir=folder), refine="global"))
+        process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=folder)), refine="global"))
 
 
 @pytest.mark.parametrize("kind", ["depth", "disparity"])
@@ -157,7 +158,7 @@ def test_refined_depth_from_affine_invariant_files(scene, photos, processed, tmp
     output = tmp_path / "scene"
     shutil.copytree(processed.root, output)
     result = process(ProcessConfig(
-        images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(dir=folder), align="none",
+        images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=folder)), align="none",
         refine="local", refine_options=RefineConfig(input=kind),
     ))
     meta = json.loads(result.transforms_path.read_text())
@@ -189,7 +190,7 @@ def test_refined_cameras_reach_transforms_json(dense_scene, photos, prior_files,
     shutil.copytree(dense_scene.root, output)
     options = RefineConfig(refine_poses=True, refine_focal=True, iterations=40)
     scene = process(ProcessConfig(
-        images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(dir=prior_files), refine="local",
+        images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=prior_files)), refine="local",
         refine_options=options,
     ))
     corrected = json.loads((scene.refine_dir / "cameras.json").read_text())
@@ -213,7 +214,7 @@ def test_a_stage_switched_off_leaves_nothing_behind(dense_scene, photos, prior_f
     stage's outputs and manifest entry go, and points.ply and transforms.json stop using them."""
     output = tmp_path / "scene"
     shutil.copytree(dense_scene.root, output)
-    options = {"images": photos, "output": output, "test_every": 4, "prior": "files", "prior_options": PriorConfig(dir=prior_files), "refine": "global"}
+    options = {"images": photos, "output": output, "test_every": 4, "prior": "files", "prior_options": PriorConfig(files=FilesConfig(dir=prior_files)), "refine": "global"}
     scene = process(ProcessConfig(**options))
     assert point_sources(scene) == {0, 1, 2} and scene.depth_dir.exists()
 

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from spars_ns.errors import InputError
-from spars_ns.features import LearnedFeaturesConfig, load_extractor
-from spars_ns.images import file_sha1, ingest_image
+from spars_ns.stages.sfm.features import LearnedFeaturesConfig, load_extractor
+from spars_ns.stages.ingest.images import file_sha1, ingest_image
 from spars_ns.metrics import pair_errors_deg
-from spars_ns.pairs import PairsConfig, looks_sequential, select_pairs, strongest_pairs
-from spars_ns.sfm import (
+from spars_ns.stages.sfm import pairs as pairs_module
+from spars_ns.stages.sfm.pairs import looks_sequential, select_pairs, strongest_pairs
+from spars_ns.stages.sfm.mapping import (
     MatchGraph, SfMConfig, extract_and_match, import_images, map_training_views, write_keypoints_and_matches, write_pairs,
 )
 from spars_ns.synthetic import camera_points
@@ -94,9 +95,8 @@ def test_true_correspondences_written_as_learned_matches_verify_and_map(scene, r
     write_pairs(tmp_path / "pairs.txt", pairs)
     pycolmap.verify_matches(database, tmp_path / "pairs.txt")
 
-    config = SfMConfig()
     graph = MatchGraph(database)
-    model, _, _ = map_training_views(database, graph, image_dir, [r.name for r in images], config, tmp_path / "models")
+    model, _, _ = map_training_views(database, graph, image_dir, [r.name for r in images], tmp_path / "models")
     assert model.num_reg_images() == 3
     estimated = {model.image(i).name: model.image(i).cam_from_world().matrix() for i in model.reg_image_ids()}
     truth = {k: v for k, v in true_poses(scene).items() if k in estimated}
@@ -115,23 +115,28 @@ def test_missing_weights_offline_name_the_option(tmp_path, monkeypatch):
         load_extractor("disk+lightglue", LearnedFeaturesConfig(device="cpu"))
 
 
-def test_small_sets_match_every_pair():
+def test_small_sets_match_every_pair(monkeypatch):
     names = [f"img{i}.jpg" for i in range(5)]
-    assert len(select_pairs(names, None, PairsConfig(exhaustive_up_to=5))) == 10
+    monkeypatch.setattr(pairs_module, "EXHAUSTIVE_UP_TO", 5)
+    assert len(select_pairs(names, None)) == 10
 
 
-def test_retrieval_keeps_nearest_images_and_video_neighbours():
+def test_retrieval_keeps_nearest_images_and_video_neighbours(monkeypatch):
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 16))
     names = [f"shot_{c}{i}.jpg" for c in "abc" for i in range(4)]  # 3 places, 4 photos each
     descriptors = np.concatenate([centres[k] + 0.05 * rng.normal(size=(4, 16)) for k in range(3)])
-    pairs = select_pairs(names, descriptors, PairsConfig(exhaustive_up_to=4, top_k=3, sequential=0))
+    monkeypatch.setattr(pairs_module, "EXHAUSTIVE_UP_TO", 4)
+    monkeypatch.setattr(pairs_module, "TOP_K", 3)
+    monkeypatch.setattr(pairs_module, "SEQUENTIAL", 0)
+    pairs = select_pairs(names, descriptors)
     assert len(pairs) == 3 * 6  # each place's photos pair up among themselves, nothing across
     assert all(a[5] == b[5] for a, b in pairs)
 
     frames = [f"frame_{i:04d}.jpg" for i in range(12)]
     assert looks_sequential(frames) and not looks_sequential(names + ["other.jpg"])
-    with_video = select_pairs(frames, descriptors, PairsConfig(exhaustive_up_to=4, top_k=3, sequential=2))
+    monkeypatch.setattr(pairs_module, "SEQUENTIAL", 2)
+    with_video = select_pairs(frames, descriptors)
     assert ("frame_0003.jpg", "frame_0004.jpg") in with_video and ("frame_0003.jpg", "frame_0005.jpg") in with_video
 
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from spars_ns.errors import InputError
-from spars_ns.images import file_sha1, ingest_image, list_images
+from spars_ns.stages.ingest.images import file_sha1, ingest_image, list_images
 
 
 def _noise_image(path, size=(40, 30), mode="RGB"):

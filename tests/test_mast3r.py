@@ -15,14 +15,14 @@ from PIL import Image
 from spars_ns.errors import InputError
 from spars_ns.ns.dataparser import default_scene_dir
 from spars_ns.options import SPARS3R_PROCESSING, PriorConfig
-from spars_ns.pipeline import ProcessConfig, process
-from spars_ns.priors import DensePrior
+from spars_ns.process import ProcessConfig, process
+from spars_ns.stages.prior.dense_prior import DensePrior
 
 from conftest import TRAIN_ARGS, run_console_script
 
 pytest.importorskip("mast3r", reason="MASt3R is installed with the mast3r extra")
 
-from spars_ns.priors.mast3r import (  # noqa: E402
+from spars_ns.stages.prior.mast3r import (  # noqa: E402
     DEFAULT_CHECKPOINT, Mast3rConfig, check_weights, import_mast3r, infer_pairs, load_model, predict_priors, working_window,
 )
 
@@ -90,10 +90,10 @@ def test_tiny_mast3r_through_the_pipeline_writes_prior_files(processed, tiny_che
     prior = DensePrior.load(scene.prior_dir / files[0])
     assert prior.shape == (48, 64)
     assert scene.stage_entry("prior")["versions"]["instantsplat"] != "not installed"
-    assert len(list(scene.mast3r_cache_dir.rglob("forward/*/*.pth"))) == 2 * 15  # 6 views: every pair, both ways
+    assert len(list(scene.cache_dir("mast3r").rglob("forward/*/*.pth"))) == 2 * 15  # 6 views: every pair, both ways
 
     scene = process(replace(config, prior="none"))
-    assert not scene.mast3r_cache_dir.exists() and not scene.prior_dir.exists()  # switched off: cache gone too
+    assert not scene.cache_dir("mast3r").exists() and not scene.prior_dir.exists()  # switched off: cache gone too
 
 
 def loaded_images(api, photos, scene, views):

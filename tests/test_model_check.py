@@ -10,10 +10,10 @@ import numpy as np
 import pycolmap
 import pytest
 
-from spars_ns.images import file_sha1, ingest_image
+from spars_ns.stages.ingest.images import file_sha1, ingest_image
 from spars_ns.metrics import pair_errors_deg
-from spars_ns.model_check import check_model, epipolar_distances
-from spars_ns.sfm import (
+from spars_ns.stages.sfm.model_check import check_model, epipolar_distances
+from spars_ns.stages.sfm.mapping import (
     MatchGraph, SfMConfig, check_model_of, import_images, map_training_views, write_keypoints_and_matches,
     write_pairs,
 )
@@ -92,7 +92,7 @@ def errors_to_truth(model, scene) -> dict:
 def mapped(repeated_wall, tmp_path_factory):
     database, folder, names = repeated_wall
     graph = MatchGraph(database)
-    model, _, _ = map_training_views(database, graph, folder, names, SfMConfig(), tmp_path_factory.mktemp("models"))
+    model, _, _ = map_training_views(database, graph, folder, names, tmp_path_factory.mktemp("models"))
     return model, graph
 
 
@@ -100,7 +100,7 @@ def test_mapping_keeps_the_model_the_pairs_agree_with_and_names_the_wrong_pair(m
     model, graph = mapped
     assert model.num_reg_images() == len(repeated_wall[2])
     assert max(errors_to_truth(model, scene).values()) < 1.0
-    check = check_model_of(model, graph, SfMConfig())
+    check = check_model_of(model, graph)
     assert [(p.image1, p.image2) for p in check.unexplained] == [WRONG_PAIR]
     assert check.doubtful_images == []  # both photos agree with their four other pairs: the pair is at fault
 
@@ -116,7 +116,7 @@ def test_a_model_that_follows_the_wrong_copy_is_caught(mapped, scene):
     moved = pycolmap.Rigid3d(pose.rotation, pose.translation + pose.rotation.matrix() @ shift)  # centre moved by -shift
     wrong.frame(image.frame_id).rig_from_world = moved
     assert max(errors_to_truth(wrong, scene).values()) > 5
-    check = check_model_of(wrong, graph, SfMConfig())
+    check = check_model_of(wrong, graph)
     unexplained = {(p.image1, p.image2) for p in check.unexplained}
     right_pairs = {tuple(sorted((WRONG_PAIR[1], scene.image_name(i)))) for i in VIEWS if scene.image_name(i) not in WRONG_PAIR}
     assert unexplained == right_pairs  # the wrong pair agrees with this model, none of the right ones does

@@ -14,7 +14,8 @@ import torch
 
 from spars_ns.ns.dataparser import SparsDataParserConfig, default_scene_dir, resolve_scene
 from spars_ns.options import PriorConfig
-from spars_ns.pipeline import ProcessOptions
+from spars_ns.stages.prior.files import FilesConfig
+from spars_ns.process import ProcessOptions
 
 from conftest import ENV, run_console_script
 
@@ -51,7 +52,7 @@ def test_a_photo_folder_is_reused_only_with_the_same_processing_options(processe
     folder = tmp_path / "photos"
     shutil.copytree(photos, folder)
     sfm_only = ProcessOptions(test_every=4)
-    with_prior = ProcessOptions(test_every=4, prior="files", prior_options=PriorConfig(dir=prior_files))
+    with_prior = ProcessOptions(test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=prior_files)))
     first, second = default_scene_dir(folder, sfm_only), default_scene_dir(folder, with_prior)
     assert first != second and first == default_scene_dir(folder, ProcessOptions(test_every=4))
     for target in (first, second):

@@ -11,16 +11,18 @@ import pytest
 from PIL import Image
 from plyfile import PlyData
 
-import spars_ns.stages.export as export_stage
-import spars_ns.stages.sfm as sfm_stage
+import spars_ns.stages.export.stage as export_stage
+import spars_ns.stages.sfm.stage as sfm_stage
 from spars_ns.errors import InputError, SfMError
 from spars_ns.geometry import opengl_c2w_to_opencv
-from spars_ns.images import file_sha1
+from spars_ns.stages.ingest.images import file_sha1
 from spars_ns.metrics import pair_errors_deg
 from spars_ns.options import PriorConfig
-from spars_ns.pipeline import ProcessConfig, process, split_names
+from spars_ns.stages.prior.files import FilesConfig
+from spars_ns.process import ProcessConfig, process, split_names
 from spars_ns.scene import SceneFolder
-from spars_ns.sfm import MatchGraph, SfMConfig, map_training_views
+from spars_ns.stages.sfm import mapping
+from spars_ns.stages.sfm.mapping import MatchGraph, map_training_views
 
 from conftest import sfm_from_true, true_poses
 
@@ -35,7 +37,7 @@ def test_every_view_registers_with_accurate_poses(processed, scene):
     report = json.loads((processed.sfm_dir / "report.json").read_text())
     assert report["unregistered"] == {}
     assert report["registered_test"] == TEST_VIEWS
-    assert report["init_pairs_tried"] == SfMConfig().max_init_pairs  # small sets: every start is mapped
+    assert report["init_pairs_tried"] == mapping.MAX_INIT_PAIRS  # small sets: every start is mapped
     assert report["model_check"]["pairs_checked"] >= 10 and report["model_check"]["doubtful_images"] == []
     assert set(report["seconds"]) == {"features_and_matches", "mapping", "test_views"}
     estimated = model_poses(pycolmap.Reconstruction(processed.sparse_with_test_dir))
@@ -46,12 +48,11 @@ def test_every_view_registers_with_accurate_poses(processed, scene):
     assert camera.params[0] == pytest.approx(scene.intrinsics[0, 0], rel=0.02)
 
 
-def test_larger_sets_stop_at_the_first_complete_model(processed, tmp_path):
+def test_larger_sets_stop_at_the_first_complete_model(processed, tmp_path, monkeypatch):
     database = processed.sfm_dir / "database.db"
     train = sorted(n for n in json.loads((processed.sfm_dir / "report.json").read_text())["registered_train"])
-    model, _, starts = map_training_views(
-        database, MatchGraph(database), processed.images_dir, train, SfMConfig(all_starts_up_to=4), tmp_path
-    )
+    monkeypatch.setattr(mapping, "ALL_STARTS_UP_TO", 4)
+    model, _, starts = map_training_views(database, MatchGraph(database), processed.images_dir, train, tmp_path)
     assert starts == 1 and model.num_reg_images() == len(train) == 6
 
 
@@ -85,7 +86,7 @@ def test_mapping_gives_bit_identical_cameras_beside_busy_processes(processed, tm
         for worker in workers:
             worker.start()
         try:
-            model, _, _ = map_training_views(database, MatchGraph(database), processed.images_dir, train, SfMConfig(), tmp_path / str(len(results)))
+            model, _, _ = map_training_views(database, MatchGraph(database), processed.images_dir, train, tmp_path / str(len(results)))
         finally:
             stop.set()
             for worker in workers:
@@ -294,7 +295,7 @@ def test_a_run_killed_at_any_rename_leaves_a_scene_that_tells_the_truth(processe
     then run A (SfM points only, what the folder held before) runs again: its points.ply must be
     A's and agree with the manifest, with no leftovers, wherever B stopped."""
     options_a = {"images": photos, "test_every": 4}
-    options_b = {**options_a, "prior": "files", "prior_options": PriorConfig(dir=prior_files), "align": "global", "refine": "global"}
+    options_b = {**options_a, "prior": "files", "prior_options": PriorConfig(files=FilesConfig(dir=prior_files)), "align": "global", "refine": "global"}
     expected = processed.stage_entry("export")["counts"]["points"]
     real_replace = os.replace
     renames = []

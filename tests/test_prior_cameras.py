@@ -11,13 +11,14 @@ import pycolmap
 import pytest
 from PIL import Image
 
-import spars_ns.sfm as sfm
+import spars_ns.stages.sfm.mapping as sfm
 from spars_ns.errors import InputError
 from spars_ns.geometry import axis_angle_rotation, camera_center, rotation_angle_deg
 from spars_ns.options import PriorConfig
-from spars_ns.pipeline import ProcessConfig, process
-from spars_ns.priors.files import load_file_prior
-from spars_ns.stages.cameras import fit_prior_frame, refine_by_absolute_pose
+from spars_ns.stages.prior.files import FilesConfig
+from spars_ns.process import ProcessConfig, process
+from spars_ns.stages.prior.files import load_file_prior
+from spars_ns.stages.cameras.stage import fit_prior_frame, refine_by_absolute_pose
 from spars_ns.synthetic import shared_frame_prior
 
 from conftest import sfm_from_true
@@ -81,7 +82,7 @@ def with_prior(source, photos: Path, prior: Path, folder: Path, **options):
     """A copy of the scene `source` processed with `prior` (its SfM reused)."""
     shutil.copytree(source.root, folder)
     options = {"align": "none", **options}
-    return process(ProcessConfig(images=photos, output=folder, test_every=TEST_EVERY, prior="files", prior_options=PriorConfig(dir=prior), **options))
+    return process(ProcessConfig(images=photos, output=folder, test_every=TEST_EVERY, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=prior)), **options))
 
 
 @pytest.fixture(scope="module")
@@ -305,7 +306,7 @@ def test_mast3r_priors_carry_cameras_that_project_their_points_to_their_pixels(s
     pytest.importorskip("mast3r", reason="MASt3R is installed with the mast3r extra")
     import torch
 
-    from spars_ns.priors.mast3r import Mast3rConfig, import_mast3r, predict_priors
+    from spars_ns.stages.prior.mast3r import Mast3rConfig, import_mast3r, predict_priors
     from test_mast3r import TINY, TINY_CONFIG
 
     torch.manual_seed(0)

@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from spars_ns.images import file_sha1, ingest_image
+from spars_ns.stages.ingest.images import file_sha1, ingest_image
 from spars_ns.metrics import evenly_spaced, load_true_poses, mean_average_accuracy, pair_errors_deg
-from spars_ns.sfm import SfMConfig, run_sfm
+from spars_ns.stages.sfm.mapping import SfMConfig, run_sfm
 
 from conftest import SHARED_DATA
 

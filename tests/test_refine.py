@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from spars_ns.refine import RefineConfig, RefineView, refine_depths
+from spars_ns.stages.refine.config import RefineConfig
+from spars_ns.stages.refine.frozen_depth import Fit, RefineView, refine_depths
 from spars_ns.synthetic import make_scene, sparse_observations
 
 
@@ -42,7 +43,7 @@ def test_global_scale_and_shift_are_recovered_exactly_without_noise(small_scene,
         view.sfm_depth = render.depth[view.sfm_uv[:, 1].astype(int), view.sfm_uv[:, 0].astype(int)].astype(float)
     results = refine_depths(views, "global", kind, RefineConfig())
     for i, result in enumerate(results):
-        assert result.status == "sfm"
+        assert result.fit is Fit.SFM
         assert result.scale == pytest.approx(scales[i], rel=1e-5) and result.shift == pytest.approx(shifts[i], abs=1e-5)
         assert abs_rel(result.depth, renders[i].depth) < 1e-5
 
@@ -92,8 +93,8 @@ def test_views_without_sfm_points_lean_on_neighbours_or_stay_unrefined(small_sce
     views[1].sfm_uv, views[1].sfm_depth = np.zeros((0, 2)), np.zeros(0)  # no SfM points, keeps its overlap ids
     views[3].sfm_uv, views[3].sfm_depth, views[3].sfm_ids = np.zeros((0, 2)), np.zeros(0), np.zeros(0, int)
     results = refine_depths(views, "global", "depth", RefineConfig())
-    assert results[1].status == "neighbours" and abs_rel(results[1].depth, renders[1].depth) < 0.02
-    assert results[3].status.startswith("unrefined") and np.isnan(results[3].depth).all()
+    assert results[1].fit is Fit.NEIGHBOURS and abs_rel(results[1].depth, renders[1].depth) < 0.02
+    assert results[3].fit is Fit.NONE and np.isnan(results[3].depth).all()
 
 
 def test_pose_refinement_moves_a_perturbed_camera_toward_the_truth(small_scene):

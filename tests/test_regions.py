@@ -7,7 +7,9 @@ import pytest
 
 from spars_ns.errors import InputError
 from spars_ns.options import PriorConfig, ProcessConfig, check_options
-from spars_ns.regions import RegionsConfig, SamRegions, choose_regions, merge_masks, superpixel_regions
+from spars_ns.stages.prior.files import FilesConfig
+from spars_ns.stages.align import regions as regions_module
+from spars_ns.stages.align.regions import RegionsConfig, SamRegions, choose_regions, merge_masks, superpixel_regions
 
 
 def test_overlapping_masks_merge_and_separate_ones_do_not():
@@ -21,9 +23,10 @@ def test_overlapping_masks_merge_and_separate_ones_do_not():
     assert (labels[masks.any(0) == 0] == 0).all()
 
 
-def test_superpixels_rarely_cross_object_boundaries(scene):
+def test_superpixels_rarely_cross_object_boundaries(scene, monkeypatch):
     view = scene.render(3)
-    coarse, labels = superpixel_regions(view.image, RegionsConfig(superpixels=(25, 150)))
+    monkeypatch.setattr(regions_module, "SUPERPIXELS", (25, 150))
+    coarse, labels = superpixel_regions(view.image)
     assert len(np.unique(coarse)) < len(np.unique(labels))
     assert labels.min() >= 1 and len(np.unique(labels)) > 50
     # Purity: the share of each superpixel's pixels that belong to its majority object.
@@ -40,14 +43,15 @@ def test_missing_sam_checkpoint_names_the_superpixel_option(tmp_path):
         SamRegions(RegionsConfig(sam_checkpoint=tmp_path / "sam_vit_h.pth"))
 
 
-def test_sam_prompts_give_a_label_map_at_image_size():
+def test_sam_prompts_give_a_label_map_at_image_size(monkeypatch):
     pytest.importorskip("segment_anything")
     import torch
     from segment_anything.build_sam import _build_sam
 
     torch.manual_seed(0)
     tiny = _build_sam(encoder_embed_dim=32, encoder_depth=1, encoder_num_heads=1, encoder_global_attn_indexes=[0])
-    regions = SamRegions.from_model(tiny, RegionsConfig(max_prompts=4))
+    monkeypatch.setattr(regions_module, "MAX_PROMPTS", 4)
+    regions = SamRegions.from_model(tiny, RegionsConfig())
     image = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
     prompts = np.array([[5.0, 5.0], [60.0, 40.0], [30.0, 20.0], [31.0, 21.0], [10.0, 40.0], [50.0, 8.0]])
     labels = regions(image, prompts)
@@ -73,7 +77,7 @@ def test_auto_regions_take_sam_from_the_weights_cache_and_say_so(tmp_path, monke
 
 def test_processing_notices_the_fallback_to_superpixels(photos, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("SPARS_NS_CACHE", str(tmp_path))
-    config = ProcessConfig(images=photos, output=tmp_path / "s", prior="files", prior_options=PriorConfig(dir=tmp_path))
+    config = ProcessConfig(images=photos, output=tmp_path / "s", prior="files", prior_options=PriorConfig(files=FilesConfig(dir=tmp_path)))
     with caplog.at_level(logging.INFO):
         resolved = check_options(config)
     assert resolved.regions == "superpixels" and config.regions == "auto"

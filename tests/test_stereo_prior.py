@@ -12,9 +12,10 @@ import pycolmap
 import pytest
 
 from conftest import sfm_from_true
-from spars_ns.pipeline import ProcessConfig, process
-from spars_ns.priors.stereo import StereoConfig, choose_partners, pair_depth, rays, rectify_map, stereo_prior, views_from_model
-from spars_ns.stages.sfm import registered_train
+from spars_ns.process import ProcessConfig, process
+from spars_ns.stages.prior import stereo
+from spars_ns.stages.prior.stereo import StereoConfig, choose_partners, pair_depth, rays, rectify_map, stereo_prior, views_from_model
+from spars_ns.stages.sfm.stage import registered_train
 from spars_ns.synthetic import camera_points
 
 
@@ -114,7 +115,7 @@ def test_process_with_the_stereo_prior_seeds_dense_points_on_the_true_surfaces(p
     assert kept.mean() > 0.5 and np.median(error) < 0.01 and (error > 0.05).mean() < 0.05
 
 
-def test_a_pair_that_contradicts_the_sfm_points_is_dropped(stereo_views, scene):
+def test_a_pair_that_contradicts_the_sfm_points_is_dropped(stereo_views, scene, monkeypatch):
     """A partner whose pose is 1.5 degrees off matches well (its images still rectify) but every
     depth from it is wrong; SfM's points show it, and the view keeps what its other partners give."""
     views, scale = stereo_views
@@ -125,10 +126,11 @@ def test_a_pair_that_contradicts_the_sfm_points_is_dropped(stereo_views, scene):
     partners = [views["view_001.png"], wrong]
     truth = true_depth(scene, "view_002.png", scale)
 
-    def share_off(config: StereoConfig) -> float:
-        prior = stereo_prior(views["view_002.png"], partners, config)
+    def share_off() -> float:
+        prior = stereo_prior(views["view_002.png"], partners, StereoConfig())
         kept = (prior.conf > 0) & np.isfinite(truth)
         return float((np.abs(prior.pts3d[..., 2][kept] - truth[kept]) > 0.05 * truth[kept]).mean())
 
-    assert share_off(StereoConfig(max_pair_disagreement=1.0)) > 0.2  # unchecked, the wrong pair's depth is kept
-    assert share_off(StereoConfig()) < 0.05
+    assert share_off() < 0.05
+    monkeypatch.setattr(stereo, "MAX_PAIR_DISAGREEMENT", 1.0)
+    assert share_off() > 0.2  # unchecked, the wrong pair's depth is kept

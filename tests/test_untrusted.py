@@ -16,10 +16,10 @@ from rich.console import Console
 
 import spars_ns.cli as cli
 from spars_ns.errors import InputError
-from spars_ns.images import ImageRecord, list_images, same_photos
+from spars_ns.stages.ingest.images import ImageRecord, list_images, same_photos
 from spars_ns.ns.dataparser import SparsDataParserConfig
 from spars_ns.ns.splat import ExportSplatConfig, export_splat
-from spars_ns.pipeline import ProcessConfig, process
+from spars_ns.process import ProcessConfig, process
 from spars_ns.ply import write_points_ply
 from spars_ns.scene import SceneFolder, atomic_files, temporary_path
 from spars_ns.surface.command import MeshConfig, make_mesh
@@ -253,7 +253,7 @@ def test_the_printed_train_command_survives_a_path_with_spaces(processed, tmp_pa
     shutil.copytree(processed.root, folder)
     output = io.StringIO()
     monkeypatch.setattr(cli, "console", Console(file=output, width=500))
-    monkeypatch.setattr("spars_ns.pipeline.process", lambda config: SceneFolder(folder))
+    monkeypatch.setattr("spars_ns.process.process", lambda config: SceneFolder(folder))
     cli.run_process(ProcessConfig(images=tmp_path, output=folder))
     line = next(line for line in output.getvalue().splitlines() if line.startswith("Train with:"))
     assert shlex.split(line.removeprefix("Train with:")) == ["ns-train", "spars3r", "--data", str(folder)]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from spars_ns.warp import consistent_target, forward_warp, interpolate_camera
+from spars_ns.ns.warp import consistent_target, forward_warp, interpolate_camera
 
 
 def camera_to_world(cam_from_world: np.ndarray) -> torch.Tensor:

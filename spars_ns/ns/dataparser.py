@@ -59,7 +59,7 @@ def resolve_scene(config: SparsDataParserConfig) -> Path:
         return data  # a nerfstudio dataset made elsewhere: load as is
     if SceneFolder(data).manifest_path.exists():
         return data
-    from spars_ns.pipeline import process  # needs pycolmap, which training a processed scene does not
+    from spars_ns.process import process  # needs pycolmap, which training a processed scene does not
 
     scene_dir = config.scene_dir or default_scene_dir(data, config.processing)
     CONSOLE.print(f"Processing {data} into {scene_dir} (--prior {config.processing.prior})")

@@ -3,7 +3,7 @@
 Dust to Tower's fine stage, without its inpainting network (no weights for it here): each
 training camera and its nearest training neighbour span a few pseudo cameras (between them and
 a little beyond); both photos are forward-warped into each with their refined depth
-(`spars_ns.warp`), and the pixels where the two warps agree are the pseudo view's target.
+(`spars_ns.ns.warp`), and the pixels where the two warps agree are the pseudo view's target.
 Built once from the training data: test photos never enter.
 """
 
@@ -16,7 +16,7 @@ import torch
 from nerfstudio.cameras.cameras import Cameras
 
 from spars_ns.geometry import neighbour_pairs
-from spars_ns.warp import consistent_target, forward_warp, interpolate_camera
+from spars_ns.ns.warp import consistent_target, forward_warp, interpolate_camera
 
 _GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0]))  # flips a camera's y and z axes; its own inverse
 

@@ -19,8 +19,15 @@ from typing import Callable
 import numpy as np
 import pycolmap
 
-from spars_ns.options import AlignConfig
-from spars_ns.priors import DensePrior
+from spars_ns.stages.base import SEED
+from spars_ns.stages.prior.dense_prior import DensePrior
+
+# Measured with scripts/bench_align.py (BENCHMARKS.md, "Alignment"):
+INLIER_THRESHOLD = 0.01  # RANSAC inlier distance, as a fraction of the scene depth
+MIN_CORRESPONDENCES = 10  # fewer SfM correspondences than this: the image keeps its SfM points only
+MIN_REGION_OUTLIERS = 5  # outliers a region must hold to get its own Sim3
+MIN_REGION_INLIER_RATIO = 0.6  # a region's own fit must explain this share of its correspondences, or it is rejected
+REJECTED_REGIONS = "drop"  # pixels of a rejected region are dropped ("global": kept with the global fit, worse)
 
 REGION_GLOBAL, REGION_DROPPED = 0, -1
 
@@ -98,7 +105,6 @@ def align_image(
     world: np.ndarray,
     propose_regions: RegionProposer | None,
     threshold: float,
-    config: AlignConfig,
 ) -> ImageAlignment | None:
     """Align one image's prior given its SfM correspondences (original pixels `xy`, SfM
     points `world`): the global fit, then, with `propose_regions`, the region fits.
@@ -108,9 +114,9 @@ def align_image(
     prior_points, conf = prior.sample(xy)
     xy, world, prior_points = xy[conf > 0], world[conf > 0], prior_points[conf > 0]
     report = {"correspondences": int(len(xy))}
-    if len(xy) < config.min_correspondences:
+    if len(xy) < MIN_CORRESPONDENCES:
         return None
-    global_fit = fit_sim3(prior_points, world, threshold, config.seed)
+    global_fit = fit_sim3(prior_points, world, threshold, SEED)
     if global_fit is None:
         return None
     residual_global = np.linalg.norm(global_fit.apply(prior_points) - world, axis=1)
@@ -134,15 +140,15 @@ def align_image(
             corr_region = np.where(claimed[corr_pixel], 0, labels[corr_pixel])
             outlier_regions, counts = np.unique(corr_region[~global_fit.inliers], return_counts=True)
             for label, count in zip(outlier_regions, counts):
-                if label <= 0 or count < config.min_region_outliers:
+                if label <= 0 or count < MIN_REGION_OUTLIERS:
                     continue
                 inside = corr_region == label
-                fit = fit_sim3(prior_points[inside], world[inside], threshold, config.seed)
+                fit = fit_sim3(prior_points[inside], world[inside], threshold, SEED)
                 pixels = (labels == label) & ~claimed
-                if fit is None or fit.inliers.mean() < config.min_region_inlier_ratio:
+                if fit is None or fit.inliers.mean() < MIN_REGION_INLIER_RATIO:
                     if finest:  # a coarser rejected region is left to the finer levels
                         rejected.append(int(label))
-                        if config.rejected_regions == "drop":
+                        if REJECTED_REGIONS == "drop":
                             region_ids[pixels] = REGION_DROPPED
                     continue
                 accepted.append(int(label))
@@ -177,10 +183,9 @@ def align_scene(
     model: pycolmap.Reconstruction,
     priors: dict[str, DensePrior],
     proposer_for: Callable[[str, DensePrior], RegionProposer] | None,
-    config: AlignConfig,
 ) -> SceneAlignment:
     """Align every image that has a prior; `proposer_for` gives each image's region proposer."""
-    threshold = config.inlier_threshold * scene_depth(model)
+    threshold = INLIER_THRESHOLD * scene_depth(model)
     aligned, skipped = {}, {}
     for image in sorted(model.images.values(), key=lambda im: im.name):
         if image.name not in priors or not image.has_pose:
@@ -188,12 +193,12 @@ def align_scene(
         prior = priors[image.name]
         xy, world = correspondences(model, image)
         proposer = proposer_for(image.name, prior) if proposer_for else None
-        result = align_image(prior, xy, world, proposer, threshold, config)
+        result = align_image(prior, xy, world, proposer, threshold)
         if result is None:
             covered = int((prior.sample(xy)[1] > 0).sum())
             skipped[image.name] = (
-                f"the prior has depth at {covered} of its {len(xy)} SfM points, a fit needs {config.min_correspondences}"
-                if covered < config.min_correspondences else f"no similarity fits its {covered} SfM points with prior depth"
+                f"the prior has depth at {covered} of its {len(xy)} SfM points, a fit needs {MIN_CORRESPONDENCES}"
+                if covered < MIN_CORRESPONDENCES else f"no similarity fits its {covered} SfM points with prior depth"
             )
         else:
             aligned[image.name] = result

@@ -11,6 +11,7 @@ top-level names such as `models` and `utils`.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,24 +21,30 @@ import numpy as np
 from PIL import Image
 
 from spars_ns.errors import InputError
-from spars_ns.priors import DensePrior, intrinsics_from_integer_centres
-from spars_ns.scene import temporary_path
+from spars_ns.scene import fingerprint, temporary_path
+from spars_ns.stages.ingest.images import file_sha1
+from spars_ns.stages.prior.backend import PriorBackend, PriorInputs
+from spars_ns.stages.prior.dense_prior import DensePrior, intrinsics_from_integer_centres
+from spars_ns.stages.sfm.pairs import strongest_pairs
 
 DEFAULT_CHECKPOINT = "naver/MASt3R_ViTLarge_BaseDecoder_512_catmlpdpt_metric"
 INSTALL_HINT = 'pip install "spars-ns[mast3r]"'
 PATCH_SIZE = 16
+# All pairs up to this many views; above it, each view's PAIRS_PER_VIEW partners with the most
+# SfM-verified matches, plus a spanning tree of those matches so that no view is cut off
+# (BENCHMARKS.md, "MASt3R": time against pairs, scripts/bench_mast3r.py).
+COMPLETE_UP_TO = 12
+PAIRS_PER_VIEW = 5
 
 
 @dataclass
 class Mast3rConfig:
+    """MASt3R with its sparse global alignment (`--prior mast3r`)."""
+
     checkpoint: str = DEFAULT_CHECKPOINT
     """Checkpoint name (fetched and cached by huggingface_hub) or local .pth / folder path."""
     image_size: int = 512
     """Long side of MASt3R's working resolution (224 or 512, as the checkpoint was trained)."""
-    complete_up_to: int = 12
-    """All pairs up to this many views; above it, each view's `pairs_per_view` partners with the
-    most SfM-verified matches, plus a spanning tree of those matches so that no view is cut off."""
-    pairs_per_view: int = 5
     batch_size: int = 4
     """Pairs decoded at once (each image is encoded once, whatever its number of pairs)."""
     coarse_iterations: int = 300
@@ -300,3 +307,39 @@ def predict_priors(
         conf = conf.detach().cpu().numpy().reshape(h, w).astype(np.float32)
         priors.append(DensePrior(pts, conf, scale, offset, cam_from_world, intrinsics_from_integer_centres(camera)))
     return priors
+
+
+class Mast3rPrior(PriorBackend):
+    """Poses every training view, SfM's unregistered ones too; its pairs are chosen by SfM's
+    verified matches."""
+
+    name = "mast3r"
+    Config = Mast3rConfig
+    libraries = ("instantsplat", "torch")
+    caches_outputs = True
+
+    def check(self) -> None:
+        check_weights(self.config)
+
+    def predict(self, inputs: PriorInputs, bar) -> dict[str, DensePrior]:
+        config, graph = self.config, inputs.matches
+        names = sorted([*(image.name for image in inputs.registered), *inputs.unregistered])
+        ids = [graph.image_ids[name] for name in names]
+        weights = np.array([[graph.num_inliers(a, b) for b in ids] for a in ids], float)
+        pairs = strongest_pairs(weights, PAIRS_PER_VIEW, COMPLETE_UP_TO)
+        # Pair outputs are cached by image content and model: a photo added later costs only its pairs.
+        cache = inputs.cache / fingerprint(config.checkpoint, config.image_size)
+        links = cache / "images"
+        links.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name in names:
+            source = inputs.scene.images_dir / name
+            link = links / f"{file_sha1(source)}{source.suffix}"
+            if not link.is_symlink():
+                link.symlink_to(source.resolve())
+            paths.append(link)
+        task = bar.add_task(f"MASt3R on {len(pairs)} pairs of {len(names)} views", total=len(pairs))
+        network = load_model(config.checkpoint, config.device)
+        priors = predict_priors(paths, network, config, cache, inputs.work, pairs, on_pair=lambda: bar.advance(task))
+        shutil.rmtree(inputs.work)
+        return dict(zip(names, priors))

@@ -10,7 +10,6 @@ weights), or `thumbnail_descriptor`, which needs no weights at all.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
@@ -18,20 +17,15 @@ import numpy as np
 from PIL import Image
 
 
-@dataclass
-class PairsConfig:
-    exhaustive_up_to: int = 40
-    """Match every pair up to this many images; above it, a retrieval shortlist."""
-    top_k: int = 10
-    """Nearest images by global descriptor kept per image in the shortlist."""
-    sequential: int = 3
-    """Neighbours in name order also kept, when the names look like video frames (0: never)."""
+EXHAUSTIVE_UP_TO = 40  # match every pair up to this many images; above it, a retrieval shortlist
+TOP_K = 10  # nearest images by global descriptor kept per image in the shortlist
+SEQUENTIAL = 3  # neighbours in name order also kept, when the names look like video frames
 
 
-def select_pairs(names: list[str], descriptors: np.ndarray | None, config: PairsConfig) -> list[tuple[str, str]]:
+def select_pairs(names: list[str], descriptors: np.ndarray | None) -> list[tuple[str, str]]:
     """Unordered pairs (a, b) with a before b in `names`; `descriptors` (N, D) are needed above
-    `exhaustive_up_to`."""
-    if len(names) <= config.exhaustive_up_to:
+    `EXHAUSTIVE_UP_TO`."""
+    if len(names) <= EXHAUSTIVE_UP_TO:
         return list(combinations(names, 2))
     if descriptors is None or len(descriptors) != len(names):
         raise ValueError("retrieval needs one global descriptor per image")
@@ -39,14 +33,14 @@ def select_pairs(names: list[str], descriptors: np.ndarray | None, config: Pairs
     similarity = unit @ unit.T
     np.fill_diagonal(similarity, -np.inf)
     chosen: set[tuple[int, int]] = set()
-    k = min(config.top_k, len(names) - 1)
+    k = min(TOP_K, len(names) - 1)
     for i, row in enumerate(similarity):
         for j in np.argpartition(-row, k - 1)[:k]:
             chosen.add((min(i, int(j)), max(i, int(j))))
-    if config.sequential and looks_sequential(names):
+    if SEQUENTIAL and looks_sequential(names):
         order = sorted(range(len(names)), key=lambda i: names[i])
         for position, i in enumerate(order):
-            for j in order[position + 1 : position + 1 + config.sequential]:
+            for j in order[position + 1 : position + 1 + SEQUENTIAL]:
                 chosen.add((min(i, j), max(i, j)))
     return [(names[i], names[j]) for i, j in sorted(chosen)]
 

@@ -14,31 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
 
 import numpy as np
 import torch
 from PIL import Image
 
 from spars_ns.errors import InputError
+from spars_ns.stages.sfm.config import FeatureType, LearnedFeaturesConfig
 
-FeatureType = Literal["sift", "aliked+lightglue", "disk+lightglue"]
-
-
-@dataclass
-class LearnedFeaturesConfig:
-    """Options of learned features (`--sfm-options.features aliked+lightglue|disk+lightglue`)."""
-
-    max_keypoints: int = 4096
-    resize_max: int = 1600
-    """Longest image side fed to the extractor (keypoints are mapped back to full size)."""
-    aliked_model: str = "aliked-n16"
-    disk_checkpoint: str = "depth"
-    extractor_checkpoint: Optional[Path] = None
-    """Local state dict of the extractor (kornia's ALIKED or DISK), instead of the download."""
-    matcher_checkpoint: Optional[Path] = None
-    """Local state dict of kornia's LightGlue for these features, instead of the download."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 @dataclass

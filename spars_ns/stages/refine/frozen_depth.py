@@ -20,42 +20,27 @@ residuals are dropped (as FrozenRecon does) so occlusions and outliers stop pull
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spars_ns.stages.base import SEED
+from spars_ns.stages.refine.config import RefineConfig
 
-@dataclass
-class RefineConfig:
-    """Options of the refinement stage. Defaults measured with scripts/bench_refine.py."""
 
-    input: Literal["depth", "disparity"] = "depth"
-    """What a files prior holds when it is refined without alignment (aligned priors are depth)."""
-    grid: int = 5
-    """Local grid size (G x G scale multipliers and shifts per image)."""
-    iterations: int = 200
-    learning_rate: float = 0.02
-    final_lr_ratio: float = 0.01
-    """The step decays to this share of `learning_rate` by the last iteration."""
-    sfm_weight: float = 1.0
-    consistency_weight: float = 1.0
-    grid_weight: float = 1e-3
-    """Pull of the local grid toward identity."""
-    trim_after: int = 60
-    """Iterations before the worst residuals are dropped."""
-    trim_fraction: float = 0.1
-    samples_per_pair: int = 256
-    """Pixels of each view checked in each overlapping view per step (2048 gave the same
-    AbsRel at 2.5x the time, BENCHMARKS.md)."""
-    min_shared_points: int = 20
-    """SfM points two views must share to be checked for consistency."""
-    refine_poses: bool = False
-    """Also correct each view's pose (rotation and translation) in the local stage."""
-    refine_focal: bool = False
-    """Also correct each view's focal length (one factor on fx and fy) in the local stage."""
-    seed: int = 0
+# Measured with scripts/bench_refine.py (BENCHMARKS.md, "Refinement"):
+LEARNING_RATE = 0.02
+FINAL_LR_RATIO = 0.01  # the step decays to this share of LEARNING_RATE by the last iteration
+SFM_WEIGHT = 1.0
+CONSISTENCY_WEIGHT = 1.0
+GRID_WEIGHT = 1e-3  # pull of the local grid toward identity
+TRIM_AFTER = 60  # iterations before the worst residuals are dropped
+TRIM_FRACTION = 0.1
+SAMPLES_PER_PAIR = 256  # pixels of each view checked in each overlapping view per step (2048: same AbsRel, 2.5x the time)
+MIN_SHARED_POINTS = 20  # SfM points two views must share to be checked for consistency
 
 
 @dataclass
@@ -72,16 +57,36 @@ class RefineView:
     sfm_world: np.ndarray | None = None  # (N, 3) the SfM points; needed to refine poses
 
 
+class Fit(Enum):
+    """Where a view's global scale and shift came from."""
+
+    SFM = "sfm"  # its own SfM points
+    NEIGHBOURS = "neighbours"  # the depth its overlapping, fitted views see there
+    NONE = "unrefined"  # neither: the view gets no depth
+
+
 @dataclass
 class RefineResult:
     depth: np.ndarray  # (h, w) refined depth, nan where invalid or unrefined
     scale: float
     shift: float
-    status: str  # "sfm", "neighbours" or "unrefined: <why>"
+    fit: Fit
     sfm_abs_rel_before: float
     sfm_abs_rel_after: float
     cam_from_world: np.ndarray | None = None  # (3, 4) when poses were refined
     focal_scale: float = 1.0
+    local_rejected: bool = False  # the local stage worsened the SfM agreement: the global fit is kept
+
+    @property
+    def refined(self) -> bool:
+        return self.fit is not Fit.NONE
+
+    @property
+    def status(self) -> str:
+        """How the view was refined, for the report."""
+        if self.fit is Fit.NONE:
+            return "unrefined: no SfM points and no overlapping view with any"
+        return self.fit.value + (" (local refinement rejected: it worsened the SfM agreement)" if self.local_rejected else "")
 
 
 def _valid(view: RefineView) -> np.ndarray:
@@ -150,118 +155,150 @@ def _to_depth(affine: torch.Tensor, kind: str) -> torch.Tensor:
 def refine_depths(
     views: list[RefineView], mode: Literal["global", "local"], kind: Literal["depth", "disparity"], config: RefineConfig
 ) -> list[RefineResult]:
-    """Refine every view's prior into depth in the SfM frame's units."""
+    """Refine every view's prior into depth in the SfM frame's units: a scale and shift per view,
+    then (`local`) the smooth grids, and the cameras if asked, of all views jointly."""
+    neighbours = _overlapping_pairs(views, MIN_SHARED_POINTS)
+    fits = fit_globally(views, kind, neighbours)
+    torch.manual_seed(SEED)
+    maps = _AffineMaps(views, [scale_shift or (1.0, 0.0) for scale_shift, _ in fits], config.grid, kind)
+    local = mode == "local"
+    cameras = _Cameras(views, config.refine_poses and local, config.refine_focal and local)
+    moving = torch.tensor([fit is not Fit.NONE for _, fit in fits])
+    if local and moving.any() and config.iterations > 0:
+        solve_jointly(views, neighbours, maps, cameras, moving, config.iterations)
+    with torch.no_grad():
+        canvas = maps.depth_maps().numpy()
+    return [_result(view, i, fit, canvas[i], maps, cameras) for i, (view, (_, fit)) in enumerate(zip(views, fits))]
+
+
+def fit_globally(
+    views: list[RefineView], kind: str, neighbours: list[tuple[int, int]]
+) -> list[tuple[tuple[float, float] | None, Fit]]:
+    """Each view's scale and shift, and where they came from: its SfM points, or, for a view
+    without, the depth that overlapping, fitted views see there."""
     fits = [fit_global(v, kind) for v in views]
-    neighbours = _overlapping_pairs(views, config.min_shared_points)
-    status = ["sfm" if fit is not None else "" for fit in fits]
+    sources = [Fit.SFM if fit is not None else Fit.NONE for fit in fits]
     fitted = {i: _global_depth(v, fits[i], kind) for i, v in enumerate(views) if fits[i] is not None}
     for i, view in enumerate(views):
         if fits[i] is None:
-            # No SfM points: fit to the depth that overlapping, fitted views see here.
             others = [j for pair in neighbours if i in pair for j in pair if j != i and j in fitted]
-            uv, depth = _observed_by(views, i, others, fitted, config.samples_per_pair, config.seed)
+            uv, depth = _observed_by(views, i, others, fitted, SAMPLES_PER_PAIR, SEED)
             fits[i] = fit_global(replace(view, sfm_uv=uv, sfm_depth=depth), kind)
-            status[i] = "neighbours" if fits[i] is not None else "unrefined: no SfM points and no overlapping view with any"
-    init = [f if f is not None else (1.0, 0.0) for f in fits]
+            sources[i] = Fit.NEIGHBOURS if fits[i] is not None else Fit.NONE
+    return list(zip(fits, sources))
 
-    torch.manual_seed(config.seed)
-    # All views on one canvas (top-left aligned, padding invalid): one batched pass per step.
-    height = max(v.prior.shape[0] for v in views)
-    width = max(v.prior.shape[1] for v in views)
-    priors = torch.zeros(len(views), height, width)
-    confs = torch.zeros(len(views), height, width)
-    for i, v in enumerate(views):
-        h, w = v.prior.shape
-        priors[i, :h, :w] = torch.as_tensor(np.where(_valid(v), v.prior, 0.0))
-        confs[i, :h, :w] = torch.as_tensor(np.where(_valid(v), v.conf, 0.0))
-    init_scale = torch.tensor([s for s, _ in init], dtype=torch.float32)
-    init_shift = torch.tensor([t for _, t in init], dtype=torch.float32)
-    # Shifts are learnt in units of the typical affine value, so one learning rate suits
-    # any scene scale and both depth and disparity.
-    typical = [init_scale[i].abs() * p[p > 0].median() for i, p in enumerate(priors) if (p > 0).any()]
-    shift_unit = float(torch.stack(typical).median()) if typical else 1.0
-    g = config.grid
-    scale = init_scale.clone().requires_grad_(True)
-    shift_delta = torch.zeros(len(views), requires_grad=True)
-    grid_scale = torch.ones(len(views), 1, g, g, requires_grad=True)
-    grid_shift = torch.zeros(len(views), 1, g, g, requires_grad=True)
 
-    def depth_maps() -> torch.Tensor:
-        local_scale = F.interpolate(grid_scale, size=(height, width), mode="bilinear", align_corners=True)[:, 0]
-        local_shift = F.interpolate(grid_shift, size=(height, width), mode="bilinear", align_corners=True)[:, 0]
-        shift = init_shift[:, None, None] + shift_unit * (shift_delta[:, None, None] + local_shift)
-        return _to_depth(scale[:, None, None] * local_scale * priors + shift, kind)
+class _AffineMaps:
+    """Refined depth of every view, D = s * A(p) * m + t + B(p) (or its inverse for disparity), with
+    all views on one canvas (top-left aligned, padding invalid) for one batched pass per step."""
 
-    def depth_at(view: torch.Tensor, uv: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    def __init__(self, views: list[RefineView], init: list[tuple[float, float]], grid: int, kind: str):
+        self.init, self.kind, self.grid = init, kind, grid
+        self.height = max(v.prior.shape[0] for v in views)
+        self.width = max(v.prior.shape[1] for v in views)
+        self.priors = torch.zeros(len(views), self.height, self.width)
+        self.confs = torch.zeros(len(views), self.height, self.width)
+        for i, v in enumerate(views):
+            h, w = v.prior.shape
+            self.priors[i, :h, :w] = torch.as_tensor(np.where(_valid(v), v.prior, 0.0))
+            self.confs[i, :h, :w] = torch.as_tensor(np.where(_valid(v), v.conf, 0.0))
+        init_scale = torch.tensor([s for s, _ in init], dtype=torch.float32)
+        self.init_shift = torch.tensor([t for _, t in init], dtype=torch.float32)
+        # Shifts are learnt in units of the typical affine value, so one learning rate suits
+        # any scene scale and both depth and disparity.
+        typical = [init_scale[i].abs() * p[p > 0].median() for i, p in enumerate(self.priors) if (p > 0).any()]
+        self.shift_unit = float(torch.stack(typical).median()) if typical else 1.0
+        self.scale = init_scale.clone().requires_grad_(True)
+        self.shift_delta = torch.zeros(len(views), requires_grad=True)
+        self.grid_scale = torch.ones(len(views), 1, grid, grid, requires_grad=True)
+        self.grid_shift = torch.zeros(len(views), 1, grid, grid, requires_grad=True)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.scale, self.shift_delta, self.grid_scale, self.grid_shift]
+
+    def depth_maps(self) -> torch.Tensor:
+        size = (self.height, self.width)
+        local_scale = F.interpolate(self.grid_scale, size=size, mode="bilinear", align_corners=True)[:, 0]
+        local_shift = F.interpolate(self.grid_shift, size=size, mode="bilinear", align_corners=True)[:, 0]
+        shift = self.init_shift[:, None, None] + self.shift_unit * (self.shift_delta[:, None, None] + local_shift)
+        return _to_depth(self.scale[:, None, None] * local_scale * self.priors + shift, self.kind)
+
+    def depth_at(self, view: torch.Tensor, uv: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         """Refined depth at points, from the prior value there: the same model as depth_maps,
         evaluated only where the losses look (the grids are interpolated like F.interpolate)."""
-        grid_uv = torch.stack([(uv[:, 0] - 0.5) / max(width - 1, 1), (uv[:, 1] - 0.5) / max(height - 1, 1)], 1) * (g - 1)
-        local_scale = _bilinear(grid_scale[:, 0], view, grid_uv + 0.5)
-        local_shift = _bilinear(grid_shift[:, 0], view, grid_uv + 0.5)
-        shift = init_shift[view] + shift_unit * (shift_delta[view] + local_shift)
-        return _to_depth(scale[view] * local_scale * prior + shift, kind)
+        g = self.grid
+        grid_uv = torch.stack([(uv[:, 0] - 0.5) / max(self.width - 1, 1), (uv[:, 1] - 0.5) / max(self.height - 1, 1)], 1) * (g - 1)
+        local_scale = _bilinear(self.grid_scale[:, 0], view, grid_uv + 0.5)
+        local_shift = _bilinear(self.grid_shift[:, 0], view, grid_uv + 0.5)
+        shift = self.init_shift[view] + self.shift_unit * (self.shift_delta[view] + local_shift)
+        return _to_depth(self.scale[view] * local_scale * prior + shift, self.kind)
 
-    cameras = _Cameras(views, config.refine_poses and mode == "local", config.refine_focal and mode == "local")
-    moving = torch.tensor([not st.startswith("unrefined") for st in status])
-    if mode == "local" and moving.any() and config.iterations > 0:
-        sfm = _SfMTerm(views, priors, confs, cameras)
-        pairs = _PairTerm(views, neighbours, config.samples_per_pair, config.seed, priors, confs)
-        params = [scale, shift_delta, grid_scale, grid_shift] + cameras.parameters()
-        optimiser = torch.optim.Adam([
-            {"params": [scale, shift_delta, grid_scale, grid_shift]},
-            # Camera corrections are small: radians, depth units and log focal; steps of 0.03 degrees.
-            {"params": cameras.parameters(), "lr": config.learning_rate * 0.025},
-        ], lr=config.learning_rate)
-        # L1 gradients keep their size at the optimum: over the last 40% of the iterations
-        # the step decays exponentially to settle there.
-        settle = int(0.6 * config.iterations)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimiser, lambda t: config.final_lr_ratio ** (max(t - settle, 0) / max(config.iterations - settle, 1))
-        )
-        keep_sfm = torch.ones(len(sfm.view), dtype=torch.bool)
-        keep_pair = torch.ones(len(pairs.src), dtype=torch.bool)
-        for iteration in range(config.iterations):
-            optimiser.zero_grad()
-            sfm_res, sfm_weight = sfm.residuals(depth_at, cameras)
-            pair_res, pair_weight = pairs.residuals(depth_at, priors, confs, cameras)
-            loss = config.grid_weight * (((grid_scale - 1) ** 2).mean() + (grid_shift**2).mean())
-            loss = loss + config.sfm_weight * _weighted_l1(sfm_res, sfm_weight * keep_sfm)
-            loss = loss + config.consistency_weight * _weighted_l1(pair_res, pair_weight * keep_pair)
-            if cameras.moves_poses or cameras.moves_focal:
-                loss = loss + config.sfm_weight * _weighted_l1(sfm.reprojection(cameras), sfm_weight * keep_sfm)
-            loss.backward()
-            for p in params:
-                p.grad[~moving] = 0
-            optimiser.step()
-            schedule.step()
-            if iteration == config.trim_after and config.trim_fraction > 0:
-                keep_sfm = _keep_best(sfm_res.detach(), sfm_weight > 0, config.trim_fraction)
-                keep_pair = _keep_best(pair_res.detach(), pair_weight > 0, config.trim_fraction)
+    def scale_shift(self, index: int) -> tuple[float, float]:
+        return float(self.scale[index]), float(self.init_shift[index] + self.shift_unit * self.shift_delta[index])
 
-    with torch.no_grad():
-        final = depth_maps().numpy()
-    results = []
-    with torch.no_grad():
-        for i, view in enumerate(views):
-            valid = _valid(view)
-            if status[i].startswith("unrefined"):
-                results.append(RefineResult(np.full(view.prior.shape, np.nan, np.float32), 1.0, 0.0, status[i], np.nan, np.nan))
-                continue
-            def usable(depth: np.ndarray) -> np.ndarray:
-                return np.where(valid & np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
 
-            before = usable(_global_depth(view, init[i], kind))
-            depth = usable(final[i, : view.prior.shape[0], : view.prior.shape[1]])
-            fit = (float(scale[i]), float(init_shift[i] + shift_unit * shift_delta[i]))
-            pose, focal_scale = cameras.refined(i)
-            # With a corrected pose the SfM points' depths are those in the corrected camera.
-            seen_after = view if pose is None else replace(view, sfm_depth=view.sfm_world @ pose[2, :3] + pose[2, 3])
-            error_before, error_after = _sfm_abs_rel(before, view), _sfm_abs_rel(depth, seen_after)
-            if error_after > error_before:  # local refinement must not undo the SfM agreement
-                depth, fit, error_after, pose, focal_scale = before, init[i], error_before, None, 1.0
-                status[i] += " (local refinement rejected: it worsened the SfM agreement)"
-            results.append(RefineResult(depth, *fit, status[i], error_before, error_after, pose, focal_scale))
-    return results
+def solve_jointly(
+    views: list[RefineView], neighbours: list[tuple[int, int]], maps: _AffineMaps, cameras: "_Cameras",
+    moving: torch.Tensor, iterations: int,
+) -> None:
+    """The local stage: Adam on agreement with SfM points, consistency between overlapping views and
+    the grids' pull toward identity; views in `moving` only."""
+    sfm = _SfMTerm(views, maps.priors, maps.confs, cameras)
+    pairs = _PairTerm(views, neighbours, SAMPLES_PER_PAIR, SEED, maps.priors, maps.confs)
+    params = maps.parameters() + cameras.parameters()
+    optimiser = torch.optim.Adam([
+        {"params": maps.parameters()},
+        # Camera corrections are small: radians, depth units and log focal; steps of 0.03 degrees.
+        {"params": cameras.parameters(), "lr": LEARNING_RATE * 0.025},
+    ], lr=LEARNING_RATE)
+    # L1 gradients keep their size at the optimum: over the last 40% of the iterations
+    # the step decays exponentially to settle there.
+    settle = int(0.6 * iterations)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda t: FINAL_LR_RATIO ** (max(t - settle, 0) / max(iterations - settle, 1))
+    )
+    keep_sfm = torch.ones(len(sfm.view), dtype=torch.bool)
+    keep_pair = torch.ones(len(pairs.src), dtype=torch.bool)
+    for iteration in range(iterations):
+        optimiser.zero_grad()
+        sfm_res, sfm_weight = sfm.residuals(maps.depth_at, cameras)
+        pair_res, pair_weight = pairs.residuals(maps.depth_at, maps.priors, maps.confs, cameras)
+        loss = GRID_WEIGHT * (((maps.grid_scale - 1) ** 2).mean() + (maps.grid_shift**2).mean())
+        loss = loss + SFM_WEIGHT * _weighted_l1(sfm_res, sfm_weight * keep_sfm)
+        loss = loss + CONSISTENCY_WEIGHT * _weighted_l1(pair_res, pair_weight * keep_pair)
+        if cameras.moves_poses or cameras.moves_focal:
+            loss = loss + SFM_WEIGHT * _weighted_l1(sfm.reprojection(cameras), sfm_weight * keep_sfm)
+        loss.backward()
+        for p in params:
+            p.grad[~moving] = 0
+        optimiser.step()
+        schedule.step()
+        if iteration == TRIM_AFTER and TRIM_FRACTION > 0:
+            keep_sfm = _keep_best(sfm_res.detach(), sfm_weight > 0, TRIM_FRACTION)
+            keep_pair = _keep_best(pair_res.detach(), pair_weight > 0, TRIM_FRACTION)
+
+
+@torch.no_grad()
+def _result(view: RefineView, index: int, fit: Fit, canvas: np.ndarray, maps: _AffineMaps, cameras: "_Cameras") -> RefineResult:
+    """A view's refined depth (its part of the `canvas`); the global fit's where the local stage
+    worsened its SfM agreement."""
+    if fit is Fit.NONE:
+        return RefineResult(np.full(view.prior.shape, np.nan, np.float32), 1.0, 0.0, fit, np.nan, np.nan)
+    valid = _valid(view)
+
+    def usable(depth: np.ndarray) -> np.ndarray:
+        return np.where(valid & np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
+
+    h, w = view.prior.shape
+    before = usable(_global_depth(view, maps.init[index], maps.kind))
+    depth = usable(canvas[:h, :w])
+    pose, focal_scale = cameras.refined(index)
+    # With a corrected pose the SfM points' depths are those in the corrected camera.
+    seen_after = view if pose is None else replace(view, sfm_depth=view.sfm_world @ pose[2, :3] + pose[2, 3])
+    error_before, error_after = _sfm_abs_rel(before, view), _sfm_abs_rel(depth, seen_after)
+    if error_after > error_before:  # local refinement must not undo the SfM agreement
+        return RefineResult(before, *maps.init[index], fit, error_before, error_before, local_rejected=True)
+    return RefineResult(depth, *maps.scale_shift(index), fit, error_before, error_after, pose, focal_scale)
 
 
 def _sfm_abs_rel(depth: np.ndarray, view: RefineView) -> float:

@@ -24,42 +24,40 @@ import numpy as np
 from PIL import Image
 
 from spars_ns.errors import InputError
-from spars_ns.priors import DensePrior
+from spars_ns.stages.prior.backend import PriorBackend, PriorInputs
+from spars_ns.stages.prior.dense_prior import DensePrior
 
 
 @dataclass
 class StereoConfig:
+    """Two-view stereo on SfM's cameras (`--prior stereo`)."""
+
     max_size: int = 640
     """Long side of the working resolution (the prior's and the matcher's)."""
     partners: int = 3
     """Views matched with each view: those sharing the most SfM points with it."""
-    min_agreeing: int = 1
-    """Partners whose depths must agree for a pixel to be kept (a view with fewer partners: all of them)."""
-    agreement: float = 0.02
-    """Relative depth difference within which partners agree."""
-    max_pair_disagreement: float = 0.2
-    """A pair's depth is dropped when it places more than this share of the SfM points it has
-    depth at over 5% off: a wrong rectification or a repeated pattern, wrong beyond those points."""
-    min_texture: float = 1.0
-    """Grey-level standard deviation over 3x3 pixels below which a pixel is too flat to match."""
-    block_size: int = 5
-    """Matching window of semi-global block matching, in working pixels (odd)."""
-    disparity_margin: float = 0.25
-    """The search spans the SfM points' disparities (1st to 99th percentile), widened by this
-    share of their spread (and 8 pixels) on each side."""
-    max_disparities: int = 256
-    """Cap on the disparity search range (pixels; also at most half the image width): a wider
-    range is cut to the part around the SfM points' median disparity."""
+
+
+# Measured with scripts/bench_stereo.py on fox and the Strecha scenes (BENCHMARKS.md, "Stereo prior"):
+MIN_AGREEING = 1  # partners whose depths must agree for a pixel to be kept (a view with fewer: all of them)
+AGREEMENT = 0.02  # relative depth difference within which partners agree
+# A pair's depth is dropped when it places more than this share of the SfM points it has depth at
+# over 5% off: a wrong rectification or a repeated pattern, wrong beyond those points.
+MAX_PAIR_DISAGREEMENT = 0.2
+MIN_TEXTURE = 1.0  # grey-level standard deviation over 3x3 pixels below which a pixel is too flat to match
+BLOCK_SIZE = 5  # matching window of semi-global block matching, in working pixels (odd)
+# The search spans the SfM points' disparities (1st to 99th percentile), widened by this share of
+# their spread (and 8 pixels) on each side, and is capped (pixels; also at most half the image
+# width): a wider range is cut to the part around the SfM points' median disparity.
+DISPARITY_MARGIN = 0.25
+MAX_DISPARITIES = 256
 
 
 def check_stereo(config: StereoConfig) -> None:
     """Refuse settings the matcher cannot take, before any work."""
     problems = [
-        (config.block_size < 1 or config.block_size % 2 == 0, f"block-size must be odd and positive, got {config.block_size}"),
         (config.partners < 1, f"partners must be at least 1, got {config.partners}"),
-        (not 1 <= config.min_agreeing <= config.partners, f"min-agreeing must be from 1 to partners ({config.partners}), got {config.min_agreeing}"),
         (config.max_size < 64, f"max-size must be at least 64 pixels, got {config.max_size}"),
-        (config.max_disparities < 16, f"max-disparities must be at least 16, got {config.max_disparities}"),
     ]
     for failed, message in problems:
         if failed:
@@ -155,7 +153,7 @@ def pair_depth(ref: StereoView, other: StereoView, config: StereoConfig) -> np.n
     points_disparity = focal_baseline / rect_depth + offset
     sign = 1.0 if np.median(points_disparity) >= 0 else -1.0  # mirrored so that the search is positive
     low, high = np.percentile(sign * points_disparity, [1, 99])
-    margin = 8 + config.disparity_margin * (high - low)
+    margin = 8 + DISPARITY_MARGIN * (high - low)
     low, high = low - margin, high + margin
     lowest = int(np.floor(low))
     count = int(np.ceil((high - lowest) / 16)) * 16
@@ -169,7 +167,7 @@ def pair_depth(ref: StereoView, other: StereoView, config: StereoConfig) -> np.n
     width = left.shape[1]
     # The matcher finds nothing in its first `count` columns: a wider range than half the width
     # is cut to the part around the points' median disparity.
-    cap = min(config.max_disparities, width // 2) // 16 * 16
+    cap = min(MAX_DISPARITIES, width // 2) // 16 * 16
     if count > cap:
         lowest = int(np.clip(np.median(sign * points_disparity) - cap / 2, lowest, lowest + count - cap))
         count = cap
@@ -182,7 +180,7 @@ def pair_depth(ref: StereoView, other: StereoView, config: StereoConfig) -> np.n
         shifted[:, lowest:] = right[:, : width - lowest]
     else:
         shifted[:, : width + lowest] = right[:, -lowest:]
-    block = config.block_size
+    block = BLOCK_SIZE
     matcher = cv2.StereoSGBM_create(
         minDisparity=0, numDisparities=count, blockSize=block, P1=8 * block**2, P2=32 * block**2,
         disp12MaxDiff=1, uniquenessRatio=10, speckleWindowSize=100, speckleRange=2, mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY,
@@ -204,29 +202,29 @@ def pair_depth(ref: StereoView, other: StereoView, config: StereoConfig) -> np.n
     return depth
 
 
-def fuse(depths: np.ndarray, config: StereoConfig) -> tuple[np.ndarray, np.ndarray]:
+def fuse(depths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(k, h, w) depths from k partners (nan where unmatched) -> depth, the mean of those within
     `agreement` of the pixel's median, and conf, the share of partners among them; conf 0 where
     fewer than `min_agreeing` agree (depth 1 there, so that the record's points stay finite)."""
     with warnings.catch_warnings(), np.errstate(invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # pixels that no partner matched
         median = np.nanmedian(depths, 0)
-        agrees = np.abs(depths - median) <= config.agreement * median
+        agrees = np.abs(depths - median) <= AGREEMENT * median
     count = agrees.sum(0)
     depth = np.where(agrees, depths, 0).sum(0) / np.maximum(count, 1)
-    needed = min(config.min_agreeing, len(depths))
+    needed = min(MIN_AGREEING, len(depths))
     conf = np.where(count >= max(needed, 1), count / max(len(depths), 1), 0.0)
     return np.where(conf > 0, depth, 1.0), conf
 
 
-def textured(gray: np.ndarray, config: StereoConfig) -> np.ndarray:
+def textured(gray: np.ndarray) -> np.ndarray:
     """Pixels whose 3x3 neighbourhood varies by at least `min_texture` grey levels (standard
     deviation): in flat regions (sky, walls in shadow) the matcher's window only sees the
     edges around them, and it pulls their depth to the nearest textured surface."""
     values = gray.astype(np.float32)
     mean = cv2.blur(values, (3, 3))
     variance = cv2.blur(values * values, (3, 3)) - mean * mean
-    return np.sqrt(np.maximum(variance, 0)) >= config.min_texture
+    return np.sqrt(np.maximum(variance, 0)) >= MIN_TEXTURE
 
 
 def disagreement_with_points(depth: np.ndarray, view: StereoView, size: tuple[int, int]) -> float:
@@ -248,10 +246,10 @@ def stereo_prior(ref: StereoView, partners: list[StereoView], config: StereoConf
     size = working_size(ref.camera, config.max_size)
     depths = np.stack([pair_depth(ref, other, config) for other in partners]) if partners else np.empty((0, *size[::-1]))
     for pair in depths:
-        if disagreement_with_points(pair, ref, size) > config.max_pair_disagreement:
+        if disagreement_with_points(pair, ref, size) > MAX_PAIR_DISAGREEMENT:
             pair[:] = np.nan  # a pair that contradicts SfM's points is wrong in many more places
-    depth, conf = fuse(depths, config)
-    conf[~textured(load_gray(ref, size), config)] = 0.0
+    depth, conf = fuse(depths)
+    conf[~textured(load_gray(ref, size))] = 0.0
     points = rays(ref.camera, size) * depth[..., None]
     scale = (ref.camera.width / size[0], ref.camera.height / size[1])
     return DensePrior(points.astype(np.float32), conf.astype(np.float32), scale, (0.0, 0.0))
@@ -277,3 +275,24 @@ def views_from_model(model, images, images_dir: Path) -> dict[str, StereoView]:
             images_dir / image.name, model.camera(image.camera_id), image.cam_from_world().matrix(), ids, points,
         )
     return views
+
+
+class StereoPrior(PriorBackend):
+    """Needs SfM's cameras: registered views only."""
+
+    name = "stereo"
+    Config = StereoConfig
+    libraries = ("opencv-python",)
+
+    def check(self) -> None:
+        check_stereo(self.config)
+
+    def predict(self, inputs: PriorInputs, bar) -> dict[str, DensePrior]:
+        views = views_from_model(inputs.model, inputs.registered, inputs.scene.images_dir)
+        partners = choose_partners(views, self.config.partners)
+        task = bar.add_task(f"Stereo on {len(views)} views, {self.config.partners} partners each", total=len(views))
+        priors = {}
+        for name, view in views.items():
+            priors[name] = stereo_prior(view, [views[p] for p in partners[name]], self.config)
+            bar.advance(task)
+        return priors

@@ -7,16 +7,16 @@ import logging
 import pycolmap
 
 from spars_ns.errors import InputError
-from spars_ns.images import list_images, same_photos
+from spars_ns.stages.ingest.images import list_images, same_photos
 from spars_ns.options import ProcessConfig, ProcessOptions, check_options
 from spars_ns.scene import SceneFolder
-from spars_ns.stages.align import AlignStage
-from spars_ns.stages.cameras import CamerasStage
-from spars_ns.stages.export import ExportStage
-from spars_ns.stages.ingest import IngestStage, load_records, split_names
-from spars_ns.stages.prior import PriorStage
-from spars_ns.stages.refine import RefineStage
-from spars_ns.stages.sfm import SfMStage
+from spars_ns.stages.align.stage import AlignStage
+from spars_ns.stages.cameras.stage import CamerasStage
+from spars_ns.stages.export.stage import ExportStage
+from spars_ns.stages.ingest.stage import IngestStage, load_records, split_names
+from spars_ns.stages.prior.stage import PriorStage
+from spars_ns.stages.refine.stage import RefineStage
+from spars_ns.stages.sfm.stage import SfMStage
 
 __all__ = ["ProcessConfig", "ProcessOptions", "process", "split_names"]
 

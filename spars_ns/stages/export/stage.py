@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pycolmap
@@ -16,14 +17,16 @@ from PIL import Image
 
 from spars_ns.errors import SfMError
 from spars_ns.geometry import opencv_to_opengl_c2w
-from spars_ns.options import ProcessConfig
 from spars_ns.ply import SOURCE_GLOBAL, SOURCE_REFINE, SOURCE_REGION, SOURCE_SFM, write_points_ply
-from spars_ns.priors import DensePrior
+from spars_ns.stages.prior.dense_prior import DensePrior
 from spars_ns.scene import SceneFolder, atomic_write_text
-from spars_ns.stages.align import AlignedPrior
-from spars_ns.stages.cameras import no_depth_path, prior_cameras
-from spars_ns.stages.refine import RefinedPrior, cameras_path
-from spars_ns.stages.stage import Stage
+from spars_ns.stages.align.stage import AlignedPrior
+from spars_ns.stages.cameras.stage import no_depth_path, prior_cameras
+from spars_ns.stages.refine.stage import RefinedPrior, cameras_path
+from spars_ns.stages.base import SEED, Stage
+
+if TYPE_CHECKING:
+    from spars_ns.options import ProcessConfig
 
 # COLMAP parameter names -> nerfstudio's OPENCV intrinsics.
 _PARAMS_TO_OPENCV = {
@@ -167,7 +170,7 @@ class ExportStage(Stage):
         xyz, rgb = sfm_points(pycolmap.Reconstruction(scene.sparse_dir))
         confidence, source = np.ones(len(xyz), np.float32), np.full(len(xyz), SOURCE_SFM, np.uint8)
         if self.aligned or self.refined:
-            dense = dense_points(scene, self.aligned, self.refined, self.config.max_dense_points, self.config.sfm_options.seed)
+            dense = dense_points(scene, self.aligned, self.refined, self.config.max_dense_points, SEED)
             xyz, rgb, confidence, source = (np.concatenate([a, b]) for a, b in zip((xyz, rgb, confidence, source), dense))
         write_points_ply(scene.points_path, xyz, rgb, confidence, source.astype(np.uint8))
         corrected_path = cameras_path(scene)

@@ -22,12 +22,11 @@ import numpy as np
 import pycolmap
 
 from spars_ns.geometry import camera_center, rotation_angle_deg
-from spars_ns.priors import DensePrior
+from spars_ns.stages.prior.dense_prior import DensePrior
 from spars_ns.scene import SceneFolder, atomic_dir, atomic_write_text
-from spars_ns.sfm import MatchGraph
-from spars_ns.stages.prior import prior_path
-from spars_ns.stages.sfm import registered_train
-from spars_ns.stages.stage import Stage
+from spars_ns.stages.prior.stage import prior_path
+from spars_ns.stages.sfm.stage import database_path, match_graph, registered_train
+from spars_ns.stages.base import SEED, Stage
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +156,10 @@ class CamerasStage(Stage):
             "min_fit_views": MIN_FIT_VIEWS, "centre_inlier_distance": CENTRE_INLIER_DISTANCE, "min_flatness": MIN_FLATNESS,
             "max_orientation_error_deg": MAX_ORIENTATION_ERROR_DEG, "min_pose_inliers": MIN_POSE_INLIERS,
             "max_refinement_rotation_deg": MAX_REFINEMENT_ROTATION_DEG, "max_refinement_shift": MAX_REFINEMENT_SHIFT,
-            "seed": self.config.sfm_options.seed,
         }
 
     def run(self) -> dict:
-        scene, seed = self.scene, self.config.sfm_options.seed
+        scene = self.scene
         model, images = registered_train(scene)
         registered = {image.name: image for image in images}
         priors = {n: DensePrior.load(prior_path(scene, n)) for n in self.train if prior_path(scene, n).exists()}
@@ -175,11 +173,11 @@ class CamerasStage(Stage):
             centres = np.stack([image.projection_center() for image in images])
             extent = float(np.linalg.norm(centres[:, None] - centres[None], axis=-1).max())  # SfM units
             views = {n: (posed[n].cam_from_world, registered[n].cam_from_world().matrix()) for n in posed if n in registered}
-            sim, report["fit"] = fit_prior_frame(views, extent, seed)
+            sim, report["fit"] = fit_prior_frame(views, extent, SEED)
             if sim is None:
                 report["not_placed"].update({n: f"the prior's frame does not fit SfM's: {report['fit']['why_not']}" for n in to_place})
             else:
-                placing = CameraPlacing(scene, model, sim, extent, seed)
+                placing = CameraPlacing(scene, model, sim, extent, SEED)
                 report["cameras"] = {n: placing.place(n, posed[n]) for n in to_place}
         with atomic_dir(scene.cameras_dir) as tmp:
             (tmp / "depth").mkdir()
@@ -203,8 +201,7 @@ class CameraPlacing:
 
     def __init__(self, scene: SceneFolder, model: pycolmap.Reconstruction, sim: pycolmap.Sim3d, extent: float, seed: int):
         self.model, self.sim, self.extent, self.seed = model, sim, extent, seed
-        database = scene.sfm_dir / "database.db"
-        self.graph, self.cameras = MatchGraph(database), database_cameras(database)
+        self.graph, self.cameras = match_graph(scene), database_cameras(database_path(scene))
         self.calibrated = {model.image(i).camera_id for i in model.reg_image_ids()}
 
     def place(self, name: str, prior: DensePrior) -> dict:

@@ -1,24 +1,37 @@
-"""SfM: the training model `sparse/0`, the model with the test views `sparse_with_test/0`, and `sfm/report.json`."""
+"""SfM: the training model `sparse/0`, the model with the test views `sparse_with_test/0`, its features and
+verified matches `sfm/database.db`, and `sfm/report.json`; other stages read them through the functions here."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pycolmap
 
-from spars_ns.images import ImageRecord
-from spars_ns.options import ProcessConfig
+from spars_ns.stages.ingest.images import ImageRecord
 from spars_ns.scene import SceneFolder, atomic_dir, atomic_write_text, require_free_space
-from spars_ns.sfm import run_sfm
-from spars_ns.stages.stage import Stage, progress
+from spars_ns.stages.sfm.mapping import MatchGraph, run_sfm
+from spars_ns.stages.base import Stage, progress
+
+if TYPE_CHECKING:
+    from spars_ns.options import ProcessConfig
 
 
 def registered_train(scene: SceneFolder) -> tuple[pycolmap.Reconstruction, list[pycolmap.Image]]:
     """The training model and its registered images, sorted by name."""
     model = pycolmap.Reconstruction(scene.sparse_dir)
     return model, sorted((im for im in model.images.values() if im.has_pose), key=lambda im: im.name)
+
+
+def database_path(scene: SceneFolder) -> Path:
+    return scene.sfm_dir / "database.db"
+
+
+def match_graph(scene: SceneFolder) -> MatchGraph:
+    """SfM's verified matches between the scene's photos."""
+    return MatchGraph(database_path(scene))
 
 
 class SfMStage(Stage):
@@ -34,7 +47,7 @@ class SfMStage(Stage):
         return self.scene.sfm_dir / "report.json"
 
     def outputs(self) -> list[Path]:
-        return [self.scene.sparse_dir, self.scene.sparse_with_test_dir, self.report_path]
+        return [self.scene.sparse_dir, self.scene.sparse_with_test_dir, self.report_path, database_path(self.scene)]
 
     def database_bound(self) -> int:
         """Bytes the database can reach: per image its features (keypoints and descriptors, SIFT's

@@ -5,15 +5,19 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TYPE_CHECKING
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from spars_ns import __version__
-from spars_ns.options import ProcessConfig
 from spars_ns.scene import SceneFolder, fingerprint, library_versions
 
+if TYPE_CHECKING:
+    from spars_ns.options import ProcessConfig
+
 log = logging.getLogger(__name__)
+
+SEED = 0  # of every random choice in processing (RANSAC, sampling): the same photos give the same scene
 
 
 def progress() -> Progress:

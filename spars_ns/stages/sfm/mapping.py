@@ -26,13 +26,32 @@ import numpy as np
 import pycolmap
 
 from spars_ns.errors import SfMError
-from spars_ns.features import extract, global_descriptor, load_extractor, load_matcher, match
-from spars_ns.images import ImageRecord
-from spars_ns.model_check import ModelCheck, check_model
-from spars_ns.options import SfMConfig
-from spars_ns.pairs import select_pairs, thumbnail_descriptor
+from spars_ns.stages.base import SEED
+from spars_ns.stages.sfm.config import SfMConfig
+from spars_ns.stages.sfm.features import extract, global_descriptor, load_extractor, load_matcher, match
+from spars_ns.stages.ingest.images import ImageRecord
+from spars_ns.stages.sfm.model_check import ModelCheck, check_model
+from spars_ns.stages.sfm.pairs import EXHAUSTIVE_UP_TO, select_pairs, thumbnail_descriptor
 
 log = logging.getLogger(__name__)
+
+# Measured on Strecha scenes and fox at 3-12 views (BENCHMARKS.md, "Wide baselines", "Cameras"):
+WIDE_BASELINE_UP_TO = 8  # up to this many photos SIFT is affine-covariant with domain-size pooling and
+# matching is guided (halves the pair error at 3 Strecha views; without guidance fountain-P11 at 3 views
+# registers nothing); above it plain SIFT unguided is as accurate at a sixth of the time (12 fox photos)
+MIN_NUM_INLIERS = 15  # verified matches a pair needs to count as overlapping
+INIT_MIN_NUM_INLIERS = 30  # an initial pair's inliers (COLMAP: 100)
+INIT_MIN_TRI_ANGLE = 4.0  # an initial pair's triangulation angle, degrees (COLMAP: 16)
+ABS_POSE_MIN_NUM_INLIERS = 15  # 2D-3D inliers an image needs to be registered (COLMAP: 30)
+ABS_POSE_MIN_INLIER_RATIO = 0.1
+MAX_INIT_PAIRS = 6  # starts of the mapper: COLMAP's choice of initial pair, then the strongest pairs
+MAX_EXTRA_STARTS = 3  # starts from pairs whose matches the best model leaves unexplained (model_check.py)
+# Up to this many training views every start is mapped and the best model kept (at 4 fountain-P11
+# views COLMAP's own start errs by 3 degrees, another by 0.4); above it the starts stop at the first
+# complete model the model check finds no doubt in: the starts agree there, and each costs seconds
+# to minutes.
+ALL_STARTS_UP_TO = 8
+CHECK_MIN_MATCHES = 50  # verified matches a pair needs to witness for or against a model (model_check.py)
 
 # Photos taken from nearly one place (frames of a walk-around video, steps apart) match well
 # but give COLMAP too little triangulation angle: no initial pair (fox 0001-0003: 2,084-2,398
@@ -67,33 +86,33 @@ def extract_and_match(
     """Features for every image and verified matches for the selected pairs, into a new database.
 
     Images share a camera when their size and EXIF focal length agree. Pairs: all of them up
-    to `config.pairs.exhaustive_up_to` images, else a retrieval shortlist (pairs.py).
+    to `EXHAUSTIVE_UP_TO` images, else a retrieval shortlist (pairs.py).
     """
     names = [r.name for r in images]
     verification = pycolmap.TwoViewGeometryOptions()
-    verification.min_num_inliers = config.min_num_inliers
-    verification.ransac.random_seed = config.seed
+    verification.min_num_inliers = MIN_NUM_INLIERS
+    verification.ransac.random_seed = SEED
     pairs_path = database.with_name("pairs.txt")
     # Images enter the database in a fixed order before extraction: extraction alone numbers them
     # in the order its threads finish, which changes the mapper's results from run to run.
     import_images(database, image_dir, images, config)
     if config.features == "sift":
-        wide_baseline = len(images) <= config.wide_baseline_up_to
+        wide_baseline = len(images) <= WIDE_BASELINE_UP_TO
         extraction = pycolmap.FeatureExtractionOptions()
         extraction.sift.max_num_features = config.max_num_features
-        extraction.sift.domain_size_pooling = config.domain_size_pooling and wide_baseline
-        extraction.sift.estimate_affine_shape = config.estimate_affine_shape and wide_baseline
+        extraction.sift.domain_size_pooling = wide_baseline
+        extraction.sift.estimate_affine_shape = wide_baseline
         for group, reader in camera_groups(images, config):
             pycolmap.extract_features(
                 database, image_dir, image_names=group, camera_mode=pycolmap.CameraMode.SINGLE,
                 reader_options=reader, extraction_options=extraction, device=pycolmap.Device.cpu,
             )
         descriptors = None
-        if len(names) > config.pairs.exhaustive_up_to:
+        if len(names) > EXHAUSTIVE_UP_TO:
             descriptors = np.stack([thumbnail_descriptor(image_dir / n) for n in names])
-        write_pairs(pairs_path, select_pairs(names, descriptors, config.pairs))
+        write_pairs(pairs_path, select_pairs(names, descriptors))
         matching = pycolmap.FeatureMatchingOptions()
-        matching.guided_matching = config.guided_matching and wide_baseline
+        matching.guided_matching = wide_baseline
         pycolmap.match_image_pairs(
             database, matching_options=matching, pairing_options=pycolmap.ImportedPairingOptions(match_list_path=pairs_path),
             verification_options=verification, device=pycolmap.Device.cpu,
@@ -103,7 +122,7 @@ def extract_and_match(
     extractor = load_extractor(config.features, config.learned)
     found = {n: extract(extractor, image_dir / n, config.learned) for n in names}
     del extractor
-    pairs = select_pairs(names, np.stack([global_descriptor(found[n]) for n in names]), config.pairs)
+    pairs = select_pairs(names, np.stack([global_descriptor(found[n]) for n in names]))
     matcher = load_matcher(config.features, config.learned)
     matches = {(a, b): match(matcher, found[a], found[b]) for a, b in pairs}
     write_keypoints_and_matches(database, {n: f.keypoints for n, f in found.items()}, matches)
@@ -153,27 +172,27 @@ def write_pairs(path: Path, pairs: list[tuple[str, str]]) -> None:
     path.write_text("".join(f"{a} {b}\n" for a, b in pairs))
 
 
-def mapper_options(config: SfMConfig, image_names: list[str], low_parallax: bool = False) -> pycolmap.IncrementalPipelineOptions:
+def mapper_options(image_names: list[str], low_parallax: bool = False) -> pycolmap.IncrementalPipelineOptions:
     options = pycolmap.IncrementalPipelineOptions()
     options.image_names = image_names
     options.min_model_size = 2
     # One model per start: after its first model COLMAP starts new ones from the images left over
     # (up to 50, 7 s on the repeated-wall test scene), which our other starts already cover.
     options.multiple_models = False
-    options.min_num_matches = config.min_num_inliers
+    options.min_num_matches = MIN_NUM_INLIERS
     # One thread: COLMAP bundle-adjusts on several above 50,000 residuals (768x512 photos reach
     # it), and their sums depend on which thread finishes first: the same photos gave other
     # cameras from run to run (fox, 12 views, with it forced on: 4 models in 4 runs).
     options.num_threads = 1
-    options.random_seed = config.seed
-    options.mapper.init_min_num_inliers = config.init_min_num_inliers
-    options.mapper.init_min_tri_angle = config.init_min_tri_angle
-    options.mapper.abs_pose_min_num_inliers = config.abs_pose_min_num_inliers
-    options.mapper.abs_pose_min_inlier_ratio = config.abs_pose_min_inlier_ratio
-    options.mapper.random_seed = config.seed
-    options.triangulation.random_seed = config.seed
+    options.random_seed = SEED
+    options.mapper.init_min_num_inliers = INIT_MIN_NUM_INLIERS
+    options.mapper.init_min_tri_angle = INIT_MIN_TRI_ANGLE
+    options.mapper.abs_pose_min_num_inliers = ABS_POSE_MIN_NUM_INLIERS
+    options.mapper.abs_pose_min_inlier_ratio = ABS_POSE_MIN_INLIER_RATIO
+    options.mapper.random_seed = SEED
+    options.triangulation.random_seed = SEED
     if low_parallax:
-        options.mapper.init_min_tri_angle = min(config.init_min_tri_angle, LOW_PARALLAX_INIT_ANGLE)
+        options.mapper.init_min_tri_angle = min(INIT_MIN_TRI_ANGLE, LOW_PARALLAX_INIT_ANGLE)
         options.mapper.filter_min_tri_angle = options.triangulation.min_angle = LOW_PARALLAX_MIN_ANGLE
     return options
 
@@ -221,7 +240,7 @@ class MatchGraph:
 
 
 def map_training_views(
-    database: Path, graph: MatchGraph, image_dir: Path, train_names: list[str], config: SfMConfig, work_dir: Path,
+    database: Path, graph: MatchGraph, image_dir: Path, train_names: list[str], work_dir: Path,
     on_attempt: Callable[[int], None] | None = None, low_parallax: bool = False,
 ) -> tuple[pycolmap.Reconstruction | None, ModelCheck | None, int]:
     """Incremental mapping of the training views from several initial pairs; the best model wins.
@@ -234,30 +253,30 @@ def map_training_views(
     verified matches they leave unexplained (model_check.py), then by mean reprojection
     error. While the best model has doubtful images (placed against most of their pairs), the
     pairs it leaves unexplained are tried as initial pairs too (a start from a right pair
-    builds the right model). Above `config.all_starts_up_to` views starts stop at the first
+    builds the right model). Above `ALL_STARTS_UP_TO` views starts stop at the first
     complete model without doubtful images. Returns the best model, its check and the number
     of starts.
     """
     train_ids = [graph.image_ids[n] for n in train_names]
-    queue: list[tuple[int, int] | None] = [None] + graph.strongest_pairs(train_ids)[: config.max_init_pairs - 1]
+    queue: list[tuple[int, int] | None] = [None] + graph.strongest_pairs(train_ids)[: MAX_INIT_PAIRS - 1]
     tried: list[tuple[int, int] | None] = []
     best, best_rank, best_check = None, None, None
-    many_views = len(train_names) > config.all_starts_up_to
-    while queue and len(tried) < config.max_init_pairs + config.max_extra_starts:
+    many_views = len(train_names) > ALL_STARTS_UP_TO
+    while queue and len(tried) < MAX_INIT_PAIRS + MAX_EXTRA_STARTS:
         pair = queue.pop(0)
         if many_views and best is not None and best_rank[0] == len(train_names) and not best_check.doubtful_images:
             break
         tried.append(pair)
         if on_attempt:
             on_attempt(len(tried) - 1)
-        options = mapper_options(config, train_names, low_parallax)
+        options = mapper_options(train_names, low_parallax)
         if pair is not None:
             options.init_image_id1, options.init_image_id2 = pair
-        pycolmap.set_random_seed(config.seed)
+        pycolmap.set_random_seed(SEED)
         out = work_dir / f"attempt_{len(tried) - 1}"
         out.mkdir(parents=True, exist_ok=True)
         for model in pycolmap.incremental_mapping(database, image_dir, out, options).values():
-            check = check_model_of(model, graph, config)
+            check = check_model_of(model, graph)
             rank = (model.num_reg_images(), -len(check.unexplained), -model.compute_mean_reprojection_error())
             if best is None or rank > best_rank:
                 best, best_rank, best_check = model, rank, check
@@ -269,12 +288,12 @@ def map_training_views(
     return best, best_check, len(tried)
 
 
-def check_model_of(model: pycolmap.Reconstruction, graph: MatchGraph, config: SfMConfig) -> ModelCheck:
-    return check_model(model, graph.inliers, graph.keypoints, min_matches=config.check_min_matches)
+def check_model_of(model: pycolmap.Reconstruction, graph: MatchGraph) -> ModelCheck:
+    return check_model(model, graph.inliers, graph.keypoints, min_matches=CHECK_MIN_MATCHES)
 
 
 def register_test_views(
-    train: pycolmap.Reconstruction, database: Path, graph: MatchGraph, test_names: list[str], config: SfMConfig
+    train: pycolmap.Reconstruction, database: Path, graph: MatchGraph, test_names: list[str]
 ) -> tuple[pycolmap.Reconstruction, dict[str, str]]:
     """A copy of `train` with each test view added by absolute pose against its points.
 
@@ -293,8 +312,8 @@ def register_test_views(
     for name in test_names:
         image_id = graph.image_ids[name]
         points2d, points3d = graph.points_seen(train, image_id)
-        if len(points2d) < config.abs_pose_min_num_inliers:
-            left_out[name] = f"only {len(points2d)} matches to triangulated points (needs {config.abs_pose_min_num_inliers})"
+        if len(points2d) < ABS_POSE_MIN_NUM_INLIERS:
+            left_out[name] = f"only {len(points2d)} matches to triangulated points (needs {ABS_POSE_MIN_NUM_INLIERS})"
             continue
 
         camera_id = db_images[name].camera_id
@@ -302,7 +321,7 @@ def register_test_views(
         camera = with_test.camera(camera_id) if shared_camera else db_cameras[camera_id]
         estimation = pycolmap.AbsolutePoseEstimationOptions()
         estimation.estimate_focal_length = not shared_camera
-        estimation.ransac.random_seed = config.seed
+        estimation.ransac.random_seed = SEED
         refinement = pycolmap.AbsolutePoseRefinementOptions()
         refinement.refine_focal_length = not shared_camera
         # Keypoints are stored with COLMAP's convention (pixel centre at +0.5): use as is.
@@ -310,8 +329,8 @@ def register_test_views(
             points2d, points3d, camera, estimation, refinement
         )
         num_inliers = int(result["num_inliers"]) if result else 0
-        if num_inliers < config.abs_pose_min_num_inliers:
-            left_out[name] = f"pose estimation kept {num_inliers} of {len(points2d)} 2D-3D matches (needs {config.abs_pose_min_num_inliers})"
+        if num_inliers < ABS_POSE_MIN_NUM_INLIERS:
+            left_out[name] = f"pose estimation kept {num_inliers} of {len(points2d)} 2D-3D matches (needs {ABS_POSE_MIN_NUM_INLIERS})"
             continue
         if not shared_camera:
             with_test.add_camera_with_trivial_rig(camera)
@@ -320,7 +339,7 @@ def register_test_views(
     return with_test, left_out
 
 
-def explain_unregistered(graph: MatchGraph, name: str, registered: list[str], train_names: list[str], config: SfMConfig) -> str:
+def explain_unregistered(graph: MatchGraph, name: str, registered: list[str], train_names: list[str]) -> str:
     """Why `name` is not in the model: against the registered images, or, when there is no model
     at all, against the other training images (the mapper then found no initial pair)."""
     image_id = graph.image_ids[name]
@@ -333,11 +352,11 @@ def explain_unregistered(graph: MatchGraph, name: str, registered: list[str], tr
         if n > best:
             best, best_name = n, other
     if best_name is None:
-        return f"no verified matches (>= {config.min_num_inliers}) with any {'registered' if registered else 'other training'} image"
+        return f"no verified matches (>= {MIN_NUM_INLIERS}) with any {'registered' if registered else 'other training'} image"
     if not registered:
         return (
             f"{best} verified matches with {best_name}, but no pair could start the model: an initial pair needs "
-            f"{config.init_min_num_inliers} inliers seen at {config.init_min_tri_angle} degrees of triangulation angle "
+            f"{INIT_MIN_NUM_INLIERS} inliers seen at {INIT_MIN_TRI_ANGLE} degrees of triangulation angle "
             "(photos taken from nearly the same place give too little)"
         )
     return f"{best} verified matches with {best_name}, but its pose could not be estimated from them"
@@ -366,13 +385,13 @@ def run_sfm(
     extract_and_match(database, image_dir, images, config)
     lap("features_and_matches")
     graph = MatchGraph(database)
-    train, check, attempts = map_training_views(database, graph, image_dir, train_names, config, work_dir / "models", on_attempt)
+    train, check, attempts = map_training_views(database, graph, image_dir, train_names, work_dir / "models", on_attempt)
     low_parallax = False
     if too_few_points(train) and well_matched(graph, train_names):
         # Every start, as above: the first complete model of fox 0002-0004 was 3.6-8.4 degrees off,
         # the best of all starts 2.7-2.9 (each start costs 20-40 s on these 540x960 photos).
         again, again_check, more = map_training_views(
-            database, graph, image_dir, train_names, config, work_dir / "models_low_parallax", on_attempt, low_parallax=True,
+            database, graph, image_dir, train_names, work_dir / "models_low_parallax", on_attempt, low_parallax=True,
         )
         attempts += more
         if again is not None and (again.num_reg_images(), again.num_points3D()) > (
@@ -387,7 +406,7 @@ def run_sfm(
             )
 
     registered = sorted(train.image(i).name for i in train.reg_image_ids()) if train else []
-    unregistered = {n: explain_unregistered(graph, n, registered, train_names, config) for n in train_names if n not in registered}
+    unregistered = {n: explain_unregistered(graph, n, registered, train_names) for n in train_names if n not in registered}
     if train is None or train.num_reg_images() < 2:
         lines = "\n".join(f"  {n}: {why}" for n, why in unregistered.items())
         raise SfMError(
@@ -421,7 +440,7 @@ def run_sfm(
         )
     lap("mapping")
 
-    with_test, test_left_out = register_test_views(train, database, graph, test_names, config)
+    with_test, test_left_out = register_test_views(train, database, graph, test_names)
     lap("test_views")
     for name, why in test_left_out.items():
         log.warning("Test image %s not registered: %s", name, why)

@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 
-from spars_ns.align import correspondences, depth_in_camera
+from spars_ns.stages.align.similarity import correspondences, depth_in_camera
 from spars_ns.errors import InputError
 from spars_ns.ply import SOURCE_REFINE
-from spars_ns.priors import DensePrior
-from spars_ns.refine import RefineResult, RefineView, refine_depths
+from spars_ns.stages.prior.dense_prior import DensePrior
+from spars_ns.stages.refine.frozen_depth import RefineResult, RefineView, refine_depths
 from spars_ns.scene import NpzRecord, SceneFolder, atomic_dir, atomic_write_text, depth_confidence_path
-from spars_ns.stages.align import AlignedPrior, aligned_path
-from spars_ns.stages.prior import load_priors
-from spars_ns.stages.sfm import registered_train
-from spars_ns.stages.stage import Stage, progress
+from spars_ns.stages.align.stage import AlignedPrior, aligned_path
+from spars_ns.stages.prior.stage import load_priors
+from spars_ns.stages.sfm.stage import registered_train
+from spars_ns.stages.base import Stage, progress
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class RefineStage(Stage):
             for name, r in refined.items()
         }
         for name, entry in per_image.items():
-            if entry["status"].startswith("unrefined"):
+            if not refined[name].refined:
                 log.warning("%s: depth %s", name, entry["status"])
         return {"views": len(views), "per_image": per_image}
 
@@ -140,7 +140,7 @@ class RefineStage(Stage):
                 camera = all_model.camera(image.camera_id)
                 depth = np.zeros((camera.height, camera.width), np.float32)  # 0: no depth for this pixel
                 result = refined.get(image.name)
-                if result is not None and not result.status.startswith("unrefined"):
+                if result is not None and result.refined:
                     prior = priors[image.name]
                     depth = np.nan_to_num(prior.resample_to_original(result.depth, camera.width, camera.height), nan=0.0)
                     points = unproject_working(result.depth, views[image.name])
@@ -155,6 +155,6 @@ class RefineStage(Stage):
                 corrected = {
                     name: {"cam_from_world": r.cam_from_world.tolist() if r.cam_from_world is not None else None,
                            "focal_scale": r.focal_scale}
-                    for name, r in refined.items() if not r.status.startswith("unrefined")
+                    for name, r in refined.items() if r.refined
                 }
                 atomic_write_text(working / cameras_path(scene).name, json.dumps(corrected, indent=2))

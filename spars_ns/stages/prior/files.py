@@ -16,15 +16,58 @@ pose (its depth is then unprojected with the file's intrinsics); the cameras sta
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pycolmap
 
 from spars_ns.errors import InputError
-from spars_ns.priors import DensePrior, intrinsics_from_integer_centres
+from spars_ns.stages.ingest.images import file_sha1
+from spars_ns.stages.ingest.stage import load_records
+from spars_ns.stages.prior.backend import PriorBackend, PriorInputs
+from spars_ns.stages.prior.dense_prior import DensePrior, intrinsics_from_integer_centres
+
+if TYPE_CHECKING:
+    import pycolmap
 
 POSE_KEYS = ("cam_from_world", "intrinsics")
+
+
+@dataclass
+class FilesConfig:
+    """Depth or pointmaps from any model, one file per photo (`--prior files`)."""
+
+    dir: Path | None = None
+    """Folder of <stem>.npy / <stem>.npz depth or pointmaps."""
+
+
+class FilesPrior(PriorBackend):
+    name = "files"
+    Config = FilesConfig
+
+    def check(self) -> None:
+        if self.config.dir is None or not Path(self.config.dir).is_dir():
+            raise InputError(f"--prior files needs --prior-options.files.dir pointing at a folder (got {self.config.dir}).")
+
+    def settings(self) -> dict:
+        sources = sorted(p for p in Path(self.config.dir).iterdir() if p.suffix in (".npy", ".npz"))
+        return {"files": [(p.name, file_sha1(p)) for p in sources]}  # by content, not by folder
+
+    def predict(self, inputs: PriorInputs, bar) -> dict[str, DensePrior]:
+        folder = Path(self.config.dir)
+        sizes = {r.name: (r.width, r.height) for r in load_records(inputs.scene)}
+        task = bar.add_task("Reading prior files", total=len(inputs.registered) + len(inputs.unregistered))
+        priors = {}
+        for image in inputs.registered:
+            priors[image.name] = load_file_prior(folder, image.name, inputs.model.camera(image.camera_id))
+            bar.advance(task)
+        for name in inputs.unregistered:  # placed by the cameras stage when their files pose them
+            prior = load_file_prior(folder, name, None, sizes[name])
+            if prior is not None:
+                priors[name] = prior
+            bar.advance(task)
+        return priors
 
 
 def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spars_ns.errors import InputError
-from spars_ns.images import ImageRecord, file_sha1, ingest_image, scene_name
-from spars_ns.options import ProcessConfig
+from spars_ns.stages.ingest.images import ImageRecord, file_sha1, ingest_image, scene_name
 from spars_ns.scene import SceneFolder, atomic_dir, atomic_write_text
-from spars_ns.stages.stage import Stage, progress
+from spars_ns.stages.base import Stage, progress
+
+if TYPE_CHECKING:
+    from spars_ns.options import ProcessConfig
 
 log = logging.getLogger(__name__)
 

@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from spars_ns.align import align_scene, depth_in_camera
-from spars_ns.figures import residual_picture
+from spars_ns.stages.align.similarity import align_scene, depth_in_camera
+from spars_ns.stages.align.figures import residual_picture
 from spars_ns.ply import SOURCE_GLOBAL, SOURCE_REGION
-from spars_ns.priors import DensePrior
-from spars_ns.regions import SamRegions, superpixel_regions
+from spars_ns.stages.prior.dense_prior import DensePrior
+from spars_ns.stages.align.regions import SamRegions, superpixel_regions
 from spars_ns.scene import NpzRecord, SceneFolder, atomic_dir, atomic_write_text
-from spars_ns.stages.prior import load_priors
-from spars_ns.stages.sfm import registered_train
-from spars_ns.stages.stage import Stage
+from spars_ns.stages.prior.stage import load_priors
+from spars_ns.stages.sfm.stage import registered_train
+from spars_ns.stages.base import Stage
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class AlignStage(Stage):
         config = self.config
         two_stage = config.align == "two-stage"
         regions = {"regions": config.regions, "regions_options": asdict(config.regions_options)} if two_stage else {}
-        return {"align": config.align, "align_options": asdict(config.align_options), **regions}
+        return {"align": config.align, **regions}
 
     def _region_proposer(self, working_images: dict[str, np.ndarray]):
         """(image name, prior) -> the proposer of that image's regions, or None for global alignment."""
@@ -70,7 +70,7 @@ class AlignStage(Stage):
             image = working_images[name]
             if sam is not None:
                 return lambda outliers: [sam(image, outliers)]
-            return lambda _outliers: superpixel_regions(image, config.regions_options)
+            return lambda _outliers: superpixel_regions(image)
 
         return proposer_for
 
@@ -81,7 +81,7 @@ class AlignStage(Stage):
         working_images = {
             name: prior.resample(np.asarray(Image.open(scene.images_dir / name).convert("RGB"))) for name, prior in priors.items()
         }
-        result = align_scene(model, priors, self._region_proposer(working_images), self.config.align_options)
+        result = align_scene(model, priors, self._region_proposer(working_images))
         with atomic_dir(scene.align_dir) as tmp:
             (tmp / "residuals").mkdir()
             for image in images:

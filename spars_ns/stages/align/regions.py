@@ -22,21 +22,23 @@ from spars_ns.errors import InputError
 
 @dataclass
 class RegionsConfig:
+    """Region proposals of the two-stage alignment (`--regions`)."""
+
     sam_checkpoint: Path | None = None
     """SAM weights (e.g. sam_vit_h_4b8939.pth); without it, --regions sam and auto look for the
     official file name of --regions-options.sam-model in the weights cache (README)."""
     sam_model: Literal["vit_h", "vit_l", "vit_b"] = "vit_h"
-    max_prompts: int = 64
-    """Outlier points used as SAM prompts per image (evenly subsampled beyond this)."""
-    merge_overlap: float = 0.25
-    """SAM masks whose overlap exceeds this share of the smaller mask are merged."""
-    superpixels: tuple[int, ...] = (15, 50, 200)
-    """Approximate numbers of SLIC superpixels per image, coarse to fine: a coarse region that
-    no single similarity explains is retried as finer superpixels (BENCHMARKS.md)."""
 
 
-def superpixel_regions(image: np.ndarray, config: RegionsConfig) -> list[np.ndarray]:
-    """SLIC label maps (labels from 1), one per entry of `config.superpixels`.
+MAX_PROMPTS = 64  # outlier points used as SAM prompts per image (evenly subsampled beyond this)
+MERGE_OVERLAP = 0.25  # SAM masks whose overlap exceeds this share of the smaller mask are merged
+# Approximate numbers of SLIC superpixels per image, coarse to fine: a coarse region that no single
+# similarity explains is retried as finer superpixels (BENCHMARKS.md, "Alignment", bench_align.py).
+SUPERPIXELS = (15, 50, 200)
+
+
+def superpixel_regions(image: np.ndarray) -> list[np.ndarray]:
+    """SLIC label maps (labels from 1), one per entry of `SUPERPIXELS`.
 
     Segmentation runs on every `step`-th pixel so that the long side is about 256 pixels
     (SLIC's cost grows with pixels; regions hundreds of pixels wide lose little), and the
@@ -48,7 +50,7 @@ def superpixel_regions(image: np.ndarray, config: RegionsConfig) -> list[np.ndar
     step = max(1, round(max(h, w) / 256))
     small = image[::step, ::step]
     levels = []
-    for n in config.superpixels:
+    for n in SUPERPIXELS:
         labels = slic(small, n_segments=n, compactness=10.0, start_label=1).astype(np.int32)
         levels.append(np.repeat(np.repeat(labels, step, 0), step, 1)[:h, :w])
     return levels
@@ -159,8 +161,8 @@ class SamRegions:
 
         if len(prompts_xy) == 0:
             return np.zeros(image.shape[:2], np.int32)
-        if len(prompts_xy) > self.config.max_prompts:
-            prompts_xy = prompts_xy[np.linspace(0, len(prompts_xy) - 1, self.config.max_prompts).astype(int)]
+        if len(prompts_xy) > MAX_PROMPTS:
+            prompts_xy = prompts_xy[np.linspace(0, len(prompts_xy) - 1, MAX_PROMPTS).astype(int)]
         self.predictor.set_image(image)
         device = self.predictor.device
         coords = self.predictor.transform.apply_coords_torch(
@@ -169,4 +171,4 @@ class SamRegions:
         labels = torch.ones(coords.shape[:2], dtype=torch.int64, device=device)
         with torch.no_grad():
             masks, _, _ = self.predictor.predict_torch(coords, labels, multimask_output=False)
-        return merge_masks(masks[:, 0].cpu().numpy(), self.config.merge_overlap)
+        return merge_masks(masks[:, 0].cpu().numpy(), MERGE_OVERLAP)
