@@ -27,7 +27,7 @@ from spars_ns.scene import depth_confidence_path, read_depth_map, read_transform
 from spars_ns.surface.tsdf import Camera, DepthView
 
 # The processing options that write depth/ (README, "Use"), named when a scene has none.
-DEPTH_OPTIONS = "`--prior files --prior-options.dir DIR --refine global|local`, or `--prior mast3r --refine global|local`"
+DEPTH_OPTIONS = "`--prior files --prior-options.files.dir DIR --refine global|local`, or `--prior mast3r --refine global|local`"
 # Rendered pixels with less accumulated opacity than this have no depth worth fusing.
 MIN_ACCUMULATION = 0.5
 _SUPPORTED_CAMERA_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE")
