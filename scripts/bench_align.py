@@ -27,6 +27,7 @@ import tyro
 
 from constants import apply  # this script's folder is on sys.path
 from spars_ns.stages.align.similarity import align_scene
+from spars_ns.geometry import inverse_transform, transform
 from spars_ns.process import ProcessConfig, process
 from spars_ns.stages.prior.dense_prior import DensePrior
 from spars_ns.stages.align.regions import superpixel_regions
@@ -66,9 +67,8 @@ def main(args: Args) -> None:
     for i, name in enumerate(names):
         pts3d, conf, true_cam = distorted_pointmap(scene, i, seed=args.seed, noise=args.noise)
         view = scene.render(i)
-        rot, trans = scene.cam_from_world[i][:, :3], scene.cam_from_world[i][:, 3]
-        world = (np.where(np.isfinite(true_cam), true_cam, 0) - trans) @ rot
-        truth[name] = world @ sfm_from_true[:, :3].T + sfm_from_true[:, 3]
+        world = inverse_transform(np.where(np.isfinite(true_cam), true_cam, 0), scene.cam_from_world[i])
+        truth[name] = transform(world, sfm_from_true)
         priors[name] = DensePrior(pts3d, conf, (1.0, 1.0), (0.0, 0.0))
         noisy, _, _ = distorted_pointmap(scene, i, args.seed, object_scale=0, object_shift=0, noise=args.noise, wrong_objects=0)
         noise_only[name] = DensePrior(noisy, conf, (1.0, 1.0), (0.0, 0.0))

@@ -36,7 +36,7 @@ import torch
 import trimesh
 import tyro
 
-from spars_ns.geometry import opengl_c2w_to_opencv
+from spars_ns.geometry import inverse_transform, opengl_c2w_to_opencv, unproject
 from spars_ns.options import PriorConfig, ProcessConfig
 from spars_ns.stages.prior.files import FilesConfig
 from spars_ns.surface.command import MeshConfig, make_mesh
@@ -119,11 +119,10 @@ def depth_map_scores(scene: SyntheticScene, frame: TrueFrame, scene_dir: Path, t
     for view in frame.frames:
         depth = np.load(scene_dir / view["depth_file_path"])
         rows, cols = np.nonzero(depth > 0)
-        rays = np.stack([
-            (cols + 0.5 - view["cx"]) / view["fl_x"], (rows + 0.5 - view["cy"]) / view["fl_y"], np.ones(len(rows)),
-        ], 1)
+        intrinsics = np.array([[view["fl_x"], 0, view["cx"]], [0, view["fl_y"], view["cy"]], [0, 0, 1]])
+        pixels = np.stack([cols + 0.5, rows + 0.5, np.ones(len(rows))], 1)
         cam_from_world = opengl_c2w_to_opencv(np.asarray(view["transform_matrix"]))
-        sfm_points = (rays * depth[rows, cols, None] - cam_from_world[:, 3]) @ cam_from_world[:, :3]
+        sfm_points = inverse_transform(unproject(pixels, depth[rows, cols], intrinsics), cam_from_world)
         distances.append(distance_to_quads(frame.points(sfm_points), scene.quads))
     distances = np.concatenate(distances)
     return {"mean_distance": float(distances.mean()), "within_threshold": float((distances < threshold).mean())}

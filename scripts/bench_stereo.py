@@ -65,6 +65,7 @@ def evaluate(scene_root: Path, setting: str) -> dict:
 
 
 def score(scene, config) -> dict:
+    from spars_ns.geometry import transform
     from spars_ns.stages.prior.stereo import choose_partners, stereo_prior, views_from_model
     from spars_ns.stages.sfm.stage import registered_train
 
@@ -82,7 +83,7 @@ def score(scene, config) -> dict:
         held_out = [p for p in image.points2D if p.has_point3D() and p.point3D_id % 2 == 1]
         xy = np.array([p.xy for p in held_out]).reshape(-1, 2)
         world = np.array([model.points3D[p.point3D_id].xyz for p in held_out]).reshape(-1, 3)
-        sfm_depth = (world @ view.cam_from_world[:, :3].T + view.cam_from_world[:, 3])[:, 2]
+        sfm_depth = transform(world, view.cam_from_world)[:, 2]
         points, conf = prior.sample(xy)
         kept = conf > 0
         coverage.append((prior.conf > 0).mean())

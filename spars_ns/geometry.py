@@ -1,13 +1,16 @@
-"""Camera conventions and rigid/similarity transforms (numpy).
+"""Camera maths, written once: conventions, poses, projection and similarity transforms.
 
 Conventions: `cam_from_world` is a 3x4 OpenCV world-to-camera matrix (x right, y down,
 z forward), as COLMAP stores it; nerfstudio's `transform_matrix` is a 4x4 OpenGL
-camera-to-world matrix (x right, y up, z backward).
+camera-to-world matrix (x right, y up, z backward). Pixel centres are at +0.5 (COLMAP's
+convention) unless a function says otherwise. Points are rows (N, 3). `transform`,
+`inverse_transform`, `rays`, `unproject` and `project` take numpy arrays or torch tensors.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 # Flips the camera's y and z axes: OpenCV <-> OpenGL camera frames.
 _CV_TO_GL = np.diag([1.0, -1.0, -1.0])
@@ -83,3 +86,67 @@ def fit_similarity(source: np.ndarray, target: np.ndarray) -> tuple[float, np.nd
     rotation = u @ sign @ vt
     scale = float(np.trace(np.diag(singular) @ sign) / (s**2).sum(axis=1).mean())
     return scale, rotation, target_mean - scale * rotation @ source_mean
+
+
+def transform(points, matrix):
+    """Points (..., 3) through a 3x4 [R | t]: R x + t (with a cam_from_world: world to camera)."""
+    return points @ matrix[:, :3].T + matrix[:, 3]
+
+
+def inverse_transform(points, matrix):
+    """Points (..., 3) back through a rigid 3x4 [R | t]: R^T (x - t) (with a cam_from_world: camera to world)."""
+    return (points - matrix[:, 3]) @ matrix[:, :3]
+
+
+def relative_pose(cam_from_world_1: np.ndarray, cam_from_world_2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cam2_from_cam1 as (rotation, translation)."""
+    r1, t1 = cam_from_world_1[:3, :3], cam_from_world_1[:3, 3]
+    r2, t2 = cam_from_world_2[:3, :3], cam_from_world_2[:3, 3]
+    rot = r2 @ r1.T
+    return rot, t2 - rot @ t1
+
+
+def pixel_centres(height: int, width: int) -> np.ndarray:
+    """(height, width, 3) homogeneous pixel centres (x + 0.5, y + 0.5, 1)."""
+    cols, rows = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    return np.stack([cols, rows, np.ones_like(cols)], -1)
+
+
+def _apply(matrices, vectors):
+    """One (3, 3) matrix, or one per vector (N, 3, 3), times vectors (..., 3)."""
+    if matrices.ndim == 2:
+        return vectors @ matrices.T
+    einsum = torch.einsum if isinstance(vectors, torch.Tensor) else np.einsum
+    return einsum("nij,nj->ni", matrices, vectors)
+
+
+def _inverse(matrices):
+    return torch.linalg.inv(matrices) if isinstance(matrices, torch.Tensor) else np.linalg.inv(matrices)
+
+
+def rays(pixels, intrinsics):
+    """Camera-frame rays at z = 1 through homogeneous pixels (..., 3) of pinhole `intrinsics` (3, 3; or (N, 3, 3))."""
+    return _apply(_inverse(intrinsics), pixels)
+
+
+def unproject(pixels, depth, intrinsics):
+    """Camera-frame points of homogeneous pixels (..., 3) at z-depth `depth` (...)."""
+    return rays(pixels, intrinsics) * depth[..., None]
+
+
+def project(points, intrinsics, min_depth: float = 1e-9):
+    """(pixels (..., 2), z-depths (...)) of camera-frame points (..., 3) through pinhole `intrinsics`
+    (3, 3; or (N, 3, 3)); points at or behind the camera divide by `min_depth`: mask them by z."""
+    z = points[..., 2]
+    return _apply(intrinsics, points)[..., :2] / z.clip(min_depth)[..., None], z
+
+
+def working_intrinsics(intrinsics: np.ndarray, scale: tuple[float, float], offset: tuple[float, float]) -> np.ndarray:
+    """Pinhole `intrinsics` (3, 3) in the pixels of a resized or cropped image, where an original
+    pixel is `scale * working + offset`."""
+    (sx, sy), (ox, oy) = scale, offset
+    return np.array([
+        [intrinsics[0, 0] / sx, 0, (intrinsics[0, 2] - ox) / sx],
+        [0, intrinsics[1, 1] / sy, (intrinsics[1, 2] - oy) / sy],
+        [0, 0, 1],
+    ])

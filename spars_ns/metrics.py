@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 
-from spars_ns.geometry import angle_between_deg, camera_center, opengl_c2w_to_opencv, rotation_angle_deg
+from spars_ns.geometry import angle_between_deg, camera_center, opengl_c2w_to_opencv, relative_pose, rotation_angle_deg, transform
 
 
 def load_true_poses(transforms_path: Path) -> dict[str, np.ndarray]:
@@ -29,14 +29,6 @@ def evenly_spaced(names: list[str], k: int) -> list[str]:
     """K names evenly spaced in sorted order, first and last included."""
     names = sorted(names)
     return [names[i] for i in np.round(np.linspace(0, len(names) - 1, k)).astype(int)]
-
-
-def relative_pose(cam_from_world_1: np.ndarray, cam_from_world_2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """cam2_from_cam1 as (rotation, translation)."""
-    r1, t1 = cam_from_world_1[:3, :3], cam_from_world_1[:3, 3]
-    r2, t2 = cam_from_world_2[:3, :3], cam_from_world_2[:3, 3]
-    rot = r2 @ r1.T
-    return rot, t2 - rot @ t1
 
 
 def pair_errors_deg(estimated: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> dict[tuple[str, str], float]:
@@ -74,7 +66,7 @@ def absolute_trajectory_error(estimated: dict[str, np.ndarray], truth: dict[str,
     gt_from_est = pycolmap.estimate_sim3d(est, gt)
     if gt_from_est is None:
         return float("nan")
-    aligned = est @ gt_from_est.matrix()[:, :3].T + gt_from_est.matrix()[:, 3]
+    aligned = transform(est, gt_from_est.matrix())
     rms = np.sqrt(np.mean(np.sum((aligned - gt) ** 2, axis=1)))
     all_gt = np.stack([camera_center(c) for c in truth.values()])
     extent = np.linalg.norm(all_gt.max(axis=0) - all_gt.min(axis=0))

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from spars_ns.geometry import axis_angle_rotation, look_at, opencv_to_opengl_c2w
+from spars_ns.geometry import (
+    axis_angle_rotation, camera_center, inverse_transform, look_at, opencv_to_opengl_c2w, pixel_centres, project, rays, transform, unproject,
+)
 
 
 @dataclass
@@ -152,16 +154,15 @@ def make_scene(
 
 
 def render_view(quads: list[Quad], intrinsics: np.ndarray, cam_from_world: np.ndarray, width: int, height: int) -> RenderedView:
-    rot, trans = cam_from_world[:, :3], cam_from_world[:, 3]
-    eye = -rot.T @ trans
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
-    pixels = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], axis=1)
-    dirs_cam = pixels @ np.linalg.inv(intrinsics).T  # z = 1: ray parameter t is z-depth
+    rot = cam_from_world[:, :3]
+    eye = camera_center(cam_from_world)
+    pixels = pixel_centres(height, width).reshape(-1, 3)
+    dirs_cam = rays(pixels, intrinsics)  # z = 1: ray parameter t is z-depth
     dirs = dirs_cam @ rot  # world directions (rot.T @ d for each row)
 
-    depth = np.full(xs.size, np.inf)
-    colour = np.zeros((xs.size, 3), np.float32)
-    ids = np.full(xs.size, -1, np.int32)
+    depth = np.full(len(pixels), np.inf)
+    colour = np.zeros((len(pixels), 3), np.float32)
+    ids = np.full(len(pixels), -1, np.int32)
     for quad in quads:
         normal = np.cross(quad.u, quad.v)
         denom = dirs @ normal
@@ -197,9 +198,7 @@ def _sample_bilinear(texture: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nd
 def camera_points(scene: SyntheticScene, index: int) -> tuple[np.ndarray, RenderedView]:
     """True points of a view in its camera frame (h, w, 3; inf where nothing is hit) and the render."""
     view = scene.render(index)
-    cols, rows = np.meshgrid(np.arange(scene.width) + 0.5, np.arange(scene.height) + 0.5)
-    rays = np.stack([cols, rows, np.ones_like(cols)], -1) @ np.linalg.inv(scene.intrinsics).T
-    return rays * view.depth[..., None], view
+    return unproject(pixel_centres(scene.height, scene.width), view.depth, scene.intrinsics), view
 
 
 def distorted_pointmap(
@@ -318,17 +317,12 @@ def sparse_observations(
         rows, cols = np.nonzero(view.object_ids >= 0)
         pick = rng.choice(len(rows), min(points_per_view, len(rows)), replace=False)
         uv = np.stack([cols[pick] + 0.5, rows[pick] + 0.5, np.ones(len(pick))], 1)
-        cam = (uv @ np.linalg.inv(scene.intrinsics).T) * view.depth[rows[pick], cols[pick]][:, None]
-        rot, trans = scene.cam_from_world[i][:, :3], scene.cam_from_world[i][:, 3]
-        pool.append((cam - trans) @ rot)
+        cam = unproject(uv, view.depth[rows[pick], cols[pick]], scene.intrinsics)
+        pool.append(inverse_transform(cam, scene.cam_from_world[i]))
     world = np.concatenate(pool)
     observations = []
     for i, view in enumerate(renders):
-        rot, trans = scene.cam_from_world[i][:, :3], scene.cam_from_world[i][:, 3]
-        cam = world @ rot.T + trans
-        z = cam[:, 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            uv = (cam @ scene.intrinsics.T)[:, :2] / z[:, None]
+        uv, z = project(transform(world, scene.cam_from_world[i]), scene.intrinsics)
         inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < scene.width) & (uv[:, 1] >= 0) & (uv[:, 1] < scene.height)
         rendered = np.full(len(z), np.inf)
         rendered[inside] = view.depth[uv[inside, 1].astype(int), uv[inside, 0].astype(int)]

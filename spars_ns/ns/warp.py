@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import roma
 import torch
 
+from spars_ns.geometry import inverse_transform, project, transform, unproject
+
 
 @dataclass
 class Warped:
@@ -36,13 +38,9 @@ def forward_warp(
     rows, cols = torch.meshgrid(torch.arange(depth.shape[0], device=depth.device), torch.arange(depth.shape[1], device=depth.device), indexing="ij")
     known = depth > 0
     pixels = torch.stack([cols[known] + 0.5, rows[known] + 0.5, torch.ones_like(depth[known])], -1)
-    in_camera = (pixels @ torch.linalg.inv(intrinsics).T) * depth[known][:, None]
-    world = in_camera @ camera_to_world[:, :3].T + camera_to_world[:, 3]
-    rotation = target_camera_to_world[:, :3]
-    in_target = (world - target_camera_to_world[:, 3]) @ rotation  # R^T (x - c), row vectors
-    z = in_target[:, 2]
-    projected = in_target @ target_intrinsics.T
-    u, v = projected[:, 0] / z.clamp_min(1e-9), projected[:, 1] / z.clamp_min(1e-9)
+    world = transform(unproject(pixels, depth[known], intrinsics), camera_to_world)
+    uv, z = project(inverse_transform(world, target_camera_to_world), target_intrinsics)  # R^T (x - c): into the target
+    u, v = uv.unbind(-1)
     inside = (z > 1e-6) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
     index = v[inside].long() * width + u[inside].long()
     z, colours = z[inside], image[known][inside]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from spars_ns.geometry import project, transform
 from spars_ns.synthetic import Quad, SyntheticScene
 
 VISIBILITY_TOLERANCE = 0.02  # of the depth: a true sample this close to a view's true depth is seen
@@ -59,10 +60,7 @@ def seen_by(points: np.ndarray, scene: SyntheticScene, views: list[int]) -> np.n
     for index in views:
         true_depth = scene.render(index).depth
         cam_from_world = scene.cam_from_world[index]
-        cam = points @ cam_from_world[:, :3].T + cam_from_world[:, 3]
-        z = cam[:, 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            uv = (cam @ scene.intrinsics.T)[:, :2] / z[:, None]
+        uv, z = project(transform(points, cam_from_world), scene.intrinsics)
         inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < scene.width) & (uv[:, 1] >= 0) & (uv[:, 1] < scene.height)
         depth_there = np.full(len(points), np.inf)
         depth_there[inside] = true_depth[uv[inside, 1].astype(int), uv[inside, 0].astype(int)]

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from spars_ns.errors import InputError
+from spars_ns.geometry import inverse_transform
 
 # Voxels per chunk of the fusion: its working set is about 100 bytes a voxel, 100 MB.
 CHUNK_VOXELS = 1 << 20
@@ -179,8 +180,7 @@ def grid_around(views: list[DepthView], seed_points: Optional[np.ndarray], resol
         v = np.array([0.0, 0.0, camera.height, camera.height])
         rays = np.stack([(u - camera.cx) / camera.fx, (v - camera.cy) / camera.fy, np.ones(4)], 1)
         in_camera = np.concatenate([np.zeros((1, 3)), rays * far])
-        rotation, translation = camera.cam_from_world[:3, :3], camera.cam_from_world[:3, 3]
-        corners.append((in_camera - translation) @ rotation)
+        corners.append(inverse_transform(in_camera, camera.cam_from_world))
     if not corners:
         raise InputError(
             f"no valid depth in any of the {len(views)} views to fuse (every depth map is 0 everywhere): "

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import pycolmap
 
+from spars_ns.geometry import transform
 from spars_ns.stages.base import SEED
 from spars_ns.stages.prior.dense_prior import DensePrior
 
@@ -38,7 +39,7 @@ class Sim3Fit:
     inliers: np.ndarray  # (N,) bool
 
     def apply(self, points: np.ndarray) -> np.ndarray:
-        return points @ self.matrix[:, :3].T + self.matrix[:, 3]
+        return transform(points, self.matrix)
 
 
 @dataclass
@@ -65,7 +66,7 @@ def fit_sim3(src: np.ndarray, tgt: np.ndarray, threshold: float, seed: int) -> S
     inliers = np.asarray(estimate["inlier_mask"], bool)
     refit = pycolmap.estimate_sim3d(src[inliers], tgt[inliers]) if inliers.sum() >= 3 else None
     matrix = (refit or estimate["tgt_from_src"]).matrix()
-    residual = np.linalg.norm(src @ matrix[:, :3].T + matrix[:, 3] - tgt, axis=1)
+    residual = np.linalg.norm(transform(src, matrix) - tgt, axis=1)
     return Sim3Fit(matrix, residual < threshold)
 
 

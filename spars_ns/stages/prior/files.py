@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spars_ns.errors import InputError
+from spars_ns.geometry import pixel_centres, unproject
 from spars_ns.stages.ingest.images import file_sha1
 from spars_ns.stages.ingest.stage import load_records
 from spars_ns.stages.prior.backend import PriorBackend, PriorInputs
@@ -185,15 +186,10 @@ def check_covers_photo(path: Path, shape: tuple[int, int], photo_size: tuple[int
     )
 
 
-def _working_pixel_centres(h: int, w: int) -> np.ndarray:
-    cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
-    return np.stack([cols.ravel(), rows.ravel()], 1)
-
-
 def unproject_depth(depth: np.ndarray, camera: pycolmap.Camera, scale: tuple[float, float]) -> np.ndarray:
     """(h, w) z-depth at working pixels -> (h, w, 3) points in the camera frame."""
     h, w = depth.shape
-    rays = camera.cam_from_img(_working_pixel_centres(h, w) * np.asarray(scale))  # normalised (x/z, y/z), distortion removed
+    rays = camera.cam_from_img(pixel_centres(h, w)[..., :2].reshape(-1, 2) * np.asarray(scale))  # normalised (x/z, y/z), distortion removed
     rays = np.concatenate([rays, np.ones((len(rays), 1))], 1).reshape(h, w, 3)
     return rays * depth[..., None]
 
@@ -201,5 +197,4 @@ def unproject_depth(depth: np.ndarray, camera: pycolmap.Camera, scale: tuple[flo
 def unproject_pinhole(depth: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
     """(h, w) z-depth at working pixels -> (h, w, 3) camera-frame points, with working-pixel intrinsics (centres at +0.5)."""
     h, w = depth.shape
-    pixels = np.concatenate([_working_pixel_centres(h, w), np.ones((h * w, 1))], 1)
-    return (pixels @ np.linalg.inv(intrinsics).T).reshape(h, w, 3) * depth[..., None]
+    return unproject(pixel_centres(h, w).reshape(-1, 3), depth.reshape(-1), intrinsics).reshape(h, w, 3)

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from spars_ns.errors import InputError
+from spars_ns.geometry import relative_pose, transform
 from spars_ns.stages.prior.backend import PriorBackend, PriorInputs
 from spars_ns.stages.prior.dense_prior import DensePrior
 
@@ -77,7 +78,7 @@ class StereoView:
 
     def points_in_camera(self, keep: np.ndarray | slice = slice(None)) -> np.ndarray:
         """The SfM points (those `keep` selects) in this view's camera frame."""
-        return self.points[keep] @ self.cam_from_world[:, :3].T + self.cam_from_world[:, 3]
+        return transform(self.points[keep], self.cam_from_world)
 
 
 def working_size(camera, max_size: int) -> tuple[int, int]:
@@ -132,9 +133,8 @@ def pair_depth(ref: StereoView, other: StereoView, config: StereoConfig) -> np.n
     size = working_size(ref.camera, config.max_size)
     other_size = working_size(other.camera, config.max_size)
     nothing = np.full(size[::-1], np.nan)
-    rotation = other.cam_from_world[:, :3] @ ref.cam_from_world[:, :3].T
-    # A column: OpenCV 5 rejects a translation of shape (3,).
-    translation = (other.cam_from_world[:, 3] - rotation @ ref.cam_from_world[:, 3]).reshape(3, 1)
+    rotation, translation = relative_pose(ref.cam_from_world, other.cam_from_world)
+    translation = translation.reshape(3, 1)  # a column: OpenCV 5 rejects a translation of shape (3,)
     # flags=0: each rectified view keeps its own principal point, so that converging views
     # (around an object) keep their common part in frame.
     r1, r2, p1, p2, *_ = cv2.stereoRectify(

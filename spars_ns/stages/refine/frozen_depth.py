@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spars_ns.geometry import inverse_transform, project, transform, unproject
 from spars_ns.stages.base import SEED
 from spars_ns.stages.refine.config import RefineConfig
 
@@ -135,11 +136,9 @@ def _observed_by(views, i, others, depths, count, seed) -> tuple[np.ndarray, np.
         rows, cols = np.nonzero(np.isfinite(depths[j]) & (depths[j] > 0))
         pick = rng.choice(len(rows), min(count, len(rows)), replace=False)
         pixels = np.stack([cols[pick] + 0.5, rows[pick] + 0.5, np.ones(len(pick))], 1)
-        cam_j = pixels @ np.linalg.inv(views[j].intrinsics).T * depths[j][rows[pick], cols[pick]][:, None]
-        world = (cam_j - views[j].cam_from_world[:, 3]) @ views[j].cam_from_world[:, :3]
-        cam_i = world @ target.cam_from_world[:, :3].T + target.cam_from_world[:, 3]
-        z = cam_i[:, 2]
-        uv = (cam_i @ target.intrinsics.T)[:, :2] / np.maximum(z, 1e-9)[:, None]
+        cam_j = unproject(pixels, depths[j][rows[pick], cols[pick]], views[j].intrinsics)
+        cam_i = transform(inverse_transform(cam_j, views[j].cam_from_world), target.cam_from_world)
+        uv, z = project(cam_i, target.intrinsics)
         inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
         uvs.append(uv[inside])
         zs.append(z[inside])
@@ -379,8 +378,7 @@ class _SfMTerm:
         rotation, translation = cameras.poses()
         intrinsics = cameras.intrinsics()[self.view]
         cam = torch.einsum("nij,nj->ni", rotation[self.view], self.world) + translation[self.view]
-        projected = torch.einsum("nij,nj->ni", intrinsics, cam)
-        uv = projected[:, :2] / cam[:, 2:].clamp_min(1e-6)
+        uv, _ = project(cam, intrinsics, min_depth=1e-6)
         return torch.linalg.norm(uv - self.uv, dim=1) / intrinsics[:, 0, 0]
 
 
@@ -410,14 +408,12 @@ class _PairTerm:
         _, h, w = priors.shape
         intrinsics = cameras.intrinsics()
         rotation, translation = cameras.poses()
-        rays = torch.einsum("nij,nj->ni", torch.linalg.inv(intrinsics)[self.src], self.homogeneous)
-        cam_i = rays * depth_at(self.src, self.uv, self.prior)[:, None]
+        cam_i = unproject(self.homogeneous, depth_at(self.src, self.uv, self.prior), intrinsics[self.src])
         # cam_j = R_j R_i^T (cam_i - t_i) + t_j
         rot_ji = rotation[self.dst] @ rotation[self.src].transpose(1, 2)
         cam_j = torch.einsum("nij,nj->ni", rot_ji, cam_i - translation[self.src]) + translation[self.dst]
-        z = cam_j[:, 2]
-        projected = torch.einsum("nij,nj->ni", intrinsics[self.dst], cam_j)
-        uv_j = (projected[:, :2] / z.clamp_min(1e-6)[:, None]).detach()
+        uv_j, z = project(cam_j, intrinsics[self.dst], min_depth=1e-6)
+        uv_j = uv_j.detach()
         inside = (z > 0) & (uv_j[:, 0] >= 0) & (uv_j[:, 0] < w) & (uv_j[:, 1] >= 0) & (uv_j[:, 1] < h)
         depth_j = depth_at(self.dst, uv_j, _bilinear(priors, self.dst, uv_j))
         weight = self.conf * _bilinear(confs, self.dst, uv_j) * inside

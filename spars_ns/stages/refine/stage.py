@@ -14,6 +14,7 @@ import pycolmap
 
 from spars_ns.stages.align.similarity import correspondences, depth_in_camera
 from spars_ns.errors import InputError
+from spars_ns.geometry import inverse_transform, pixel_centres, unproject, working_intrinsics
 from spars_ns.ply import SOURCE_REFINE
 from spars_ns.stages.prior.dense_prior import DensePrior
 from spars_ns.stages.refine.frozen_depth import RefineResult, RefineView, refine_depths
@@ -45,23 +46,10 @@ def cameras_path(scene: SceneFolder) -> Path:
     return scene.refine_dir / "cameras.json"
 
 
-def working_intrinsics(camera: pycolmap.Camera, prior: DensePrior) -> np.ndarray:
-    """Pinhole intrinsics of the camera at the prior's working resolution (distortion ignored)."""
-    (sx, sy), (ox, oy) = prior.scale, prior.offset
-    return np.array([
-        [camera.focal_length_x / sx, 0, (camera.principal_point_x - ox) / sx],
-        [0, camera.focal_length_y / sy, (camera.principal_point_y - oy) / sy],
-        [0, 0, 1],
-    ])
-
-
 def unproject_working(depth: np.ndarray, view: RefineView) -> np.ndarray:
     """(h, w) depth at working pixels -> (h, w, 3) SfM-frame points (nan where depth is)."""
-    h, w = depth.shape
-    cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
-    rays = np.stack([cols, rows, np.ones_like(cols)], -1) @ np.linalg.inv(view.intrinsics).T
-    cam = rays * depth[..., None]
-    return ((cam - view.cam_from_world[:, 3]) @ view.cam_from_world[:, :3]).astype(np.float32)
+    points = unproject(pixel_centres(*depth.shape), depth, view.intrinsics)
+    return inverse_transform(points, view.cam_from_world).astype(np.float32)
 
 
 class RefineStage(Stage):
@@ -100,7 +88,7 @@ class RefineStage(Stage):
             xy, world = correspondences(model, image)
             cam_from_world = image.cam_from_world().matrix()
             views[image.name] = RefineView(
-                values, prior.conf, working_intrinsics(model.camera(image.camera_id), prior), cam_from_world,
+                values, prior.conf, working_intrinsics(model.camera(image.camera_id).calibration_matrix(), prior.scale, prior.offset), cam_from_world,
                 prior.to_working(xy), depth_in_camera(world, cam_from_world),
                 np.array([p.point3D_id for p in image.points2D if p.has_point3D()], np.int64), world,
             )
