@@ -141,6 +141,17 @@ def project(points, intrinsics, min_depth: float = 1e-9):
     return _apply(intrinsics, points)[..., :2] / z.clip(min_depth)[..., None], z
 
 
+def intrinsics_from_integer_centres(intrinsics: np.ndarray) -> np.ndarray:
+    """Intrinsics in OpenCV's and DUSt3R's pixel convention (pixel centres at integers) -> ours
+    (centres at +0.5)."""
+    return np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]]) @ np.asarray(intrinsics, np.float64)
+
+
+def intrinsics_to_integer_centres(intrinsics: np.ndarray) -> np.ndarray:
+    """Our intrinsics (pixel centres at +0.5) -> OpenCV's (centres at integers)."""
+    return np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]]) @ np.asarray(intrinsics, np.float64)
+
+
 def working_intrinsics(intrinsics: np.ndarray, scale: tuple[float, float], offset: tuple[float, float]) -> np.ndarray:
     """Pinhole `intrinsics` (3, 3) in the pixels of a resized or cropped image, where an original
     pixel is `scale * working + offset`."""

@@ -1,0 +1,1 @@
+"""Cameras for training views SfM did not register, from the prior's poses (`stage.py`)."""

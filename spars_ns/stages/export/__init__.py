@@ -1,0 +1,1 @@
+"""Export: `transforms.json` and `points.ply`, the nerfstudio dataset (`stage.py`)."""

@@ -100,8 +100,3 @@ class DensePrior(NpzRecord):
         out[inside] = values[y[inside], x[inside]]
         return out.reshape(height, width)
 
-
-def intrinsics_from_integer_centres(intrinsics: np.ndarray) -> np.ndarray:
-    """Intrinsics in OpenCV's and DUSt3R's pixel convention (pixel centres at integers) -> the
-    DensePrior's (centres at +0.5)."""
-    return np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]]) @ np.asarray(intrinsics, np.float64)

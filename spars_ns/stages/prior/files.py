@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from spars_ns.errors import InputError
-from spars_ns.geometry import pixel_centres, unproject
+from spars_ns.geometry import intrinsics_from_integer_centres, pixel_centres, unproject
 from spars_ns.stages.ingest.images import file_sha1
 from spars_ns.stages.ingest.stage import load_records
 from spars_ns.stages.prior.backend import PriorBackend, PriorInputs
-from spars_ns.stages.prior.dense_prior import DensePrior, intrinsics_from_integer_centres
+from spars_ns.stages.prior.dense_prior import DensePrior
 
 if TYPE_CHECKING:
     import pycolmap

@@ -24,7 +24,8 @@ from spars_ns.errors import InputError
 from spars_ns.scene import fingerprint, temporary_path
 from spars_ns.stages.ingest.images import file_sha1
 from spars_ns.stages.prior.backend import PriorBackend, PriorInputs
-from spars_ns.stages.prior.dense_prior import DensePrior, intrinsics_from_integer_centres
+from spars_ns.geometry import intrinsics_from_integer_centres
+from spars_ns.stages.prior.dense_prior import DensePrior
 from spars_ns.stages.sfm.pairs import strongest_pairs
 
 DEFAULT_CHECKPOINT = "naver/MASt3R_ViTLarge_BaseDecoder_512_catmlpdpt_metric"

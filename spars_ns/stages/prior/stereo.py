@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from spars_ns.errors import InputError
-from spars_ns.geometry import relative_pose, transform
+from spars_ns.geometry import intrinsics_to_integer_centres, relative_pose, transform, working_intrinsics
 from spars_ns.stages.prior.backend import PriorBackend, PriorInputs
 from spars_ns.stages.prior.dense_prior import DensePrior
 
@@ -97,9 +97,8 @@ def load_gray(view: StereoView, size: tuple[int, int]) -> np.ndarray:
 
 def pinhole(camera, size: tuple[int, int]) -> np.ndarray:
     """The camera's pinhole part at working size, in OpenCV's pixel convention (centres at integers)."""
-    sx, sy = size[0] / camera.width, size[1] / camera.height
-    k = camera.calibration_matrix()
-    return np.array([[k[0, 0] * sx, 0, k[0, 2] * sx - 0.5], [0, k[1, 1] * sy, k[1, 2] * sy - 0.5], [0, 0, 1]])
+    scale = (camera.width / size[0], camera.height / size[1])
+    return intrinsics_to_integer_centres(working_intrinsics(camera.calibration_matrix(), scale, (0.0, 0.0)))
 
 
 def rays(camera, size: tuple[int, int]) -> np.ndarray:
