@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 import tyro
-
 from constants import apply  # this script's folder is on sys.path
-from spars_ns.stages.align.similarity import align_scene
+
 from spars_ns.geometry import inverse_transform, transform
 from spars_ns.process import ProcessConfig, process
-from spars_ns.stages.prior.dense_prior import DensePrior
 from spars_ns.stages.align.regions import superpixel_regions
+from spars_ns.stages.align.similarity import align_scene
+from spars_ns.stages.prior.dense_prior import DensePrior
 from spars_ns.synthetic import distorted_pointmap, make_scene
 
 
@@ -70,7 +70,9 @@ def main(args: Args) -> None:
         world = inverse_transform(np.where(np.isfinite(true_cam), true_cam, 0), scene.cam_from_world[i])
         truth[name] = transform(world, sfm_from_true)
         priors[name] = DensePrior(pts3d, conf, (1.0, 1.0), (0.0, 0.0))
-        noisy, _, _ = distorted_pointmap(scene, i, args.seed, object_scale=0, object_shift=0, noise=args.noise, wrong_objects=0)
+        noisy, _, _ = distorted_pointmap(
+            scene, i, args.seed, object_scale=0, object_shift=0, noise=args.noise, wrong_objects=0
+        )
         noise_only[name] = DensePrior(noisy, conf, (1.0, 1.0), (0.0, 0.0))
         object_ids[name], images[name], depth[name] = view.object_ids, view.image, view.depth * sfm_scale
 
@@ -85,8 +87,8 @@ def main(args: Args) -> None:
     rows = []
     variants = {
         "global": None,
-        "two-stage, superpixels": lambda name, prior: (lambda _: superpixel_regions(images[name])),
-        "two-stage, true object masks": lambda name, prior: (lambda _: [object_ids[name] + 1]),
+        "two-stage, superpixels": lambda name, prior: lambda _: superpixel_regions(images[name]),
+        "two-stage, true object masks": lambda name, prior: lambda _: [object_ids[name] + 1],
     }
     for label, proposer in variants.items():
         start = time.perf_counter()

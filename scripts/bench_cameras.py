@@ -37,8 +37,8 @@ import tyro
 
 from spars_ns.errors import SfMError
 from spars_ns.geometry import camera_center, fit_similarity
-from spars_ns.stages.ingest.images import file_sha1, ingest_image
 from spars_ns.metrics import load_true_poses, mean_average_accuracy, pair_errors_deg
+from spars_ns.stages.ingest.images import file_sha1, ingest_image
 from spars_ns.stages.sfm.mapping import SfMConfig, run_sfm
 from spars_ns.surface.evaluate import distance_to_quads
 from spars_ns.synthetic import make_scene
@@ -46,9 +46,13 @@ from spars_ns.synthetic import make_scene
 
 @dataclass
 class Args:
-    scene: list[Path] = field(default_factory=lambda: [
-        Path("../shared/data/strecha/fountain-P11"), Path("../shared/data/strecha/Herz-Jesus-P8"), Path("../shared/data/fox"),
-    ])
+    scene: list[Path] = field(
+        default_factory=lambda: [
+            Path("../shared/data/strecha/fountain-P11"),
+            Path("../shared/data/strecha/Herz-Jesus-P8"),
+            Path("../shared/data/fox"),
+        ]
+    )
     """Real scenes: folders with images/ and a ground-truth transforms.json."""
     views: list[int] = field(default_factory=lambda: [3, 4, 5, 6, 7, 8])
     subsets: int = 10
@@ -120,8 +124,13 @@ def measure(capture: Capture, work: Path) -> dict:
     estimated = {im.name: as_4x4(im.cam_from_world().matrix()) for im in images}
     errors = list(pair_errors_deg(estimated, capture.truth).values())
     row = {
-        "source": capture.source, "views": capture.views, "names": capture.names, "registered": len(estimated),
-        "median_pair_error_deg": float(np.median(errors)), "mAA@10": mean_average_accuracy(errors), "seconds": round(seconds, 2),
+        "source": capture.source,
+        "views": capture.views,
+        "names": capture.names,
+        "registered": len(estimated),
+        "median_pair_error_deg": float(np.median(errors)),
+        "mAA@10": mean_average_accuracy(errors),
+        "seconds": round(seconds, 2),
         "points": len(model.points3D) if model else 0,
     }
     if capture.focal and images:
@@ -153,12 +162,18 @@ def summarise(rows: list[dict]) -> list[dict]:
     def median_and_worst(values):
         values = np.asarray(values, float)
         # "higher": a value some capture had (a failed capture's inf, not an interpolation with it)
-        return (float(np.median(values)), float(np.percentile(values, 90, method="higher"))) if len(values) else (float("nan"),) * 2
+        return (
+            (float(np.median(values)), float(np.percentile(values, 90, method="higher")))
+            if len(values)
+            else (float("nan"),) * 2
+        )
 
     summary = []
     for (kind, k), group in groups.items():
         line = {
-            "source": kind, "views": k, "captures": len(group),
+            "source": kind,
+            "views": k,
+            "captures": len(group),
             "registered_share": float(np.mean([r["registered"] / r["views"] for r in group])),
             "all_registered": sum(r["registered"] == r["views"] for r in group),
             "pair_error_median_deg": median_and_worst([r["median_pair_error_deg"] for r in group])[0],
@@ -176,11 +191,16 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 COLUMNS = [
-    ("registered_share", "registered", "{:.0%}"), ("all_registered", "all reg.", "{}"),
-    ("pair_error_median_deg", "pair err median (deg)", "{:.2f}"), ("pair_error_worst_decile_deg", "worst decile", "{:.2f}"),
-    ("mAA@10_mean", "mAA@10 mean", "{:.3f}"), ("mAA@10_worst", "worst", "{:.3f}"),
-    ("focal_error_median", "focal err median", "{:.2%}"), ("focal_error_worst_decile", "worst decile", "{:.2%}"),
-    ("points_to_surface_median", "points to surface", "{:.3f}"), ("seconds_mean", "s", "{:.1f}"),
+    ("registered_share", "registered", "{:.0%}"),
+    ("all_registered", "all reg.", "{}"),
+    ("pair_error_median_deg", "pair err median (deg)", "{:.2f}"),
+    ("pair_error_worst_decile_deg", "worst decile", "{:.2f}"),
+    ("mAA@10_mean", "mAA@10 mean", "{:.3f}"),
+    ("mAA@10_worst", "worst", "{:.3f}"),
+    ("focal_error_median", "focal err median", "{:.2%}"),
+    ("focal_error_worst_decile", "worst decile", "{:.2%}"),
+    ("points_to_surface_median", "points to surface", "{:.3f}"),
+    ("seconds_mean", "s", "{:.1f}"),
 ]
 
 
@@ -196,7 +216,10 @@ def table(summaries: list[tuple[str, list[dict]]]) -> str:
             if line is None:
                 continue
             cells = [source, str(k), str(line["captures"])] + ([label] if runs else [])
-            cells += [fmt.format(line[key]) if not (isinstance(line[key], float) and np.isnan(line[key])) else "-" for key, _, fmt in COLUMNS]
+            cells += [
+                fmt.format(line[key]) if not (isinstance(line[key], float) and np.isnan(line[key])) else "-"
+                for key, _, fmt in COLUMNS
+            ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -224,9 +247,23 @@ def main(args: Args) -> None:
     print(table([("", summary)]))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps({"device": "CPU", "pycolmap": pycolmap.__version__, "args": {
-            "views": args.views, "subsets": args.subsets, "synthetic": args.synthetic, "seed": args.seed,
-        }, "summary": summary, "captures": rows}, indent=1))
+        args.output.write_text(
+            json.dumps(
+                {
+                    "device": "CPU",
+                    "pycolmap": pycolmap.__version__,
+                    "args": {
+                        "views": args.views,
+                        "subsets": args.subsets,
+                        "synthetic": args.synthetic,
+                        "seed": args.seed,
+                    },
+                    "summary": summary,
+                    "captures": rows,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

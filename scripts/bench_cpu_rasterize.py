@@ -20,15 +20,32 @@ from spars_ns.ns.cpu_rasterize import rasterization
 
 def one_pass(count: int, generator: torch.Generator) -> tuple[float, float]:
     means = torch.rand(count, 3, generator=generator) * 2 - 1 + torch.tensor([0.0, 0.0, 4.0])
-    params = [means, torch.randn(count, 4, generator=generator), torch.full((count, 3), -3.0),
-              torch.full((count,), 0.5), torch.rand(count, 16, 3, generator=generator)]
+    params = [
+        means,
+        torch.randn(count, 4, generator=generator),
+        torch.full((count, 3), -3.0),
+        torch.full((count,), 0.5),
+        torch.rand(count, 16, 3, generator=generator),
+    ]
     for p in params:
         p.requires_grad_()
     quats = params[1] / params[1].norm(dim=-1, keepdim=True)
     intrinsics = torch.tensor([[[80.0, 0, 40], [0, 80, 30], [0, 0, 1]]])
     start = time.perf_counter()
-    render, alpha, info = rasterization(params[0], quats, params[2].exp(), params[3], params[4], torch.eye(4)[None], intrinsics,
-                                        80, 60, sh_degree=3, render_mode="RGB+ED", absgrad=True)
+    render, alpha, info = rasterization(
+        params[0],
+        quats,
+        params[2].exp(),
+        params[3],
+        params[4],
+        torch.eye(4)[None],
+        intrinsics,
+        80,
+        60,
+        sh_degree=3,
+        render_mode="RGB+ED",
+        absgrad=True,
+    )
     info["means2d"].retain_grad()
     forward = time.perf_counter() - start
     (render.sum() + alpha.sum()).backward()
@@ -44,7 +61,10 @@ def main() -> None:
     print("| Gaussians | forward (s) | backward (s) |\n|---|---|---|")
     for count in args.counts:
         passes = [one_pass(count, generator) for _ in range(args.repeats)]
-        print(f"| {count} | {statistics.median(p[0] for p in passes):.3f} | {statistics.median(p[1] for p in passes):.3f} |")
+        print(
+            f"| {count} | {statistics.median(p[0] for p in passes):.3f} | "
+            f"{statistics.median(p[1] for p in passes):.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ the real architecture and size (time and memory do not depend on the weights' va
 
     python scripts/bench_mast3r.py --views 6 --images ../shared/data/fox/images
     python scripts/bench_mast3r.py --views 6 --images ../shared/data/fox/images --theirs   # MASt3R's own forward
-    python scripts/bench_mast3r.py --components --images ../shared/data/fox/images         # per-image and per-pair costs
+    python scripts/bench_mast3r.py --components --images ../shared/data/fox/images   # per image, per pair
 
 N photos evenly spaced by name, at MASt3R's 512 resolution. Pairs as the prior stage chooses them
 (`pairs.strongest_pairs`), with view-order closeness standing in for SfM's verified matches (the
@@ -34,16 +34,35 @@ import numpy as np
 import torch
 import tyro
 
+from spars_ns.stages.prior.mast3r import (
+    COMPLETE_UP_TO,
+    PAIRS_PER_VIEW,
+    Mast3rConfig,
+    import_mast3r,
+    infer_pairs,
+    resolve_device,
+)
 from spars_ns.stages.sfm.pairs import strongest_pairs
-from spars_ns.stages.prior.mast3r import COMPLETE_UP_TO, PAIRS_PER_VIEW, Mast3rConfig, import_mast3r, infer_pairs, resolve_device
 
 INF = float("inf")
 # The architecture of naver/MASt3R_ViTLarge_BaseDecoder_512_catmlpdpt_metric (its checkpoint's `args.model`).
 MAST3R_VIT_LARGE = dict(
-    enc_depth=24, dec_depth=12, enc_embed_dim=1024, dec_embed_dim=768, enc_num_heads=16, dec_num_heads=12,
-    pos_embed="RoPE100", patch_embed_cls="PatchEmbedDust3R", img_size=(512, 512), head_type="catmlp+dpt",
-    output_mode="pts3d+desc24", depth_mode=("exp", -INF, INF), conf_mode=("exp", 1, INF), landscape_only=False,
-    two_confs=True, desc_conf_mode=("exp", 0, INF),
+    enc_depth=24,
+    dec_depth=12,
+    enc_embed_dim=1024,
+    dec_embed_dim=768,
+    enc_num_heads=16,
+    dec_num_heads=12,
+    pos_embed="RoPE100",
+    patch_embed_cls="PatchEmbedDust3R",
+    img_size=(512, 512),
+    head_type="catmlp+dpt",
+    output_mode="pts3d+desc24",
+    depth_mode=("exp", -INF, INF),
+    conf_mode=("exp", 1, INF),
+    landscape_only=False,
+    two_confs=True,
+    desc_conf_mode=("exp", 0, INF),
 )
 
 
@@ -90,25 +109,40 @@ def components(model, images: list[dict], config: Mast3rConfig, repeats: int) ->
 
         def decode_both_ways():
             outputs = []
-            for f1, p1, f2, p2, s1, s2 in ((feat1, pos1, feat2, pos2, *shape), (feat2, pos2, feat1, pos1, *shape[::-1])):
+            for f1, p1, f2, p2, s1, s2 in (
+                (feat1, pos1, feat2, pos2, *shape),
+                (feat2, pos2, feat1, pos1, *shape[::-1]),
+            ):
                 dec1, dec2 = model._decoder(f1, p1, f2, p2)
-                outputs += [model._downstream_head(1, [t.float() for t in dec1], s1),
-                            model._downstream_head(2, [t.float() for t in dec2], s2)]
+                outputs += [
+                    model._downstream_head(1, [t.float() for t in dec1], s1),
+                    model._downstream_head(2, [t.float() for t in dec2], s2),
+                ]
             return outputs
 
         decode_s, outputs = timed(decode_both_ways)
-        match_s, _ = timed(lambda: extract_correspondences(
-            [o["desc"][0] for o in outputs], [o["desc_conf"][0] for o in outputs], device=device, subsample=8))
+        match_s, _ = timed(
+            lambda: extract_correspondences(
+                [o["desc"][0] for o in outputs], [o["desc_conf"][0] for o in outputs], device=device, subsample=8
+            )
+        )
     derived = {}
     for views in (6, 12, 24):
         order = np.arange(views)
         closeness = 1000.0 / (1 + np.abs(order[:, None] - order[None, :]))
         np.fill_diagonal(closeness, 0)
         pairs = len(strongest_pairs(closeness, PAIRS_PER_VIEW, COMPLETE_UP_TO))
-        derived[views] = {"pairs": pairs, "infer_pairs_s": round(views * encode_s + pairs * (decode_s + match_s), 1),
-                          "forward_mast3r_s": round(2 * pairs * encode_s + pairs * (decode_s + match_s), 1)}
-    return {"encode_s": round(encode_s, 2), "decode_pair_s": round(decode_s, 2), "match_pair_s": round(match_s, 2),
-            "derived": derived}
+        derived[views] = {
+            "pairs": pairs,
+            "infer_pairs_s": round(views * encode_s + pairs * (decode_s + match_s), 1),
+            "forward_mast3r_s": round(2 * pairs * encode_s + pairs * (decode_s + match_s), 1),
+        }
+    return {
+        "encode_s": round(encode_s, 2),
+        "decode_pair_s": round(decode_s, 2),
+        "match_pair_s": round(match_s, 2),
+        "derived": derived,
+    }
 
 
 def main(args: Args) -> dict:
@@ -128,8 +162,13 @@ def main(args: Args) -> dict:
     np.fill_diagonal(closeness, 0)
     pairs = strongest_pairs(closeness, PAIRS_PER_VIEW, COMPLETE_UP_TO)
     if args.components:
-        result = {"device": device, "parameters_M": round(parameters / 1e6, 1), "image_shape": list(images[0]["img"].shape[-2:]),
-                  **components(model, images, config, args.repeats), "threads": torch.get_num_threads()}
+        result = {
+            "device": device,
+            "parameters_M": round(parameters / 1e6, 1),
+            "image_shape": list(images[0]["img"].shape[-2:]),
+            **components(model, images, config, args.repeats),
+            "threads": torch.get_num_threads(),
+        }
         return report(result, args.output)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -149,16 +188,29 @@ def main(args: Args) -> dict:
             start = time.perf_counter()
             symmetric = [(images[i], images[j]) for i, j in pairs] + [(images[j], images[i]) for i, j in pairs]
             api.sparse_global_alignment(
-                paths, symmetric, str(work), model, niter1=config.coarse_iterations, niter2=config.fine_iterations,
-                matching_conf_thr=config.matching_conf_threshold, device=device, opt_depth=True, shared_intrinsics=False,
+                paths,
+                symmetric,
+                str(work),
+                model,
+                niter1=config.coarse_iterations,
+                niter2=config.fine_iterations,
+                matching_conf_thr=config.matching_conf_threshold,
+                device=device,
+                opt_depth=True,
+                shared_intrinsics=False,
             )
             alignment = time.perf_counter() - start
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {
-        "views": args.views, "pairs": len(pairs), "inference": "forward_mast3r" if args.theirs else "infer_pairs",
-        "device": device, "parameters_M": round(parameters / 1e6, 1), "image_shape": list(images[0]["img"].shape[-2:]),
-        "inference_s": round(inference, 1), "global_alignment_s": round(alignment, 1),
+        "views": args.views,
+        "pairs": len(pairs),
+        "inference": "forward_mast3r" if args.theirs else "infer_pairs",
+        "device": device,
+        "parameters_M": round(parameters / 1e6, 1),
+        "image_shape": list(images[0]["img"].shape[-2:]),
+        "inference_s": round(inference, 1),
+        "global_alignment_s": round(alignment, 1),
         "peak_rss_GiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "cuda_peak_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
         "threads": torch.get_num_threads(),

@@ -38,10 +38,10 @@ import tyro
 
 from spars_ns.geometry import inverse_transform, opengl_c2w_to_opencv, unproject
 from spars_ns.options import PriorConfig, ProcessConfig
+from spars_ns.ply import read_mesh_ply
 from spars_ns.stages.prior.files import FilesConfig
 from spars_ns.surface.command import MeshConfig, make_mesh
 from spars_ns.surface.evaluate import SeenSurface, distance_to_quads
-from spars_ns.ply import read_mesh_ply
 from spars_ns.surface.mesh import Mesh
 from spars_ns.synthetic import SyntheticScene, make_scene, write_prior_files
 
@@ -73,7 +73,10 @@ def measured_mesh(config: MeshConfig) -> dict:
         torch.cuda.reset_peak_memory_stats()
     result = make_mesh(config)
     return {
-        "seconds": result.seconds, "vertices": result.vertices, "faces": result.faces, "views": result.views,
+        "seconds": result.seconds,
+        "vertices": result.vertices,
+        "faces": result.faces,
+        "views": result.views,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0,
     }
@@ -101,7 +104,9 @@ class TrueFrame:
         true_centres = np.stack([-c[:, :3].T @ c[:, 3] for c in scene.cam_from_world])
         estimated = {image.name: image.projection_center() for image in model.images.values() if image.has_pose}
         keep = [i for i, name in enumerate(names) if name in estimated]
-        sfm_from_true = pycolmap.estimate_sim3d(true_centres[keep], np.stack([estimated[names[i]] for i in keep])).matrix()
+        sfm_from_true = pycolmap.estimate_sim3d(
+            true_centres[keep], np.stack([estimated[names[i]] for i in keep])
+        ).matrix()
         self.linear, self.offset = np.linalg.inv(sfm_from_true[:, :3]), sfm_from_true[:, 3]
         self.scale = np.cbrt(np.linalg.det(sfm_from_true[:, :3]))
         meta = json.loads((scene_dir / "transforms.json").read_text())
@@ -137,13 +142,23 @@ def nerfstudio_export(kind: str, config_path: Path, output: Path) -> dict:
     """`ns-export tsdf|poisson` on the run: whether it ran, its last error line, its mesh file."""
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    out = subprocess.run([str(BIN / "ns-export"), kind, "--load-config", str(config_path), "--output-dir", str(output)],
-                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    out = subprocess.run(
+        [str(BIN / "ns-export"), kind, "--load-config", str(config_path), "--output-dir", str(output)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        check=False,
+    )
     lines = [line.strip() for line in (out.stdout + out.stderr).splitlines() if line.strip()]
     errors = [line for line in lines if "Error" in line or "error" in line]
     meshes = sorted(output.glob("*.ply")) + sorted(output.glob("*.obj"))
-    return {"kind": kind, "returncode": out.returncode, "seconds": time.perf_counter() - start,
-            "error": (errors or lines or [""])[-1], "mesh": str(meshes[0]) if meshes else None}
+    return {
+        "kind": kind,
+        "returncode": out.returncode,
+        "seconds": time.perf_counter() - start,
+        "error": (errors or lines or [""])[-1],
+        "mesh": str(meshes[0]) if meshes else None,
+    }
 
 
 def scene_from_nerfstudio(mesh_path: Path, config_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -167,40 +182,67 @@ def main(args: Args) -> None:
     prior_dir = write_prior_files(scene, args.output / "prior_files", seed=args.seed)
     records = {"idle_rss_gib": in_fresh_process(idle_rss_gib), "rows": []}
     print(f"\nidle process with the same imports: {records['idle_rss_gib']:.2f} GiB resident\n")
-    print("| source | resolution | truncation (voxels) | accuracy | completeness | Chamfer | F-score@1% | seconds | "
-          "peak RSS GiB | peak GPU GiB |")
+    print(
+        "| source | resolution | truncation (voxels) | accuracy | completeness | Chamfer | F-score@1% | seconds | "
+        "peak RSS GiB | peak GPU GiB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
 
     def report(row: dict) -> None:
         records["rows"].append(row)
         (args.output / "results.json").write_text(json.dumps(records, indent=2))
         if "f_score" in row:
-            print(f"| {row['source']} | {row.get('resolution', '-')} | {row.get('truncation', '-')} | {row['accuracy']:.4f} | "
-                  f"{row['completeness']:.4f} | {row['chamfer']:.4f} | {row['f_score']:.3f} | {row.get('seconds', 0):.1f} | "
-                  f"{row.get('peak_rss_gib', 0):.2f} | {row.get('peak_gpu_gib', 0):.2f} |")
+            print(
+                f"| {row['source']} | {row.get('resolution', '-')} | {row.get('truncation', '-')} | "
+                f"{row['accuracy']:.4f} | "
+                f"{row['completeness']:.4f} | {row['chamfer']:.4f} | {row['f_score']:.3f} | "
+                f"{row.get('seconds', 0):.1f} | "
+                f"{row.get('peak_rss_gib', 0):.2f} | {row.get('peak_gpu_gib', 0):.2f} |"
+            )
         else:
             print(f"| {row['source']} | {json.dumps({k: v for k, v in row.items() if k != 'source'})} |")
 
     scenes = {}
     for refine in args.refine:
         scene_dir = args.output / f"scene_{refine}"
-        process(ProcessConfig(
-            images=photos, output=scene_dir, test_every=args.test_every, prior="files",
-            prior_options=PriorConfig(files=FilesConfig(dir=prior_dir)), refine=refine, max_dense_points=4000,
-        ))
+        process(
+            ProcessConfig(
+                images=photos,
+                output=scene_dir,
+                test_every=args.test_every,
+                prior="files",
+                prior_options=PriorConfig(files=FilesConfig(dir=prior_dir)),
+                refine=refine,
+                max_dense_points=4000,
+            )
+        )
         frame = TrueFrame(scene, scene_dir)
         truth = SeenSurface.of(scene, frame.train)
         scenes[refine] = (scene_dir, frame, truth)
-        report({"source": f"depth maps, --refine {refine}", "threshold": truth.threshold,
-                **depth_map_scores(scene, frame, scene_dir, truth.threshold)})
+        report(
+            {
+                "source": f"depth maps, --refine {refine}",
+                "threshold": truth.threshold,
+                **depth_map_scores(scene, frame, scene_dir, truth.threshold),
+            }
+        )
         for resolution in args.resolutions:
             for truncation in args.truncations:
                 out = args.output / f"mesh_{refine}_{resolution}_t{truncation:g}"
-                measured = in_fresh_process(measured_mesh, MeshConfig(
-                    output_dir=out, scene=scene_dir, resolution=resolution, truncation=truncation))
+                measured = in_fresh_process(
+                    measured_mesh,
+                    MeshConfig(output_dir=out, scene=scene_dir, resolution=resolution, truncation=truncation),
+                )
                 mesh = Mesh(*read_mesh_ply(out / "mesh.ply"))
-                report({"source": f"--scene, --refine {refine}", "resolution": resolution, "truncation": truncation,
-                        **measured, **scored(truth, frame, mesh.vertices, mesh.faces)})
+                report(
+                    {
+                        "source": f"--scene, --refine {refine}",
+                        "resolution": resolution,
+                        "truncation": truncation,
+                        **measured,
+                        **scored(truth, frame, mesh.vertices, mesh.faces),
+                    }
+                )
 
     if args.train_steps <= 0:
         return
@@ -213,11 +255,20 @@ def main(args: Args) -> None:
         config_path = Path(in_fresh_process(train_run, "spars3r", scene_dir, runs, args.train_steps)["config"])
     for resolution in args.resolutions:
         out = args.output / f"mesh_run_{resolution}"
-        measured = in_fresh_process(measured_mesh, MeshConfig(
-            output_dir=out, load_config=config_path, resolution=resolution, render_scale=args.render_scale))
+        measured = in_fresh_process(
+            measured_mesh,
+            MeshConfig(output_dir=out, load_config=config_path, resolution=resolution, render_scale=args.render_scale),
+        )
         mesh = Mesh(*read_mesh_ply(out / "mesh.ply"))
-        report({"source": f"--load-config, {args.train_steps} steps, --refine {args.refine[0]}", "resolution": resolution,
-                "truncation": 4.0, **measured, **scored(truth, frame, mesh.vertices, mesh.faces)})
+        report(
+            {
+                "source": f"--load-config, {args.train_steps} steps, --refine {args.refine[0]}",
+                "resolution": resolution,
+                "truncation": 4.0,
+                **measured,
+                **scored(truth, frame, mesh.vertices, mesh.faces),
+            }
+        )
     if args.nerfstudio_exports:
         for kind in ("tsdf", "poisson"):
             exported = nerfstudio_export(kind, config_path, args.output / f"ns_export_{kind}")

@@ -8,8 +8,8 @@ Three steps, so that a GPU node needs no pycolmap and no ../shared data:
 
 `prepare` takes a scene folder with `images/` and a ground-truth nerfstudio
 `transforms.json`: K training views evenly spaced by sorted name, and every 8th of the
-remaining photos as test views (`--test-every 1`: all of them, for the Strecha scenes). Per K it writes two self-contained nerfstudio datasets
-(photos copied, no links) and `split.json`:
+remaining photos as test views (`--test-every 1`: all of them, for the Strecha scenes). Per K
+it writes two self-contained nerfstudio datasets (photos copied, no links) and `split.json`:
 - `spars3r/`: our processing (SfM cameras and points, by default with the stereo prior's dense
   points and refined depth; the test photos registered into the training model without moving
   it, SPARS3R's protocol);
@@ -40,12 +40,11 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Union
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 import tyro
-from typing_extensions import Annotated
 
 Variant = Literal["splatfacto-defaults", "splatfacto", "spars3r", "spars3r-mcmc", "spars3r-no-depth", "spars3r-warped"]
 DATASET_ENTRIES = ("images", "transforms.json", "points.ply", "depth")  # what training reads of a scene
@@ -121,10 +120,10 @@ def defaults_dataset(scene: Path, train: list[str], test: list[str], work: Path,
     import pycolmap
     from bench_poses import defaults_model  # this script's folder is on sys.path
 
-    from spars_ns.stages.export.stage import camera_to_opencv, sfm_points
     from spars_ns.geometry import opencv_to_opengl_c2w
     from spars_ns.metrics import load_true_poses
     from spars_ns.ply import write_points_ply
+    from spars_ns.stages.export.stage import camera_to_opencv, sfm_points
 
     model = defaults_model(scene / "images", train, work)
     if model is None:
@@ -139,22 +138,37 @@ def defaults_dataset(scene: Path, train: list[str], test: list[str], work: Path,
     frames = []
     for name in names:
         image = registered[name]
-        frames.append({"file_path": f"images/{name}", "transform_matrix": opencv_to_opengl_c2w(image.cam_from_world().matrix()).tolist(),
-                       **camera_to_opencv(model.camera(image.camera_id))})
+        frames.append(
+            {
+                "file_path": f"images/{name}",
+                "transform_matrix": opencv_to_opengl_c2w(image.cam_from_world().matrix()).tolist(),
+                **camera_to_opencv(model.camera(image.camera_id)),
+            }
+        )
     reference = camera_to_opencv(model.camera(registered[names[0]].camera_id))
     for name in test:
         world_from_cam = np.linalg.inv(np.vstack([truth[name][:3], [0, 0, 0, 1]]))
         model_from_cam = np.vstack([to_model.matrix(), [0, 0, 0, 1]]) @ world_from_cam
         model_from_cam[:3, :3] /= to_model.scale
-        frames.append({"file_path": f"images/{name}", "transform_matrix": opencv_to_opengl_c2w(np.linalg.inv(model_from_cam)[:3]).tolist(),
-                       **reference})
+        frames.append(
+            {
+                "file_path": f"images/{name}",
+                "transform_matrix": opencv_to_opengl_c2w(np.linalg.inv(model_from_cam)[:3]).tolist(),
+                **reference,
+            }
+        )
     (output / "images").mkdir(parents=True, exist_ok=True)
     for name in names + test:
         shutil.copyfile(scene / "images" / name, output / "images" / name)
     xyz, rgb = sfm_points(model)
     write_points_ply(output / "points.ply", xyz, rgb, np.ones(len(xyz), np.float32), np.zeros(len(xyz), np.uint8))
-    transforms = {"frames": frames, "ply_file_path": "points.ply", "train_filenames": [f"images/{n}" for n in names],
-                  "val_filenames": [f"images/{n}" for n in test], "test_filenames": [f"images/{n}" for n in test]}
+    transforms = {
+        "frames": frames,
+        "ply_file_path": "points.ply",
+        "train_filenames": [f"images/{n}" for n in names],
+        "val_filenames": [f"images/{n}" for n in test],
+        "test_filenames": [f"images/{n}" for n in test],
+    }
     (output / "transforms.json").write_text(json.dumps(transforms, indent=1))
 
 
@@ -162,8 +176,8 @@ def prepare(args: Prepare) -> None:
     import pycolmap
 
     from spars_ns.options import PriorConfig
-    from spars_ns.stages.prior.files import FilesConfig
     from spars_ns.process import ProcessConfig, process
+    from spars_ns.stages.prior.files import FilesConfig
 
     pycolmap.logging.minloglevel = 2
     for k in args.views:
@@ -176,14 +190,23 @@ def prepare(args: Prepare) -> None:
             if not (photos / photo).exists():
                 (photos / photo).symlink_to((args.scene / "images" / photo).resolve())
         print(f"{name}: train {train}\n  test {test}", flush=True)
-        scene = process(ProcessConfig(
-            images=photos, output=work / "spars3r_scene", test_views=tuple(test), prior=args.prior, prior_options=PriorConfig(files=FilesConfig(dir=args.prior_dir)),
-            refine=args.refine if args.prior != "none" else "none", max_dense_points=args.max_dense_points,
-        ))
+        scene = process(
+            ProcessConfig(
+                images=photos,
+                output=work / "spars3r_scene",
+                test_views=tuple(test),
+                prior=args.prior,
+                prior_options=PriorConfig(files=FilesConfig(dir=args.prior_dir)),
+                refine=args.refine if args.prior != "none" else "none",
+                max_dense_points=args.max_dense_points,
+            )
+        )
         copy_dataset(scene.root, output / "spars3r")
         (work / "defaults").mkdir(exist_ok=True)
         defaults_dataset(args.scene, train, test, work / "defaults", output / "defaults")
-        (output / "split.json").write_text(json.dumps({"scene": args.scene.name, "views": k, "train": train, "test": test}, indent=1))
+        (output / "split.json").write_text(
+            json.dumps({"scene": args.scene.name, "views": k, "train": train, "test": test}, indent=1)
+        )
 
 
 def prepared_datasets(paths: list[Path]) -> list[Path]:
@@ -205,15 +228,29 @@ def run(args: Run) -> None:
         for variant in args.variants:
             method = "splatfacto" if variant.startswith("splatfacto") else "spars3r"
             data = dataset / ("defaults" if variant == "splatfacto-defaults" else "spars3r")
-            overrides = {} if method == "splatfacto" or args.depth_loss_weight is None else {"depth_loss_weight": args.depth_loss_weight}
-            overrides |= {"spars3r-mcmc": {"strategy": "mcmc", "max_gaussians": args.max_gaussians},
-                          "spars3r-no-depth": {"depth_loss_weight": 0.0}}.get(variant, {})
+            overrides = (
+                {}
+                if method == "splatfacto" or args.depth_loss_weight is None
+                else {"depth_loss_weight": args.depth_loss_weight}
+            )
+            overrides |= {
+                "spars3r-mcmc": {"strategy": "mcmc", "max_gaussians": args.max_gaussians},
+                "spars3r-no-depth": {"depth_loss_weight": 0.0},
+            }.get(variant, {})
             print(f"== {meta['scene']} {meta['views']} views: {variant}, {args.steps} steps", flush=True)
             pipeline = {"warped_views": True, "warped_views_until": args.steps} if variant == "spars3r-warped" else {}
             trained = train_run(method, data, args.runs / f"{dataset.name}_{variant}", args.steps, overrides, pipeline)
             scores = {str(n): score_run(method, Path(trained["config"]), n) for n in args.test_pose_steps}
-            record = {**meta, "variant": variant, "method": method, "steps": args.steps, "device": device,
-                      "date": time.strftime("%Y-%m-%d"), **trained, "tpo": scores}
+            record = {
+                **meta,
+                "variant": variant,
+                "method": method,
+                "steps": args.steps,
+                "device": device,
+                "date": time.strftime("%Y-%m-%d"),
+                **trained,
+                "tpo": scores,
+            }
             path = args.json_dir / f"nvs_{dataset.name}_{variant}_{args.steps}.json"
             path.write_text(json.dumps(record, indent=1))
             print(table_rows([record]), flush=True)
@@ -225,8 +262,10 @@ def table_rows(records: list[dict]) -> str:
         for steps, m in r["tpo"].items():
             lpips = "n/a" if "lpips_unavailable" in m else f"{m['lpips_before_tpo']:.3f} -> {m['lpips']:.3f}"
             lines.append(
-                f"| {r['scene']} | {r['views']} | {r['variant']} | {r['steps']} | {steps} | {m['psnr_before_tpo']:.2f} -> {m['psnr']:.2f} | "
-                f"{m['ssim_before_tpo']:.3f} -> {m['ssim']:.3f} | {lpips} | {r['train_seconds']:.0f} | {r['peak_gpu_gib']:.2f} | "
+                f"| {r['scene']} | {r['views']} | {r['variant']} | {r['steps']} | {steps} | "
+                f"{m['psnr_before_tpo']:.2f} -> {m['psnr']:.2f} | "
+                f"{m['ssim_before_tpo']:.3f} -> {m['ssim']:.3f} | {lpips} | {r['train_seconds']:.0f} | "
+                f"{r['peak_gpu_gib']:.2f} | "
                 f"{m['gaussians']} | {r['device']}, {r['date']} |"
             )
     return "\n".join(lines)
@@ -234,19 +273,21 @@ def table_rows(records: list[dict]) -> str:
 
 def table(args: Table) -> None:
     records = [json.loads(path.read_text()) for path in args.files]
-    print("| scene | views | variant | steps | TPO steps | PSNR before -> after TPO | SSIM before -> after | "
-          "LPIPS before -> after | train s | peak GPU GiB | Gaussians | device, date |")
+    print(
+        "| scene | views | variant | steps | TPO steps | PSNR before -> after TPO | SSIM before -> after | "
+        "LPIPS before -> after | train s | peak GPU GiB | Gaussians | device, date |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(table_rows(sorted(records, key=lambda r: (r["scene"], r["views"], r["variant"]))))
 
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
-    command = tyro.cli(Union[
-        Annotated[Prepare, tyro.conf.subcommand("prepare")],
-        Annotated[Run, tyro.conf.subcommand("run")],
-        Annotated[Table, tyro.conf.subcommand("table")],
-    ])
+    command = tyro.cli(
+        Annotated[Prepare, tyro.conf.subcommand("prepare")]
+        | Annotated[Run, tyro.conf.subcommand("run")]
+        | Annotated[Table, tyro.conf.subcommand("table")]
+    )
     {Prepare: prepare, Run: run, Table: table}[type(command)](command)
 
 

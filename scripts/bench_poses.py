@@ -25,9 +25,15 @@ import pycolmap
 import tyro
 
 from spars_ns.errors import InputError, SfMError
-from spars_ns.stages.sfm.features import FeatureType
+from spars_ns.metrics import (
+    absolute_trajectory_error,
+    evenly_spaced,
+    load_true_poses,
+    mean_average_accuracy,
+    pair_errors_deg,
+)
 from spars_ns.stages.ingest.images import file_sha1, ingest_image
-from spars_ns.metrics import absolute_trajectory_error, evenly_spaced, load_true_poses, mean_average_accuracy, pair_errors_deg
+from spars_ns.stages.sfm.features import FeatureType
 from spars_ns.stages.sfm.mapping import SfMConfig, run_sfm
 
 
@@ -48,11 +54,15 @@ def poses_of(model: pycolmap.Reconstruction | None) -> dict[str, np.ndarray]:
     return {im.name: im.cam_from_world().matrix() for im in model.images.values() if im.has_pose}
 
 
-def run_ours(image_dir: Path, names: list[str], work: Path, args: Args, features: FeatureType) -> tuple[dict[str, np.ndarray], dict]:
+def run_ours(
+    image_dir: Path, names: list[str], work: Path, args: Args, features: FeatureType
+) -> tuple[dict[str, np.ndarray], dict]:
     """Poses, and what the model check and the step timings say (sfm/report.json's fields)."""
     records = [ingest_image(image_dir / n, work, file_sha1(image_dir / n)) for n in names]
     try:
-        result = run_sfm(work, records, [r.name for r in records], [], work / "sfm", replace(args.sfm_options, features=features))
+        result = run_sfm(
+            work, records, [r.name for r in records], [], work / "sfm", replace(args.sfm_options, features=features)
+        )
     except SfMError:
         return {}, {}
     check = result.check
@@ -111,13 +121,21 @@ def main(args: Args) -> None:
                         print(f"{method}: {err}", flush=True)
                         rows.append({"scene": scene.name, "views": k, "method": method, "unavailable": True})
                         continue
-                    rows.append({
-                        "scene": scene.name, "views": k, "method": method, **score(estimated, truth, time.perf_counter() - start),
-                        **details,
-                    })
+                    rows.append(
+                        {
+                            "scene": scene.name,
+                            "views": k,
+                            "method": method,
+                            **score(estimated, truth, time.perf_counter() - start),
+                            **details,
+                        }
+                    )
                 print(rows[-1], flush=True)
 
-    print("\n| scene | views | method | registered | median pair err (deg) | mAA@10 | ATE / extent | seconds | model check |")
+    print(
+        "\n| scene | views | method | registered | median pair err (deg) | mAA@10 | ATE / extent | seconds | "
+        "model check |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r.get("unavailable"):

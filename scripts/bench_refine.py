@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import tyro
-
 from constants import apply  # this script's folder is on sys.path
+
 from spars_ns.stages.refine.config import RefineConfig
 from spars_ns.stages.refine.frozen_depth import RefineView, refine_depths
 from spars_ns.synthetic import make_scene, sparse_observations
@@ -76,7 +76,9 @@ def main(args: Args) -> None:
             value = w if kind == "depth" else 1.0 / w
             prior = scale * value + shift * np.nanmedian(value)
             raw.append(prior if kind == "depth" else 1.0 / prior)
-            views.append(RefineView(prior, np.ones_like(prior), scene.intrinsics, scene.cam_from_world[i], uv, depth, ids))
+            views.append(
+                RefineView(prior, np.ones_like(prior), scene.intrinsics, scene.cam_from_world[i], uv, depth, ids)
+            )
         abs_rel, delta = metrics(raw, truths)
         print(f"| {kind} | prior as given | {abs_rel:.4f} | {delta:.3f} | - |")
         for mode in ("global", "local"):

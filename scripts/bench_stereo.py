@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import tyro
-
 from bench_nvs import split  # this script's folder is on sys.path
 from constants import apply
 
@@ -89,21 +88,28 @@ def score(scene, config) -> dict:
         coverage.append((prior.conf > 0).mean())
         errors.append(np.abs(points[kept, 2] - sfm_depth[kept]) / sfm_depth[kept])
     error = np.concatenate(errors)
-    return {"coverage": float(np.mean(coverage)), "views_without": int(sum(c < 0.01 for c in coverage)),
-            "points": len(error), "median": float(np.median(error)) if len(error) else float("nan"),
-            "wrong": float((error > 0.05).mean()) if len(error) else float("nan"), "seconds": time.perf_counter() - start}
+    return {
+        "coverage": float(np.mean(coverage)),
+        "views_without": int(sum(c < 0.01 for c in coverage)),
+        "points": len(error),
+        "median": float(np.median(error)) if len(error) else float("nan"),
+        "wrong": float((error > 0.05).mean()) if len(error) else float("nan"),
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def main() -> None:
     from spars_ns.process import ProcessConfig, process
 
     args = tyro.cli(Args)
-    print("| scene | views | setting | depth at (share of pixels) | views without | held-out SfM points compared | "
-          "median relative error | off by > 5% | seconds |")
+    print(
+        "| scene | views | setting | depth at (share of pixels) | views without | held-out SfM points compared | "
+        "median relative error | off by > 5% | seconds |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for scene in args.scene:
         for k in args.views:
-            train, test = split(scene, k, args.test_every)
+            train, _test = split(scene, k, args.test_every)
             work = args.work / f"{scene.name}_{k}"
             photos = work / "photos"
             photos.mkdir(parents=True, exist_ok=True)
@@ -113,8 +119,12 @@ def main() -> None:
             processed = process(ProcessConfig(images=photos, output=work / "scene"))
             for setting in args.settings:
                 r = evaluate(processed.root, setting)
-                print(f"| {scene.name} | {k} | {setting or 'defaults'} | {r['coverage']:.2f} | {r['views_without']} | {r['points']} | "
-                      f"{r['median']:.2%} | {r['wrong']:.1%} | {r['seconds']:.1f} |", flush=True)
+                print(
+                    f"| {scene.name} | {k} | {setting or 'defaults'} | {r['coverage']:.2f} | "
+                    f"{r['views_without']} | {r['points']} | "
+                    f"{r['median']:.2%} | {r['wrong']:.1%} | {r['seconds']:.1f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Wide baselines without learned weights: what helps our SfM stage on few, far-apart views.
 
-    python scripts/bench_wide_baseline.py --scene ../shared/data/strecha/fountain-P11 ../shared/data/strecha/Herz-Jesus-P8 --views 3 4
+    python scripts/bench_wide_baseline.py --views 3 4 \
+        --scene ../shared/data/strecha/fountain-P11 ../shared/data/strecha/Herz-Jesus-P8
 
 For each scene and view count (K images evenly spaced by sorted name), features are
 extracted and matched once per feature budget and the same database is mapped with each
@@ -13,17 +14,17 @@ tracks kept` puts them in), triangulates and keeps points at 1.5 degrees or more
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pycolmap
 import tyro
 
 import spars_ns.stages.sfm.mapping as sfm
-from spars_ns.stages.ingest.images import file_sha1, ingest_image
 from spars_ns.metrics import evenly_spaced, load_true_poses, mean_average_accuracy, pair_errors_deg
+from spars_ns.stages.ingest.images import file_sha1, ingest_image
 
 
 @dataclass
@@ -79,11 +80,16 @@ def main(args: Args) -> None:
                 sfm.mapper_options = changed  # the one place the stage builds the mapper's options
                 model, _, _ = sfm.map_training_views(work / "database.db", graph, work, names, Path(tempfile.mkdtemp()))
                 sfm.mapper_options = as_is
-                poses = {im.name: im.cam_from_world().matrix() for im in model.images.values() if im.has_pose} if model else {}
+                poses = (
+                    {im.name: im.cam_from_world().matrix() for im in model.images.values() if im.has_pose}
+                    if model
+                    else {}
+                )
                 errors = list(pair_errors_deg(poses, {n: truth_all[n] for n in names}).values())
                 print(
                     f"| {scene.name} | {k} | {lever} | {len(poses)}/{k} | {np.median(errors):.2f} | "
-                    f"{mean_average_accuracy(errors):.3f} | {model.num_points3D() if model else 0} |", flush=True,
+                    f"{mean_average_accuracy(errors):.3f} | {model.num_points3D() if model else 0} |",
+                    flush=True,
                 )
 
 

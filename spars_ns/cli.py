@@ -31,7 +31,8 @@ def run_process(config: ProcessConfig) -> None:
     scene = process(config)
     counts = scene.stage_entry("export")["counts"]
     console.print(
-        f"[green]Processed scene in {scene.root}[/green]: {counts['frames']} registered views, {counts['points']} seed points.\n"
+        f"[green]Processed scene in {scene.root}[/green]: {counts['frames']} registered views, "
+        f"{counts['points']} seed points.\n"
         f"Train with: ns-train spars3r --data {shlex.quote(str(scene.root))}"
     )
 
@@ -64,10 +65,16 @@ def run_interruptibly(run, config) -> None:
 
 
 def entrypoint() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+    )
     logging.getLogger("pycolmap").setLevel(logging.WARNING)
-    commands = {"process": (ProcessConfig, run_process), "demo": (DemoConfig, run_demo), "export-splat": (ExportSplatConfig, run_export_splat),
-                "mesh": (MeshConfig, run_mesh)}
+    commands = {
+        "process": (ProcessConfig, run_process),
+        "demo": (DemoConfig, run_demo),
+        "export-splat": (ExportSplatConfig, run_export_splat),
+        "mesh": (MeshConfig, run_mesh),
+    }
     config = tyro.extras.subcommand_cli_from_dict({name: command for name, (command, _) in commands.items()})
     run = next(run for command, run in commands.values() if isinstance(config, command))
     try:
@@ -85,7 +92,9 @@ def entrypoint() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         get_console().show_cursor(True)  # the progress display hid it, and os._exit skips its clean-up
-        console.print("[yellow]interrupted[/yellow]: the stages that finished are kept; run the same command to resume.")
+        console.print(
+            "[yellow]interrupted[/yellow]: the stages that finished are kept; run the same command to resume."
+        )
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)  # the worker may be inside pycolmap, which does not return for many seconds

@@ -31,7 +31,9 @@ MAX_STEPS = 30000
 def _adam(lr: float, final: float | None = None, warmup: int = 0) -> dict:
     scheduler = None
     if final is not None:
-        scheduler = ExponentialDecaySchedulerConfig(lr_final=final, max_steps=MAX_STEPS, warmup_steps=warmup, lr_pre_warmup=0)
+        scheduler = ExponentialDecaySchedulerConfig(
+            lr_final=final, max_steps=MAX_STEPS, warmup_steps=warmup, lr_pre_warmup=0
+        )
     return {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": scheduler}
 
 
@@ -46,7 +48,8 @@ def _trainer(method_name: str, processing: ProcessOptions) -> TrainerConfig:
         mixed_precision=False,
         pipeline=Spars3rPipelineConfig(
             datamanager=FullImageDatamanagerConfig(
-                _target=FullImageDatamanager[SparsDataset], dataparser=SparsDataParserConfig(processing=processing),
+                _target=FullImageDatamanager[SparsDataset],
+                dataparser=SparsDataParserConfig(processing=processing),
                 cache_images_type="uint8",
             ),
             model=Spars3rModelConfig(),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 from rich.console import Console
@@ -28,9 +27,9 @@ class DemoConfig:
 
     output: Path = Path("spars-demo")
     """Folder for the photos, the processed scene, the run and eval.json."""
-    steps: Optional[int] = None
+    steps: int | None = None
     """Training steps; default 2000 with CUDA, 300 without."""
-    test_pose_steps: Optional[int] = None
+    test_pose_steps: int | None = None
     """Test-time pose optimisation steps per test view; default 500 with CUDA, 100 without."""
     views: int = 8
     """Synthetic views; every 4th is held out for testing."""
@@ -52,10 +51,17 @@ def run_demo(config: DemoConfig) -> dict:
     photos = output / "photos"
     synthetic.write_images(photos)
     prior_dir = write_prior_files(synthetic, output / "prior", config.seed)
-    scene = process(ProcessConfig(
-        images=photos, output=output / "scene", test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=prior_dir)), refine="global",
-        max_dense_points=4000 if on_cpu else 200_000,  # the CPU rasteriser's cost grows with Gaussians
-    ))
+    scene = process(
+        ProcessConfig(
+            images=photos,
+            output=output / "scene",
+            test_every=4,
+            prior="files",
+            prior_options=PriorConfig(files=FilesConfig(dir=prior_dir)),
+            refine="global",
+            max_dense_points=4000 if on_cpu else 200_000,  # the CPU rasteriser's cost grows with Gaussians
+        )
+    )
 
     console.print(f"Training spars3r for {steps} steps on {'CPU' if on_cpu else 'CUDA'}")
     results = short_run("spars3r", scene.root, output / "runs", steps, test_pose_steps)
@@ -64,7 +70,10 @@ def run_demo(config: DemoConfig) -> dict:
     console.print(f"\n[bold]spars3r demo[/bold]: {synthetic.num_views} synthetic views, every 4th held out for testing")
     for key in ("psnr", "ssim", "lpips"):
         if key in results:
-            console.print(f"  {key:6s} {results[key + '_before_tpo']:.3f} at the registered poses, {results[key]:.3f} after {test_pose_steps} pose steps")
+            console.print(
+                f"  {key:6s} {results[key + '_before_tpo']:.3f} at the registered poses, {results[key]:.3f} "
+                f"after {test_pose_steps} pose steps"
+            )
     if "lpips_unavailable" in results:
         console.print(f"  {results['lpips_unavailable']}")
     console.print(

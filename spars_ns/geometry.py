@@ -156,8 +156,10 @@ def working_intrinsics(intrinsics: np.ndarray, scale: tuple[float, float], offse
     """Pinhole `intrinsics` (3, 3) in the pixels of a resized or cropped image, where an original
     pixel is `scale * working + offset`."""
     (sx, sy), (ox, oy) = scale, offset
-    return np.array([
-        [intrinsics[0, 0] / sx, 0, (intrinsics[0, 2] - ox) / sx],
-        [0, intrinsics[1, 1] / sy, (intrinsics[1, 2] - oy) / sy],
-        [0, 0, 1],
-    ])
+    return np.array(
+        [
+            [intrinsics[0, 0] / sx, 0, (intrinsics[0, 2] - ox) / sx],
+            [0, intrinsics[1, 1] / sy, (intrinsics[1, 2] - oy) / sy],
+            [0, 0, 1],
+        ]
+    )

@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 
-from spars_ns.geometry import angle_between_deg, camera_center, opengl_c2w_to_opencv, relative_pose, rotation_angle_deg, transform
+from spars_ns.geometry import (
+    angle_between_deg,
+    camera_center,
+    opengl_c2w_to_opencv,
+    relative_pose,
+    rotation_angle_deg,
+    transform,
+)
 
 
 def load_true_poses(transforms_path: Path) -> dict[str, np.ndarray]:

@@ -71,7 +71,7 @@ class ProcessConfig(ProcessOptions):
     """Processed-scene folder to create or update."""
 
     @classmethod
-    def from_options(cls, options: ProcessOptions, images: Path, output: Path) -> "ProcessConfig":
+    def from_options(cls, options: ProcessOptions, images: Path, output: Path) -> ProcessConfig:
         return cls(images=images, output=output, **{f.name: getattr(options, f.name) for f in fields(ProcessOptions)})
 
 

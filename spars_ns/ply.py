@@ -32,15 +32,20 @@ def _write_atomic(path: Path, *elements: PlyElement) -> None:
 
 def write_mesh_ply(path: Path, vertices: np.ndarray, faces: np.ndarray, colours: np.ndarray) -> None:
     """Binary PLY of a triangle mesh: vertices (N, 3), faces (F, 3) vertex indices, colours (N, 3) uint8."""
-    vertex = np.empty(len(vertices), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    vertex = np.empty(
+        len(vertices), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    )
     for i, axis in enumerate("xyz"):
         vertex[axis] = vertices[:, i]
     for i, channel in enumerate(("red", "green", "blue")):
         vertex[channel] = colours[:, i]
     face = np.empty(len(faces), dtype=[("vertex_indices", "i4", (3,))])
     face["vertex_indices"] = faces
-    _write_atomic(path, PlyElement.describe(vertex, "vertex"),
-                  PlyElement.describe(face, "face", len_types={"vertex_indices": "u1"}))
+    _write_atomic(
+        path,
+        PlyElement.describe(vertex, "vertex"),
+        PlyElement.describe(face, "face", len_types={"vertex_indices": "u1"}),
+    )
 
 
 def read_mesh_ply(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -56,10 +61,19 @@ def read_mesh_ply(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def write_points_ply(path, xyz: np.ndarray, rgb: np.ndarray, confidence: np.ndarray, source: np.ndarray) -> None:
     """Binary PLY: x, y, z (float), red, green, blue (uchar), confidence (float) and source
     (uchar: the SOURCE_* values), readable by open3d, plyfile and nerfstudio."""
-    vertices = np.empty(len(xyz), dtype=[
-        ("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
-        ("confidence", "f4"), ("source", "u1"),
-    ])
+    vertices = np.empty(
+        len(xyz),
+        dtype=[
+            ("x", "f4"),
+            ("y", "f4"),
+            ("z", "f4"),
+            ("red", "u1"),
+            ("green", "u1"),
+            ("blue", "u1"),
+            ("confidence", "f4"),
+            ("source", "u1"),
+        ],
+    )
     for i, axis in enumerate("xyz"):
         vertices[axis] = xyz[:, i]
     for i, channel in enumerate(("red", "green", "blue")):
@@ -77,16 +91,25 @@ def read_points_ply(path) -> tuple[np.ndarray, np.ndarray]:
         xyz = np.stack([vertices[a] for a in "xyz"], axis=1).astype(np.float32)
         rgb = np.stack([vertices[c] for c in ("red", "green", "blue")], axis=1).astype(np.uint8)
     except (PlyParseError, OSError, ValueError, KeyError, EOFError) as err:
-        raise InputError(f"{path}: not a point cloud PLY with x, y, z, red, green, blue ({type(err).__name__}: {err})") from err
+        raise InputError(
+            f"{path}: not a point cloud PLY with x, y, z, red, green, blue ({type(err).__name__}: {err})"
+        ) from err
     bad = ~np.isfinite(xyz).all(axis=1)
     if bad.any():
-        raise InputError(f"{path}: {bad.sum()} of {len(xyz)} points have a non-finite coordinate (first: vertex {np.argmax(bad)})")
+        raise InputError(
+            f"{path}: {bad.sum()} of {len(xyz)} points have a non-finite coordinate (first: vertex {np.argmax(bad)})"
+        )
     return xyz, rgb
 
 
 def write_splat_ply(
-    path: Path, means: np.ndarray, sh_dc: np.ndarray, sh_rest: np.ndarray, opacity_logits: np.ndarray,
-    log_scales: np.ndarray, quats: np.ndarray,
+    path: Path,
+    means: np.ndarray,
+    sh_dc: np.ndarray,
+    sh_rest: np.ndarray,
+    opacity_logits: np.ndarray,
+    log_scales: np.ndarray,
+    quats: np.ndarray,
 ) -> int:
     """Gaussians as a 3DGS PLY: x y z, nx ny nz (zero), f_dc_0..2, f_rest_* (channel-major, as
     the reference code orders them), opacity (logit), scale_0..2 (log), rot_0..3 (wxyz), all
@@ -103,7 +126,9 @@ def write_splat_ply(
         **{f"scale_{i}": log_scales[:, i] for i in range(3)},
         **{f"rot_{i}": quats[:, i] for i in range(4)},
     }
-    keep = np.all([np.isfinite(column) for column in columns.values()], axis=0) & (columns["opacity"] >= MIN_OPACITY_LOGIT)
+    keep = np.all([np.isfinite(column) for column in columns.values()], axis=0) & (
+        columns["opacity"] >= MIN_OPACITY_LOGIT
+    )
     vertices = np.empty(int(keep.sum()), dtype=[(name, "f4") for name in columns])
     for name, column in columns.items():
         vertices[name] = column[keep]

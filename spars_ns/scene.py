@@ -16,11 +16,12 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -171,7 +172,9 @@ def read_transforms(transforms_path: Path) -> dict:
     for entry in [meta, *frames]:
         for key in TRANSFORMS_PATH_KEYS:
             if key in entry and not (folder / str(entry[key])).resolve().is_relative_to(folder):
-                raise InputError(f"{transforms_path}: {key} {entry[key]!r} leads outside the scene folder {folder}; refused")
+                raise InputError(
+                    f"{transforms_path}: {key} {entry[key]!r} leads outside the scene folder {folder}; refused"
+                )
     return meta
 
 
@@ -239,9 +242,19 @@ class SceneFolder:
         """Every path a scene writes at its top levels: the only places where it removes anything
         (with the outputs its manifest records)."""
         return [
-            self.images_dir, self.images_json, self.sfm_dir, self.sparse_dir, self.sparse_with_test_dir, self.prior_dir,
-            self.cameras_dir, self.align_dir, self.refine_dir, self.depth_dir,
-            self.transforms_path, self.points_path, self.manifest_path,
+            self.images_dir,
+            self.images_json,
+            self.sfm_dir,
+            self.sparse_dir,
+            self.sparse_with_test_dir,
+            self.prior_dir,
+            self.cameras_dir,
+            self.align_dir,
+            self.refine_dir,
+            self.depth_dir,
+            self.transforms_path,
+            self.points_path,
+            self.manifest_path,
         ]
 
     def claim(self) -> None:
@@ -264,7 +277,8 @@ class SceneFolder:
             shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
             raise InputError(
                 f"--output {self.root} holds files ({shown}) and is not a spars-ns scene (it has no manifest.json). "
-                f"Processing writes and replaces folders there, so it never uses a folder of yours: give a new or empty "
+                "Processing writes and replaces folders there, so it never uses a folder of yours: give a new "
+                "or empty "
                 f"folder, e.g. --output {self.root / 'spars-scene'}."
             )
 
@@ -300,7 +314,8 @@ class SceneFolder:
             manifest = json.loads(self.manifest_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise InputError(
-                f"{self.manifest_path}: not valid JSON ({err}). Give a new --output, or move this folder aside and process again."
+                f"{self.manifest_path}: not valid JSON ({err}). Give a new --output, or move this folder aside "
+                "and process again."
             ) from err
         problem = manifest_problem(manifest)
         if problem:
@@ -310,7 +325,10 @@ class SceneFolder:
                 f"or move this folder aside and process again."
             )
         if manifest.get("version") != MANIFEST_VERSION:
-            return {**new_manifest(), "stages": {name: {"outputs": entry.get("outputs", [])} for name, entry in manifest["stages"].items()}}
+            return {
+                **new_manifest(),
+                "stages": {name: {"outputs": entry.get("outputs", [])} for name, entry in manifest["stages"].items()},
+            }
         return manifest
 
     def _write_manifest(self, manifest: dict) -> None:
@@ -336,7 +354,9 @@ class SceneFolder:
     def remove_leftovers(self) -> None:
         """The temporary files and folders of a killed run (`temporary_path`, `replaced_path`), beside
         the paths the scene owns only: never a file of that name anywhere else."""
-        recorded = [self.root / name for entry in self.read_manifest()["stages"].values() for name in entry.get("outputs", [])]
+        recorded = [
+            self.root / name for entry in self.read_manifest()["stages"].values() for name in entry.get("outputs", [])
+        ]
         for owned in {*self.layout(), *recorded}:
             for path in (temporary_path(owned), temporary_path(owned, ".npz"), replaced_path(owned)):
                 if path.is_dir() and not path.is_symlink():
@@ -344,7 +364,9 @@ class SceneFolder:
                 else:
                     path.unlink(missing_ok=True)
 
-    def record(self, stage: str, stage_fingerprint: str, config: Any, seconds: float, counts: dict, versions: dict) -> None:
+    def record(
+        self, stage: str, stage_fingerprint: str, config: Any, seconds: float, counts: dict, versions: dict
+    ) -> None:
         manifest = self.read_manifest()
         manifest["stages"][stage] = {
             "fingerprint": stage_fingerprint,
@@ -365,7 +387,9 @@ class SceneFolder:
         entry = manifest["stages"].get(stage)
         if entry is None:
             return
-        written = entry["outputs"] if "outputs" in entry else self._relative(outputs)  # entries from before outputs were recorded
+        written = (
+            entry["outputs"] if "outputs" in entry else self._relative(outputs)
+        )  # entries from before outputs were recorded
         manifest["stages"][stage] = {"outputs": written}
         self._write_manifest(manifest)
         for path in (self.root / name for name in written):

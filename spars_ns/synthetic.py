@@ -17,7 +17,16 @@ import numpy as np
 from PIL import Image
 
 from spars_ns.geometry import (
-    axis_angle_rotation, camera_center, inverse_transform, look_at, opencv_to_opengl_c2w, pixel_centres, project, rays, transform, unproject,
+    axis_angle_rotation,
+    camera_center,
+    inverse_transform,
+    look_at,
+    opencv_to_opengl_c2w,
+    pixel_centres,
+    project,
+    rays,
+    transform,
+    unproject,
 )
 
 
@@ -77,8 +86,12 @@ class SyntheticScene:
             frames.append({"file_path": f"images/{self.image_name(i)}", "transform_matrix": c2w.tolist()})
         meta = {
             "camera_model": "PINHOLE",
-            "fl_x": float(fx), "fl_y": float(fy), "cx": float(cx), "cy": float(cy),
-            "w": self.width, "h": self.height,
+            "fl_x": float(fx),
+            "fl_y": float(fy),
+            "cx": float(cx),
+            "cy": float(cy),
+            "w": self.width,
+            "h": self.height,
             "frames": frames,
         }
         path.write_text(json.dumps(meta, indent=2))
@@ -105,9 +118,12 @@ def box_quads(center, size, yaw: float, texture_fn, object_id: int) -> list[Quad
     ex, ey, ez = (rot[:, i] * 2 * half[i] for i in range(3))
     corner = np.asarray(center, float) - rot @ half
     faces = [
-        (corner, ex, ez), (corner + ey, ez, ex),  # -y, +y
-        (corner, ez, ey), (corner + ex, ey, ez),  # -x, +x
-        (corner, ey, ex), (corner + ez, ex, ey),  # -z, +z
+        (corner, ex, ez),
+        (corner + ey, ez, ex),  # -y, +y
+        (corner, ez, ey),
+        (corner + ex, ey, ez),  # -x, +x
+        (corner, ey, ex),
+        (corner + ez, ex, ey),  # -z, +z
     ]
     return [Quad(o, u, v, texture_fn(), object_id) for o, u, v in faces]
 
@@ -153,7 +169,9 @@ def make_scene(
     return SyntheticScene(quads, intrinsics, width, height, np.stack(cams), num_objects=3 + len(boxes))
 
 
-def render_view(quads: list[Quad], intrinsics: np.ndarray, cam_from_world: np.ndarray, width: int, height: int) -> RenderedView:
+def render_view(
+    quads: list[Quad], intrinsics: np.ndarray, cam_from_world: np.ndarray, width: int, height: int
+) -> RenderedView:
     rot = cam_from_world[:, :3]
     eye = camera_center(cam_from_world)
     pixels = pixel_centres(height, width).reshape(-1, 3)
@@ -219,7 +237,9 @@ def distorted_pointmap(
     Returns (pts3d (h, w, 3) float32, conf (h, w) float32, noise-free true camera-frame points).
     """
     rng = np.random.default_rng(seed * 1000 + index)
-    points, hit, true_points = _learned_prior_errors(scene, index, rng, object_scale, object_shift, noise, wrong_objects)
+    points, hit, true_points = _learned_prior_errors(
+        scene, index, rng, object_scale, object_shift, noise, wrong_objects
+    )
     angle = rng.uniform(0, 2 * np.pi)
     rotation = axis_angle_rotation(rng.normal(size=3), angle)
     foreign = rng.uniform(0.5, 2.0) * points @ rotation.T + rng.normal(size=3)
@@ -228,10 +248,16 @@ def distorted_pointmap(
 
 
 def _learned_prior_errors(
-    scene: SyntheticScene, index: int, rng: np.random.Generator, object_scale: float, object_shift: float, noise: float,
+    scene: SyntheticScene,
+    index: int,
+    rng: np.random.Generator,
+    object_scale: float,
+    object_shift: float,
+    noise: float,
     wrong_objects: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`distorted_pointmap`'s errors on view `index`'s camera-frame points: (points (h, w, 3), hit (h, w), true points)."""
+    """`distorted_pointmap`'s errors on view `index`'s camera-frame points: (points (h, w, 3),
+    hit (h, w), true points)."""
     true_points, view = camera_points(scene, index)
     hit = view.object_ids >= 0
     points = np.where(hit[..., None], true_points, 0.0)
@@ -255,7 +281,10 @@ def _learned_prior_errors(
 
 
 def shared_frame_prior(
-    scene: SyntheticScene, seed: int, rotation_error_deg: float = 1.0, position_error: float = 0.01,
+    scene: SyntheticScene,
+    seed: int,
+    rotation_error_deg: float = 1.0,
+    position_error: float = 0.01,
     focal_error: float = 0.02,
 ) -> list[dict[str, np.ndarray]]:
     """What a DUSt3R-style global alignment gives: every view's pointmap in ONE foreign frame
@@ -279,20 +308,27 @@ def shared_frame_prior(
         rotation = axis_angle_rotation(rng.normal(size=3), np.radians(rotation_error_deg)) @ true_rotation
         direction = rng.normal(size=3)
         median_depth = float(np.median(points[hit][:, 2]))
-        centre = -true_rotation.T @ true_translation + position_error * median_depth * direction / np.linalg.norm(direction)
+        centre = -true_rotation.T @ true_translation + position_error * median_depth * direction / np.linalg.norm(
+            direction
+        )
         world = points @ rotation + centre  # the camera-frame points placed by the erring camera
         foreign = frame_scale * world @ frame_rotation.T + frame_shift
-        # x_cam = rotation (x - centre) with x = frame_rotation^T (foreign - frame_shift) / frame_scale, in foreign units.
+        # x_cam = rotation (x - centre) with x = frame_rotation^T (foreign - frame_shift) / frame_scale, in
+        # foreign units.
         cam_rotation = rotation @ frame_rotation.T
         cam_translation = -cam_rotation @ frame_shift - frame_scale * rotation @ centre
         cam_from_world = np.concatenate([cam_rotation, cam_translation[:, None]], 1)
         intrinsics = scene.intrinsics.copy()
         intrinsics[:2, :2] *= 1 + rng.uniform(-focal_error, focal_error)
         intrinsics[:2, 2] -= 0.5  # the scene's pixel centres are at +0.5
-        views.append({
-            "pts3d": np.where(hit[..., None], foreign, 0).astype(np.float32), "conf": hit.astype(np.float32),
-            "cam_from_world": cam_from_world, "intrinsics": intrinsics,
-        })
+        views.append(
+            {
+                "pts3d": np.where(hit[..., None], foreign, 0).astype(np.float32),
+                "conf": hit.astype(np.float32),
+                "cam_from_world": cam_from_world,
+                "intrinsics": intrinsics,
+            }
+        )
     return views
 
 

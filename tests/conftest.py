@@ -10,8 +10,8 @@ import pycolmap
 import pytest
 
 from spars_ns.options import PriorConfig
-from spars_ns.stages.prior.files import FilesConfig
 from spars_ns.process import ProcessConfig, process
+from spars_ns.stages.prior.files import FilesConfig
 from spars_ns.synthetic import SyntheticScene, make_scene, write_prior_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,16 +49,40 @@ def prior_files(scene, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def dense_scene(photos, prior_files, tmp_path_factory):
     output = tmp_path_factory.mktemp("dense_scene")
-    return process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=prior_files))))
+    return process(
+        ProcessConfig(
+            images=photos,
+            output=output,
+            test_every=4,
+            prior="files",
+            prior_options=PriorConfig(files=FilesConfig(dir=prior_files)),
+        )
+    )
 
 
 # Small enough for CPU: images at 80x60 (a quarter of the photos), 300 steps, 20 pose steps per test view
 # (SfM registers the synthetic test views almost exactly; the perturbed-pose test asks for more).
 TRAIN_ARGS = [
-    "--vis", "tensorboard", "--max-num-iterations", "300", "--steps-per-eval-all-images", "0",
-    "--steps-per-eval-image", "0", "--steps-per-save", "1000", "--pipeline.test-pose-steps", "20",
-    "--pipeline.datamanager.camera-res-scale-factor", "0.25", "--pipeline.model.num-downscales", "0",
-    "--pipeline.model.warmup-length", "100", "--pipeline.model.refine-every", "50",
+    "--vis",
+    "tensorboard",
+    "--max-num-iterations",
+    "300",
+    "--steps-per-eval-all-images",
+    "0",
+    "--steps-per-eval-image",
+    "0",
+    "--steps-per-save",
+    "1000",
+    "--pipeline.test-pose-steps",
+    "20",
+    "--pipeline.datamanager.camera-res-scale-factor",
+    "0.25",
+    "--pipeline.model.num-downscales",
+    "0",
+    "--pipeline.model.warmup-length",
+    "100",
+    "--pipeline.model.refine-every",
+    "50",
 ]
 
 
@@ -69,9 +93,17 @@ def depth_scene(dense_scene, photos, prior_files, tmp_path_factory):
     copy of the aligned scene, so that only refinement and export run."""
     output = tmp_path_factory.mktemp("depth_scene") / "scene"
     shutil.copytree(dense_scene.root, output)
-    return process(ProcessConfig(
-        images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=prior_files)), refine="global", max_dense_points=4000,
-    ))
+    return process(
+        ProcessConfig(
+            images=photos,
+            output=output,
+            test_every=4,
+            prior="files",
+            prior_options=PriorConfig(files=FilesConfig(dir=prior_files)),
+            refine="global",
+            max_dense_points=4000,
+        )
+    )
 
 
 def run_console_script(entrypoint, argv: list[str], env: dict[str, str] | None = None) -> None:
@@ -99,7 +131,20 @@ def trained(depth_scene, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_console_script(entrypoint, ["ns-train", "spars3r", "--data", str(depth_scene.root), "--output-dir", str(output), "--timestamp", "run", *TRAIN_ARGS])
+        run_console_script(
+            entrypoint,
+            [
+                "ns-train",
+                "spars3r",
+                "--data",
+                str(depth_scene.root),
+                "--output-dir",
+                str(output),
+                "--timestamp",
+                "run",
+                *TRAIN_ARGS,
+            ],
+        )
     finally:
         torch.set_num_threads(threads)
     return output / depth_scene.root.name / "spars3r" / "run" / "config.yml"

@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
+from test_geometry import rotation_about
 
 from spars_ns.stages.align import similarity as similarity_module
 from spars_ns.stages.align.similarity import REGION_DROPPED, align_image, fit_sim3
 from spars_ns.stages.prior.dense_prior import DensePrior
 from spars_ns.synthetic import camera_points
-
-from test_geometry import rotation_about
 
 
 def similarity(scale, axis, degrees, shift):

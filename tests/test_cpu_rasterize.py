@@ -20,8 +20,16 @@ def render(means, scales, opacities, colors, **kwargs):
     n = len(means)
     quats = torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1)
     return cpu_rasterize.rasterization(
-        means=means, quats=quats, scales=scales[:, None].expand(n, 3), opacities=opacities, colors=colors,
-        viewmats=torch.eye(4)[None], Ks=intrinsics(), width=WIDTH, height=HEIGHT, **kwargs,
+        means=means,
+        quats=quats,
+        scales=scales[:, None].expand(n, 3),
+        opacities=opacities,
+        colors=colors,
+        viewmats=torch.eye(4)[None],
+        Ks=intrinsics(),
+        width=WIDTH,
+        height=HEIGHT,
+        **kwargs,
     )
 
 
@@ -54,8 +62,13 @@ def test_one_gaussian_has_the_closed_form_footprint_and_colour():
 
 def test_antialiased_mode_scales_opacity_by_the_blur_compensation():
     sigma2 = (FOCAL * 0.05 / 4.0) ** 2
-    _, alpha, _ = render(torch.tensor([[0.0, 0, 4.0]]), torch.tensor([0.05]), torch.tensor([0.8]), torch.ones(1, 3),
-                         rasterize_mode="antialiased")
+    _, alpha, _ = render(
+        torch.tensor([[0.0, 0, 4.0]]),
+        torch.tensor([0.05]),
+        torch.tensor([0.8]),
+        torch.ones(1, 3),
+        rasterize_mode="antialiased",
+    )
     centre = alpha[0, HEIGHT // 2, WIDTH // 2, 0]  # the pixel whose corner is the mean: d = (0.5, 0.5)
     compensation = sigma2 / (sigma2 + 0.3)
     assert centre == pytest.approx(0.8 * compensation * math.exp(-0.5 * 0.5 / (sigma2 + 0.3)), rel=1e-5)
@@ -100,7 +113,9 @@ def test_gaussians_behind_the_camera_or_off_screen_have_no_radius_and_no_effect(
 
 def test_gradients_match_finite_differences_and_absgrad_bounds_the_2d_gradient():
     torch.manual_seed(0)
-    means = torch.tensor([[0.1, 0.05, 4.0], [-0.2, 0.1, 5.0], [0.0, -0.1, 6.0]], dtype=torch.float64, requires_grad=True)
+    means = torch.tensor(
+        [[0.1, 0.05, 4.0], [-0.2, 0.1, 5.0], [0.0, -0.1, 6.0]], dtype=torch.float64, requires_grad=True
+    )
     scales = torch.tensor([0.15, 0.2, 0.3], dtype=torch.float64)
     opacities = torch.tensor([0.6, 0.7, 0.8], dtype=torch.float64)
     colours = torch.rand(3, 3, dtype=torch.float64)
@@ -109,8 +124,15 @@ def test_gradients_match_finite_differences_and_absgrad_bounds_the_2d_gradient()
     def loss(m, absgrad=False):
         quats = torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float64).repeat(3, 1)
         image, _, info = cpu_rasterize.rasterization(
-            means=m, quats=quats, scales=scales[:, None].expand(3, 3), opacities=opacities, colors=colours,
-            viewmats=torch.eye(4, dtype=torch.float64)[None], Ks=intrinsics().double(), width=WIDTH, height=HEIGHT,
+            means=m,
+            quats=quats,
+            scales=scales[:, None].expand(3, 3),
+            opacities=opacities,
+            colors=colours,
+            viewmats=torch.eye(4, dtype=torch.float64)[None],
+            Ks=intrinsics().double(),
+            width=WIDTH,
+            height=HEIGHT,
             absgrad=absgrad,
         )
         return (image[0] * weights).sum(), info
@@ -136,18 +158,29 @@ def test_many_overlapping_gaussians_composite_as_gsplat_defines_it_pixel_by_pixe
     Opaque, overlapping Gaussians so that many pixels stop early."""
     torch.manual_seed(1)
     n, width, height = 120, 40, 20
-    means = torch.randn(n, 3, dtype=torch.float64) * torch.tensor([0.8, 0.4, 0.5], dtype=torch.float64) + torch.tensor([0, 0, 4.0], dtype=torch.float64)
+    means = torch.randn(n, 3, dtype=torch.float64) * torch.tensor([0.8, 0.4, 0.5], dtype=torch.float64) + torch.tensor(
+        [0, 0, 4.0], dtype=torch.float64
+    )
     opacities = torch.rand(n, dtype=torch.float64) * 0.1 + 0.89
     colours = torch.rand(n, 3, dtype=torch.float64)
     ks = torch.tensor([[[FOCAL, 0, width / 2], [0, FOCAL, height / 2], [0, 0, 1.0]]], dtype=torch.float64)
     image, alpha, info = cpu_rasterize.rasterization(
-        means=means, quats=torch.randn(n, 4, dtype=torch.float64), scales=torch.rand(n, 3, dtype=torch.float64) * 0.3 + 0.05,
-        opacities=opacities, colors=colours, viewmats=torch.eye(4, dtype=torch.float64)[None], Ks=ks, width=width, height=height,
+        means=means,
+        quats=torch.randn(n, 4, dtype=torch.float64),
+        scales=torch.rand(n, 3, dtype=torch.float64) * 0.3 + 0.05,
+        opacities=opacities,
+        colors=colours,
+        viewmats=torch.eye(4, dtype=torch.float64)[None],
+        Ks=ks,
+        width=width,
+        height=height,
     )
     means2d, conics, radii = (info[key][0].tolist() for key in ("means2d", "conics", "radii"))
     tile = cpu_rasterize.TILE
-    tiles = [(math.floor((u - r) / tile), math.floor((v - r) / tile), math.ceil((u + r) / tile), math.ceil((v + r) / tile))
-             for (u, v), r in zip(means2d, radii)]  # first x, first y, end x, end y
+    tiles = [
+        (math.floor((u - r) / tile), math.floor((v - r) / tile), math.ceil((u + r) / tile), math.ceil((v + r) / tile))
+        for (u, v), r in zip(means2d, radii)
+    ]  # first x, first y, end x, end y
     order = [i for i in torch.argsort(info["depths"][0]).tolist() if radii[i] > 0]
     stopped = 0
     for y in range(height):
@@ -179,9 +212,17 @@ def test_matches_gsplat_on_random_gaussians():
     n = 2000
     means = torch.randn(n, 3) * 0.6 + torch.tensor([0, 0, 4.0])
     args = dict(
-        means=means, quats=torch.randn(n, 4), scales=torch.rand(n, 3) * 0.05 + 0.005,
-        opacities=torch.rand(n), colors=torch.randn(n, 16, 3) * 0.3, viewmats=torch.eye(4)[None], Ks=intrinsics(),
-        width=WIDTH, height=HEIGHT, sh_degree=3, render_mode="RGB+ED",
+        means=means,
+        quats=torch.randn(n, 4),
+        scales=torch.rand(n, 3) * 0.05 + 0.005,
+        opacities=torch.rand(n),
+        colors=torch.randn(n, 16, 3) * 0.3,
+        viewmats=torch.eye(4)[None],
+        Ks=intrinsics(),
+        width=WIDTH,
+        height=HEIGHT,
+        sh_degree=3,
+        render_mode="RGB+ED",
     )
     cpu, cpu_alpha, _ = cpu_rasterize.rasterization(**args)
     gpu, gpu_alpha, _ = rasterization(**{k: v.cuda() if torch.is_tensor(v) else v for k, v in args.items()})

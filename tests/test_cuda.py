@@ -26,7 +26,13 @@ def seed_points(count: int = 3000):
 
 def camera() -> Cameras:
     return Cameras(
-        camera_to_worlds=torch.eye(4)[None, :3], fx=120.0, fy=120.0, cx=80.0, cy=60.0, width=160, height=120,
+        camera_to_worlds=torch.eye(4)[None, :3],
+        fx=120.0,
+        fy=120.0,
+        cx=80.0,
+        cy=60.0,
+        width=160,
+        height=120,
     ).to("cuda")
 
 
@@ -43,7 +49,7 @@ def test_spars3r_renders_what_stock_splatfacto_renders_from_the_same_gaussians()
     stock = build(SplatfactoModelConfig(sh_degree=3), seeds)
     torch.manual_seed(1)
     with torch.no_grad():
-        for name, value in ours.gauss_params.items():  # random quats and SH so that every term is exercised
+        for _name, value in ours.gauss_params.items():  # random quats and SH so that every term is exercised
             value.copy_(value + 0.1 * torch.randn_like(value))
         stock.gauss_params.load_state_dict(ours.gauss_params.state_dict())
         ours.step = stock.step = 100_000  # full SH degree
@@ -52,7 +58,10 @@ def test_spars3r_renders_what_stock_splatfacto_renders_from_the_same_gaussians()
     assert mine["accumulation"].mean() > 0.3  # the Gaussians are in view
     for key in ("rgb", "accumulation", "depth"):
         assert mine[key].shape == theirs[key].shape, key
-        assert torch.allclose(mine[key], theirs[key], atol=1e-5, rtol=1e-5), (key, (mine[key] - theirs[key]).abs().max())
+        assert torch.allclose(mine[key], theirs[key], atol=1e-5, rtol=1e-5), (
+            key,
+            (mine[key] - theirs[key]).abs().max(),
+        )
 
 
 def test_mcmc_strategy_adds_gaussians_up_to_its_budget_and_no_further():

@@ -7,19 +7,17 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 import pytest
+from conftest import sfm_from_true
 from plyfile import PlyData
 
 from spars_ns.errors import InputError
 from spars_ns.options import PriorConfig
-from spars_ns.stages.prior.files import FilesConfig
 from spars_ns.process import ProcessConfig, process
-from spars_ns.stages.refine.frozen_depth import RefineConfig
-from spars_ns.stages.prior.files import load_file_prior
+from spars_ns.stages.prior.files import FilesConfig, load_file_prior
 from spars_ns.stages.prior.mast3r import Mast3rConfig
 from spars_ns.stages.prior.stereo import StereoConfig
+from spars_ns.stages.refine.frozen_depth import RefineConfig
 from spars_ns.synthetic import camera_points
-
-from conftest import sfm_from_true
 
 
 def test_fused_points_are_dense_accurate_and_labelled(dense_scene, scene):
@@ -53,7 +51,16 @@ def test_fused_points_are_dense_accurate_and_labelled(dense_scene, scene):
 
 
 def test_alignment_none_keeps_sfm_seeds_only(photos, prior_files, tmp_path):
-    scene = process(ProcessConfig(images=photos, output=tmp_path / "s", test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=prior_files)), align="none"))
+    scene = process(
+        ProcessConfig(
+            images=photos,
+            output=tmp_path / "s",
+            test_every=4,
+            prior="files",
+            prior_options=PriorConfig(files=FilesConfig(dir=prior_files)),
+            align="none",
+        )
+    )
     counts = scene.stage_entry("export")["counts"]
     assert counts["global_points"] == counts["region_points"] == 0 and counts["points"] == counts["sfm_points"]
 
@@ -99,15 +106,34 @@ def test_a_prior_in_both_formats_is_refused(tmp_path):
         load_file_prior(tmp_path, "a.jpg", _camera())
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"prior": "files"}, "--prior-options.files.dir"),
-    ({"refine": "local"}, "--refine needs depth"),
-    ({"test_every": -1}, "--test-every must be 0"),
-    ({"prior": "files", "prior_options": PriorConfig(files=FilesConfig(dir=Path(__file__).parent)), "regions": "sam"}, "sam_vit_h_4b8939.pth not found"),
-    ({"prior": "mast3r", "prior_options": PriorConfig(mast3r=Mast3rConfig(checkpoint="missing.pth"))}, "missing.pth not found"),
-    ({"prior": "stereo", "prior_options": PriorConfig(stereo=StereoConfig(partners=0))}, "partners must be at least 1"),
-    ({"prior": "stereo", "prior_options": PriorConfig(stereo=StereoConfig(max_size=32))}, "max-size must be at least 64"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"prior": "files"}, "--prior-options.files.dir"),
+        ({"refine": "local"}, "--refine needs depth"),
+        ({"test_every": -1}, "--test-every must be 0"),
+        (
+            {
+                "prior": "files",
+                "prior_options": PriorConfig(files=FilesConfig(dir=Path(__file__).parent)),
+                "regions": "sam",
+            },
+            "sam_vit_h_4b8939.pth not found",
+        ),
+        (
+            {"prior": "mast3r", "prior_options": PriorConfig(mast3r=Mast3rConfig(checkpoint="missing.pth"))},
+            "missing.pth not found",
+        ),
+        (
+            {"prior": "stereo", "prior_options": PriorConfig(stereo=StereoConfig(partners=0))},
+            "partners must be at least 1",
+        ),
+        (
+            {"prior": "stereo", "prior_options": PriorConfig(stereo=StereoConfig(max_size=32))},
+            "max-size must be at least 64",
+        ),
+    ],
+)
 def test_bad_option_combinations_are_refused_before_any_work(photos, tmp_path, options, message):
     """Each would otherwise be found after SfM (minutes on real photos)."""
     with pytest.raises(InputError, match=message):
@@ -123,10 +149,20 @@ def test_an_image_without_usable_prior_keeps_its_sfm_points(dense_scene, prior_f
     np.savez(folder / "view_002.npz", pts3d=pts3d, conf=np.zeros(pts3d.shape[:2], np.float32))
     output = tmp_path / "scene"
     shutil.copytree(dense_scene.root, output)
-    scene = process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=folder))))
+    scene = process(
+        ProcessConfig(
+            images=photos,
+            output=output,
+            test_every=4,
+            prior="files",
+            prior_options=PriorConfig(files=FilesConfig(dir=folder)),
+        )
+    )
     report = json.loads((scene.align_dir / "report.json").read_text())
     assert "view_002.png" not in report["images"]
-    assert report["sfm_points_only"]["view_002.png"].startswith("the prior has depth at 0 of its")  # says why: conf 0 everywhere
+    assert report["sfm_points_only"]["view_002.png"].startswith(
+        "the prior has depth at 0 of its"
+    )  # says why: conf 0 everywhere
     assert not (scene.align_dir / "view_002.npz").exists() and (scene.align_dir / "view_003.npz").exists()
 
 
@@ -139,7 +175,16 @@ def test_refining_when_no_view_kept_its_prior_says_why(dense_scene, prior_files,
     output = tmp_path / "scene"
     shutil.copytree(dense_scene.root, output)
     with pytest.raises(InputError, match=r"--refine global: no training view has depth to refine.*align/report\.json"):
-        process(ProcessConfig(images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=folder)), refine="global"))
+        process(
+            ProcessConfig(
+                images=photos,
+                output=output,
+                test_every=4,
+                prior="files",
+                prior_options=PriorConfig(files=FilesConfig(dir=folder)),
+                refine="global",
+            )
+        )
 
 
 @pytest.mark.parametrize("kind", ["depth", "disparity"])
@@ -157,10 +202,18 @@ def test_refined_depth_from_affine_invariant_files(scene, photos, processed, tmp
         np.save(folder / f"view_{i:03d}.npy", np.where(np.isfinite(depth), prior, 0.0))  # 0: no depth
     output = tmp_path / "scene"
     shutil.copytree(processed.root, output)
-    result = process(ProcessConfig(
-        images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=folder)), align="none",
-        refine="local", refine_options=RefineConfig(input=kind),
-    ))
+    result = process(
+        ProcessConfig(
+            images=photos,
+            output=output,
+            test_every=4,
+            prior="files",
+            prior_options=PriorConfig(files=FilesConfig(dir=folder)),
+            align="none",
+            refine="local",
+            refine_options=RefineConfig(input=kind),
+        )
+    )
     meta = json.loads(result.transforms_path.read_text())
     assert all(f["depth_file_path"] == f"depth/{f['file_path'][7:-4]}.npy" for f in meta["frames"])
     assert not np.load(output / "depth" / "view_000.npy").any()  # a test view: no depth
@@ -189,10 +242,17 @@ def test_refined_cameras_reach_transforms_json(dense_scene, photos, prior_files,
     output = tmp_path / "scene"
     shutil.copytree(dense_scene.root, output)
     options = RefineConfig(refine_poses=True, refine_focal=True, iterations=40)
-    scene = process(ProcessConfig(
-        images=photos, output=output, test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=prior_files)), refine="local",
-        refine_options=options,
-    ))
+    scene = process(
+        ProcessConfig(
+            images=photos,
+            output=output,
+            test_every=4,
+            prior="files",
+            prior_options=PriorConfig(files=FilesConfig(dir=prior_files)),
+            refine="local",
+            refine_options=options,
+        )
+    )
     corrected = json.loads((scene.refine_dir / "cameras.json").read_text())
     frames = {f["file_path"][7:]: f for f in json.loads(scene.transforms_path.read_text())["frames"]}
     before = {f["file_path"][7:]: f for f in json.loads(dense_scene.transforms_path.read_text())["frames"]}
@@ -214,7 +274,14 @@ def test_a_stage_switched_off_leaves_nothing_behind(dense_scene, photos, prior_f
     stage's outputs and manifest entry go, and points.ply and transforms.json stop using them."""
     output = tmp_path / "scene"
     shutil.copytree(dense_scene.root, output)
-    options = {"images": photos, "output": output, "test_every": 4, "prior": "files", "prior_options": PriorConfig(files=FilesConfig(dir=prior_files)), "refine": "global"}
+    options = {
+        "images": photos,
+        "output": output,
+        "test_every": 4,
+        "prior": "files",
+        "prior_options": PriorConfig(files=FilesConfig(dir=prior_files)),
+        "refine": "global",
+    }
     scene = process(ProcessConfig(**options))
     assert point_sources(scene) == {0, 1, 2} and scene.depth_dir.exists()
 

@@ -1,15 +1,21 @@
 """The environment the README's install gives: one OpenCV, and a lock that fits pyproject.toml."""
 
-import tomllib
+import contextlib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import cv2
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
-OPENCV_DISTRIBUTIONS = ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless")
+OPENCV_DISTRIBUTIONS = (
+    "opencv-python",
+    "opencv-python-headless",
+    "opencv-contrib-python",
+    "opencv-contrib-python-headless",
+)
 
 
 def test_every_installed_opencv_is_the_cv2_that_loads():
@@ -17,10 +23,8 @@ def test_every_installed_opencv_is_the_cv2_that_loads():
     # a user gets depends on the order they were installed in.
     installed = {}
     for name in OPENCV_DISTRIBUTIONS:
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             installed[name] = version(name)
-        except PackageNotFoundError:
-            pass
     assert installed
     loaded = cv2.__version__.split(".")[:3]
     assert {name: v for name, v in installed.items() if v.split(".")[:3] != loaded} == {}, f"cv2 is {cv2.__version__}"

@@ -9,25 +9,32 @@ import numpy as np
 import pycolmap
 import pytest
 import torch
+from conftest import true_poses
 
 from spars_ns.errors import InputError
-from spars_ns.stages.sfm.features import LearnedFeaturesConfig, load_extractor
-from spars_ns.stages.ingest.images import file_sha1, ingest_image
 from spars_ns.metrics import pair_errors_deg
+from spars_ns.stages.ingest.images import file_sha1, ingest_image
 from spars_ns.stages.sfm import pairs as pairs_module
-from spars_ns.stages.sfm.pairs import looks_sequential, select_pairs, strongest_pairs
+from spars_ns.stages.sfm.features import LearnedFeaturesConfig, load_extractor
 from spars_ns.stages.sfm.mapping import (
-    MatchGraph, SfMConfig, extract_and_match, import_images, map_training_views, write_keypoints_and_matches, write_pairs,
+    MatchGraph,
+    SfMConfig,
+    extract_and_match,
+    import_images,
+    map_training_views,
+    write_keypoints_and_matches,
+    write_pairs,
 )
+from spars_ns.stages.sfm.pairs import looks_sequential, select_pairs, strongest_pairs
 from spars_ns.synthetic import camera_points
-
-from conftest import true_poses
 
 
 @pytest.fixture(scope="module")
 def records(photos, tmp_path_factory):
     folder = tmp_path_factory.mktemp("ingested")
-    return folder, [ingest_image(photos / f"view_00{i}.png", folder, file_sha1(photos / f"view_00{i}.png")) for i in (1, 2, 3)]
+    return folder, [
+        ingest_image(photos / f"view_00{i}.png", folder, file_sha1(photos / f"view_00{i}.png")) for i in (1, 2, 3)
+    ]
 
 
 def random_checkpoints(kind: str, folder) -> LearnedFeaturesConfig:
@@ -39,8 +46,11 @@ def random_checkpoints(kind: str, folder) -> LearnedFeaturesConfig:
     torch.save(extractor.state_dict(), folder / "extractor.pth")
     torch.save(matcher.state_dict(), folder / "matcher.pth")
     return LearnedFeaturesConfig(
-        max_keypoints=256, resize_max=320, extractor_checkpoint=folder / "extractor.pth",
-        matcher_checkpoint=folder / "matcher.pth", device="cpu",
+        max_keypoints=256,
+        resize_max=320,
+        extractor_checkpoint=folder / "extractor.pth",
+        matcher_checkpoint=folder / "matcher.pth",
+        device="cpu",
     )
 
 
@@ -57,7 +67,11 @@ def test_learned_features_fill_the_database_pycolmap_reads(kind, records, tmp_pa
         assert sorted(stored) == sorted(r.name for r in images)
         counts = {name: db.num_keypoints_for_image(image.image_id) for name, image in stored.items()}
         assert all(0 < n <= 256 for n in counts.values())
-        for a, b in [("view_001.png", "view_002.png"), ("view_001.png", "view_003.png"), ("view_002.png", "view_003.png")]:
+        for a, b in [
+            ("view_001.png", "view_002.png"),
+            ("view_001.png", "view_003.png"),
+            ("view_002.png", "view_003.png"),
+        ]:
             matches = db.read_matches(stored[a].image_id, stored[b].image_id)
             assert matches.ndim == 2 and matches.shape[1] == 2
             assert np.all(matches[:, 0] < counts[a]) and np.all(matches[:, 1] < counts[b])
@@ -85,7 +99,9 @@ def test_true_correspondences_written_as_learned_matches_verify_and_map(scene, r
         uv = c @ scene.intrinsics.T
         uv = uv[:, :2] / uv[:, 2:]
         keypoints[name] = uv.astype(np.float32)
-        visible[name] = (c[:, 2] > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < scene.width) & (uv[:, 1] >= 0) & (uv[:, 1] < scene.height)
+        visible[name] = (
+            (c[:, 2] > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < scene.width) & (uv[:, 1] >= 0) & (uv[:, 1] < scene.height)
+        )
     pairs = [("view_001.png", "view_002.png"), ("view_001.png", "view_003.png"), ("view_002.png", "view_003.png")]
     matches = {}
     for a, b in pairs:
@@ -111,7 +127,7 @@ def test_missing_weights_offline_name_the_option(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     monkeypatch.setattr(time, "sleep", lambda seconds: None)  # kornia's back-off between retries: 6 s of waiting
-    with pytest.raises(InputError, match="--sfm-options.learned.extractor-checkpoint"):
+    with pytest.raises(InputError, match=r"--sfm-options\.learned\.extractor-checkpoint"):
         load_extractor("disk+lightglue", LearnedFeaturesConfig(device="cpu"))
 
 
@@ -134,7 +150,7 @@ def test_retrieval_keeps_nearest_images_and_video_neighbours(monkeypatch):
     assert all(a[5] == b[5] for a, b in pairs)
 
     frames = [f"frame_{i:04d}.jpg" for i in range(12)]
-    assert looks_sequential(frames) and not looks_sequential(names + ["other.jpg"])
+    assert looks_sequential(frames) and not looks_sequential([*names, "other.jpg"])
     monkeypatch.setattr(pairs_module, "SEQUENTIAL", 2)
     with_video = select_pairs(frames, descriptors)
     assert ("frame_0003.jpg", "frame_0004.jpg") in with_video and ("frame_0003.jpg", "frame_0005.jpg") in with_video

@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from spars_ns.geometry import (
-    axis_angle_rotation, camera_center, fit_similarity, look_at, opencv_to_opengl_c2w, opengl_c2w_to_opencv, rotation_angle_deg,
+    axis_angle_rotation,
+    camera_center,
+    fit_similarity,
+    look_at,
+    opencv_to_opengl_c2w,
+    opengl_c2w_to_opencv,
+    rotation_angle_deg,
 )
 from spars_ns.metrics import absolute_trajectory_error, mean_average_accuracy, pair_errors_deg
 
@@ -40,8 +46,10 @@ def test_opengl_conversion_round_trips_and_flips_viewing_direction():
 
 
 def _arc(n=4):
-    return {f"{i}": look_at(np.array([5 * np.cos(a), 5 * np.sin(a), 1.0]), np.zeros(3), np.array([0, 0, 1.0]))
-            for i, a in enumerate(np.linspace(0, 1.2, n))}
+    return {
+        f"{i}": look_at(np.array([5 * np.cos(a), 5 * np.sin(a), 1.0]), np.zeros(3), np.array([0, 0, 1.0]))
+        for i, a in enumerate(np.linspace(0, 1.2, n))
+    }
 
 
 def test_pair_error_is_invariant_to_similarity_and_sees_a_known_rotation():
@@ -78,5 +86,9 @@ def test_fit_similarity_recovers_a_known_similarity(count):
     source = rng.normal(size=(count, 3)) * [5.0, 1.0, 0.3]
     target = 0.37 * source @ rotation.T + [1.0, -2.0, 3.0]
     scale, found_rotation, translation = fit_similarity(source, target)
-    assert scale == pytest.approx(0.37) and np.allclose(found_rotation, rotation) and np.allclose(translation, [1.0, -2.0, 3.0])
+    assert (
+        scale == pytest.approx(0.37)
+        and np.allclose(found_rotation, rotation)
+        and np.allclose(translation, [1.0, -2.0, 3.0])
+    )
     assert np.linalg.det(found_rotation) == pytest.approx(1.0)

@@ -54,7 +54,7 @@ def test_corrupt_image_names_the_file(tmp_path):
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(InputError, match="broken.jpg: cannot read this image"):
+    with pytest.raises(InputError, match=r"broken\.jpg: cannot read this image"):
         ingest_image(bad, out, file_sha1(bad))
 
 

@@ -10,6 +10,7 @@ from dataclasses import replace
 import huggingface_hub.constants
 import numpy as np
 import pytest
+from conftest import TRAIN_ARGS, run_console_script
 from PIL import Image
 
 from spars_ns.errors import InputError
@@ -18,20 +19,37 @@ from spars_ns.options import SPARS3R_PROCESSING, PriorConfig
 from spars_ns.process import ProcessConfig, process
 from spars_ns.stages.prior.dense_prior import DensePrior
 
-from conftest import TRAIN_ARGS, run_console_script
-
 pytest.importorskip("mast3r", reason="MASt3R is installed with the mast3r extra")
 
-from spars_ns.stages.prior.mast3r import (  # noqa: E402
-    DEFAULT_CHECKPOINT, Mast3rConfig, check_weights, import_mast3r, infer_pairs, load_model, predict_priors, working_window,
+from spars_ns.stages.prior.mast3r import (
+    DEFAULT_CHECKPOINT,
+    Mast3rConfig,
+    check_weights,
+    import_mast3r,
+    infer_pairs,
+    load_model,
+    predict_priors,
+    working_window,
 )
 
 INF = float("inf")
 TINY = dict(
-    img_size=(64, 64), patch_size=16, pos_embed="RoPE100", patch_embed_cls="PatchEmbedDust3R",
-    enc_embed_dim=64, enc_depth=2, enc_num_heads=2, dec_embed_dim=64, dec_depth=10, dec_num_heads=2,
-    head_type="catmlp+dpt", output_mode="pts3d+desc24", depth_mode=("exp", -INF, INF), conf_mode=("exp", 1, INF),
-    two_confs=True, desc_conf_mode=("exp", 0, INF),
+    img_size=(64, 64),
+    patch_size=16,
+    pos_embed="RoPE100",
+    patch_embed_cls="PatchEmbedDust3R",
+    enc_embed_dim=64,
+    enc_depth=2,
+    enc_num_heads=2,
+    dec_embed_dim=64,
+    dec_depth=10,
+    dec_num_heads=2,
+    head_type="catmlp+dpt",
+    output_mode="pts3d+desc24",
+    depth_mode=("exp", -INF, INF),
+    conf_mode=("exp", 1, INF),
+    two_confs=True,
+    desc_conf_mode=("exp", 0, INF),
 )
 TINY_CONFIG = dict(image_size=64, coarse_iterations=10, fine_iterations=5, matching_conf_threshold=0.0, device="cpu")
 
@@ -67,7 +85,9 @@ def test_working_window_matches_dust3r_loading(tmp_path, width, height, size):
 def test_tiny_mast3r_gives_one_prior_per_image_at_its_working_resolution(tiny_checkpoint, scene, photos, tmp_path):
     model = load_model(str(tiny_checkpoint), "cpu")
     paths = [photos / scene.image_name(i) for i in (0, 3, 6)]
-    priors = predict_priors(paths, model, Mast3rConfig(**TINY_CONFIG), tmp_path / "cache", tmp_path / "work", [(0, 1), (0, 2), (1, 2)])
+    priors = predict_priors(
+        paths, model, Mast3rConfig(**TINY_CONFIG), tmp_path / "cache", tmp_path / "work", [(0, 1), (0, 2), (1, 2)]
+    )
     assert len(priors) == 3
     for prior in priors:
         assert prior.pts3d.shape == (48, 64, 3) and prior.conf.shape == (48, 64)
@@ -80,7 +100,10 @@ def test_tiny_mast3r_through_the_pipeline_writes_prior_files(processed, tiny_che
     output = tmp_path / "scene"
     shutil.copytree(processed.root, output)
     config = ProcessConfig(
-        images=photos, output=output, test_every=4, prior="mast3r",
+        images=photos,
+        output=output,
+        test_every=4,
+        prior="mast3r",
         prior_options=PriorConfig(mast3r=Mast3rConfig(checkpoint=str(tiny_checkpoint), **TINY_CONFIG)),
     )
     scene = process(config)
@@ -120,7 +143,9 @@ def test_batched_inference_writes_what_mast3r_own_forward_writes(tiny_checkpoint
     for name in theirs:
         ours, reference = torch.load(tmp_path / "ours" / name), torch.load(tmp_path / "theirs" / name)
         flat = [torch.as_tensor(np.asarray(t, np.float64)) for t in torch.utils._pytree.tree_leaves(ours)]
-        flat_reference = [torch.as_tensor(np.asarray(t, np.float64)) for t in torch.utils._pytree.tree_leaves(reference)]
+        flat_reference = [
+            torch.as_tensor(np.asarray(t, np.float64)) for t in torch.utils._pytree.tree_leaves(reference)
+        ]
         assert len(flat) == len(flat_reference)
         assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(flat, flat_reference)), name
 
@@ -220,14 +245,42 @@ def test_ns_train_spars3r_runs_the_whole_recipe_by_default(processed, photos, ti
     mast3r = Mast3rConfig(checkpoint=str(tiny_checkpoint), **TINY_CONFIG)
     options = replace(SPARS3R_PROCESSING, test_every=4, prior_options=PriorConfig(mast3r=mast3r), max_dense_points=2000)
     scene_dir = default_scene_dir(folder, options)
-    shutil.copytree(processed.root, scene_dir)  # ingest and SfM as this processing would make them: only they are reused
+    shutil.copytree(
+        processed.root, scene_dir
+    )  # ingest and SfM as this processing would make them: only they are reused
     prefix = "--processing."  # the dataparser's options, after its name
-    flags = ["spars-data", f"{prefix}prior-options.mast3r.checkpoint", str(tiny_checkpoint), f"{prefix}test-every", "4",
-             f"{prefix}max-dense-points", "2000"]  # few Gaussians for the CPU rasteriser
+    flags = [
+        "spars-data",
+        f"{prefix}prior-options.mast3r.checkpoint",
+        str(tiny_checkpoint),
+        f"{prefix}test-every",
+        "4",
+        f"{prefix}max-dense-points",
+        "2000",
+    ]  # few Gaussians for the CPU rasteriser
     for key, value in TINY_CONFIG.items():
         flags += [f"{prefix}prior-options.mast3r.{key.replace('_', '-')}", str(value)]
-    steps = ["--max-num-iterations", "20", "--pipeline.model.warmup-length", "10", "--pipeline.model.refine-every", "10"]
-    command = ["ns-train", "spars3r", "--data", str(folder), "--output-dir", str(tmp_path / "runs"), "--timestamp", "run", *TRAIN_ARGS, *steps, *flags]
+    steps = [
+        "--max-num-iterations",
+        "20",
+        "--pipeline.model.warmup-length",
+        "10",
+        "--pipeline.model.refine-every",
+        "10",
+    ]
+    command = [
+        "ns-train",
+        "spars3r",
+        "--data",
+        str(folder),
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--timestamp",
+        "run",
+        *TRAIN_ARGS,
+        *steps,
+        *flags,
+    ]
     with caplog.at_level(logging.INFO):
         run_console_script(entrypoint, command, env={"SPARS_NS_CACHE": str(tmp_path / "no-weights")})
     assert any("superpixel regions, not SAM" in r.getMessage() for r in caplog.records)

@@ -13,16 +13,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-
 import numpy as np
 import pytest
 import roma
 import torch
 import yaml
-from PIL import Image
-from plyfile import PlyData
+from conftest import BIN, ENV, TEST_VIEWS, run_console_script
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.utils.eval_utils import eval_setup
+from PIL import Image
+from plyfile import PlyData
 
 from spars_ns.errors import InputError
 from spars_ns.ns.dataparser import SparsDataParserConfig
@@ -30,15 +30,23 @@ from spars_ns.ns.dataset import SparsDataset
 from spars_ns.ns.model import VIEWER_BACKGROUND, LazyLPIPS, Spars3rModelConfig, depth_loss
 from spars_ns.ns.viewer import view_from_camera
 
-from conftest import BIN, ENV, TEST_VIEWS, run_console_script
-
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
 
 # As the project's machines need them: no sandbox for root, no GPU, no calls home on a closed network.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--enable-unsafe-swiftshader",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
 def mean_colour_psnr(images) -> float:
-    """PSNR of predicting each (H, W, 3) image in [0, 1] by its own mean colour: what a model that learnt nothing scores."""
+    """PSNR of predicting each (H, W, 3) image in [0, 1] by its own mean colour: what a model that learnt nothing
+    scores."""
     return float(np.mean([-10 * math.log10(float(((im - im.mean((0, 1))) ** 2).mean())) for im in images]))
 
 
@@ -51,7 +59,9 @@ def test_ns_eval_scores_test_views_after_pose_optimisation(trained, tmp_path):
     results = json.loads(result_path.read_text())["results"]
 
     _, pipeline, _, _ = eval_setup(trained, test_mode="test")
-    baseline = mean_colour_psnr([batch["image"].numpy() / 255.0 for _, batch in pipeline.datamanager.fixed_indices_eval_dataloader])
+    baseline = mean_colour_psnr(
+        [batch["image"].numpy() / 255.0 for _, batch in pipeline.datamanager.fixed_indices_eval_dataloader]
+    )
     assert results["psnr"] > baseline + 6, (results["psnr"], baseline)
     assert results["psnr_before_tpo"] > baseline + 6
     assert 0 < results["ssim"] <= 1 and results["test_pose_steps"] == 20
@@ -74,7 +84,10 @@ def perturb(camera_to_worlds: torch.Tensor, degrees: float, offset: float, seed:
 @pytest.mark.slow
 def test_pose_optimisation_recovers_perturbed_test_views_with_gaussians_frozen(trained):
     _, pipeline, _, _ = eval_setup(trained, test_mode="test")
-    pipeline.config.test_pose_steps, pipeline.config.test_pose_lr = 40, 3e-3  # enough to undo 1.5 degrees (as 100 steps at 1e-3)
+    pipeline.config.test_pose_steps, pipeline.config.test_pose_lr = (
+        40,
+        3e-3,
+    )  # enough to undo 1.5 degrees (as 100 steps at 1e-3)
     perturb(pipeline.datamanager.eval_dataset.cameras.camera_to_worlds, degrees=1.5, offset=0.02, seed=0)
     gaussians = {name: p.detach().clone() for name, p in pipeline.model.gauss_params.items()}
 
@@ -149,13 +162,17 @@ def test_depth_of_the_wrong_size_is_refused_with_its_name(depth_scene, tmp_path)
     bad = copy / "depth" / "view_001.npy"
     np.save(bad, np.ones((10, 12), np.float32))
     outputs = SparsDataParserConfig(data=copy).setup().get_dataparser_outputs("train")
-    with pytest.raises(InputError, match=r"view_001\.npy: depth map is 12x10 pixels but its image .*view_001\.png is 320x240"):
+    with pytest.raises(
+        InputError, match=r"view_001\.npy: depth map is 12x10 pixels but its image .*view_001\.png is 320x240"
+    ):
         SparsDataset(outputs).get_data(0)
 
 
 def build_model(seed_points, metadata=None, **config):
     return Spars3rModelConfig(**config).setup(
-        scene_box=SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]])), num_train_data=2, metadata=metadata or {},
+        scene_box=SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]])),
+        num_train_data=2,
+        metadata=metadata or {},
         seed_points=seed_points,
     )
 
@@ -216,7 +233,9 @@ def test_lpips_is_built_from_local_weights_and_reported_unavailable_without(tmp_
 
     a, b = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
-    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *args, **kwargs: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr(
+        torch.hub, "download_url_to_file", lambda *args, **kwargs: (_ for _ in ()).throw(OSError("offline"))
+    )
     offline = LazyLPIPS()
     assert math.isnan(offline(a, b)) and "alexnet-owt-7be5be79.pth" in offline.unavailable
 
@@ -238,7 +257,9 @@ def viewer_url(trained):
         port = probe.getsockname()[1]
     viewer = subprocess.Popen(
         [str(BIN / "ns-viewer"), "--load-config", str(trained), "--viewer.websocket-port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
     )
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -319,8 +340,13 @@ def visible_gaussians(config: Path) -> dict[str, np.ndarray]:
 def exported_splat(trained, tmp_path_factory) -> Path:
     """splat.ply of `spars-ns export-splat` on the trained run."""
     output = tmp_path_factory.mktemp("export_splat")
-    out = subprocess.run([str(BIN / "spars-ns"), "export-splat", "--load-config", str(trained), "--output-dir", str(output)],
-                         capture_output=True, text=True, env=ENV)
+    out = subprocess.run(
+        [str(BIN / "spars-ns"), "export-splat", "--load-config", str(trained), "--output-dir", str(output)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return output / "splat.ply"
 
@@ -332,8 +358,24 @@ def test_export_splat_writes_the_runs_gaussians_in_the_3dgs_layout(trained, expo
     assert vertices.count == len(gaussians["means"]) > 1000
     rest = gaussians["features_rest"].shape[1]
     assert [p.name for p in vertices.properties] == [
-        "x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", *[f"f_rest_{i}" for i in range(3 * rest)],
-        "opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3",
+        "x",
+        "y",
+        "z",
+        "nx",
+        "ny",
+        "nz",
+        "f_dc_0",
+        "f_dc_1",
+        "f_dc_2",
+        *[f"f_rest_{i}" for i in range(3 * rest)],
+        "opacity",
+        "scale_0",
+        "scale_1",
+        "scale_2",
+        "rot_0",
+        "rot_1",
+        "rot_2",
+        "rot_3",
     ]
     columns = lambda *names: np.stack([vertices[n] for n in names], 1)  # noqa: E731
     assert np.array_equal(columns("x", "y", "z"), gaussians["means"])
@@ -344,11 +386,13 @@ def test_export_splat_writes_the_runs_gaussians_in_the_3dgs_layout(trained, expo
 
 
 def open3d_imports() -> bool:
-    return subprocess.run([sys.executable, "-c", "import open3d"], capture_output=True).returncode == 0
+    return subprocess.run([sys.executable, "-c", "import open3d"], capture_output=True, check=False).returncode == 0
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not open3d_imports(), reason="nerfstudio's exporter imports open3d, which needs libusb-1.0-0 on Linux")
+@pytest.mark.skipif(
+    not open3d_imports(), reason="nerfstudio's exporter imports open3d, which needs libusb-1.0-0 on Linux"
+)
 def test_ns_export_gaussian_splat_of_a_spars3r_run_is_what_export_splat_writes(trained, exported_splat, tmp_path):
     """`ns-export gaussian-splat`'s own code, in this process."""
     from nerfstudio.scripts.exporter import ExportGaussianSplat
@@ -366,7 +410,10 @@ def test_ns_export_gaussian_splat_of_a_spars3r_run_is_what_export_splat_writes(t
 def test_demo_runs_end_to_end_on_cpu(tmp_path, capsys):
     from spars_ns.cli import entrypoint
 
-    run_console_script(entrypoint, ["spars-ns", "demo", "--output", str(tmp_path / "demo"), "--steps", "100", "--test-pose-steps", "10"])
+    run_console_script(
+        entrypoint,
+        ["spars-ns", "demo", "--output", str(tmp_path / "demo"), "--steps", "100", "--test-pose-steps", "10"],
+    )
     results = json.loads((tmp_path / "demo" / "eval.json").read_text())
     assert results["test_pose_steps"] == 10 and len(results["test_pose_corrections"]) == 2
     photos = [Image.open(tmp_path / "demo" / "photos" / name).convert("RGB") for name in TEST_VIEWS]

@@ -9,17 +9,21 @@ happens to find, and the true cameras are known."""
 import numpy as np
 import pycolmap
 import pytest
+from conftest import sfm_from_true, true_poses
 
-from spars_ns.stages.ingest.images import file_sha1, ingest_image
 from spars_ns.metrics import pair_errors_deg
-from spars_ns.stages.sfm.model_check import check_model, epipolar_distances
+from spars_ns.stages.ingest.images import file_sha1, ingest_image
 from spars_ns.stages.sfm.mapping import (
-    MatchGraph, SfMConfig, check_model_of, import_images, map_training_views, write_keypoints_and_matches,
+    MatchGraph,
+    SfMConfig,
+    check_model_of,
+    import_images,
+    map_training_views,
+    write_keypoints_and_matches,
     write_pairs,
 )
+from spars_ns.stages.sfm.model_check import check_model, epipolar_distances
 from spars_ns.synthetic import camera_points
-
-from conftest import sfm_from_true, true_poses
 
 VIEWS = [0, 1, 2, 3, 4, 5]
 WRONG_PAIR = ("view_002.png", "view_003.png")
@@ -64,7 +68,9 @@ def repeated_wall(scene, photos, tmp_path_factory):
 
     seen = {n: visible_pixels(scene, i, depths[i], world) for n, i in zip(names, VIEWS)}
     # Every point is a keypoint of every view (0, 0 where the view cannot see it: never matched there)
-    keypoints = {n: np.where(v[:, None], uv + rng.normal(0, 0.3, uv.shape), 0).astype(np.float32) for n, (uv, v) in seen.items()}
+    keypoints = {
+        n: np.where(v[:, None], uv + rng.normal(0, 0.3, uv.shape), 0).astype(np.float32) for n, (uv, v) in seen.items()
+    }
     matches = {}
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
@@ -118,7 +124,9 @@ def test_a_model_that_follows_the_wrong_copy_is_caught(mapped, scene):
     assert max(errors_to_truth(wrong, scene).values()) > 5
     check = check_model_of(wrong, graph)
     unexplained = {(p.image1, p.image2) for p in check.unexplained}
-    right_pairs = {tuple(sorted((WRONG_PAIR[1], scene.image_name(i)))) for i in VIEWS if scene.image_name(i) not in WRONG_PAIR}
+    right_pairs = {
+        tuple(sorted((WRONG_PAIR[1], scene.image_name(i)))) for i in VIEWS if scene.image_name(i) not in WRONG_PAIR
+    }
     assert unexplained == right_pairs  # the wrong pair agrees with this model, none of the right ones does
     assert check.doubtful_images == [WRONG_PAIR[1]]
 

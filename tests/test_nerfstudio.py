@@ -11,13 +11,12 @@ import time
 
 import pytest
 import torch
+from conftest import ENV, run_console_script
 
 from spars_ns.ns.dataparser import SparsDataParserConfig, default_scene_dir, resolve_scene
 from spars_ns.options import PriorConfig
-from spars_ns.stages.prior.files import FilesConfig
 from spars_ns.process import ProcessOptions
-
-from conftest import ENV, run_console_script
+from spars_ns.stages.prior.files import FilesConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -41,7 +40,9 @@ def test_ns_train_lists_both_methods_with_what_they_need(capsys):
 def test_methods_differ_in_processing_only():
     from spars_ns.configs import spars3r_method, spars3r_sfm_method
 
-    full, weight_free = (m.config.pipeline.datamanager.dataparser.processing for m in (spars3r_method, spars3r_sfm_method))
+    full, weight_free = (
+        m.config.pipeline.datamanager.dataparser.processing for m in (spars3r_method, spars3r_sfm_method)
+    )
     assert (full.prior, full.align, full.regions, full.refine) == ("mast3r", "two-stage", "auto", "global")
     assert weight_free.prior == "none"
     assert spars3r_method.config.pipeline.model == spars3r_sfm_method.config.pipeline.model
@@ -52,7 +53,9 @@ def test_a_photo_folder_is_reused_only_with_the_same_processing_options(processe
     folder = tmp_path / "photos"
     shutil.copytree(photos, folder)
     sfm_only = ProcessOptions(test_every=4)
-    with_prior = ProcessOptions(test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=prior_files)))
+    with_prior = ProcessOptions(
+        test_every=4, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=prior_files))
+    )
     first, second = default_scene_dir(folder, sfm_only), default_scene_dir(folder, with_prior)
     assert first != second and first == default_scene_dir(folder, ProcessOptions(test_every=4))
     for target in (first, second):
@@ -90,8 +93,20 @@ def test_dataparser_processes_a_photo_folder_on_first_use(photos, tmp_path):
 
 def test_cli_reports_bad_input_without_a_traceback(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "spars_ns.cli", "process", "--images", str(tmp_path / "missing"), "--output", str(tmp_path / "o")],
-        capture_output=True, text=True, env=ENV,
+        [
+            sys.executable,
+            "-m",
+            "spars_ns.cli",
+            "process",
+            "--images",
+            str(tmp_path / "missing"),
+            "--output",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        check=False,
     )
     assert out.returncode == 1
     assert "missing does not exist" in out.stderr and "Traceback" not in out.stderr
@@ -102,7 +117,10 @@ def test_cli_reports_an_os_error_as_one_line_naming_the_path(photos, tmp_path):
     blocker.write_text("not a folder")
     out = subprocess.run(
         [sys.executable, "-m", "spars_ns.cli", "process", "--images", str(photos), "--output", str(blocker / "scene")],
-        capture_output=True, text=True, env=ENV,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        check=False,
     )
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert f"error: {blocker / 'scene'}: Not a directory" in " ".join(out.stderr.split())
@@ -110,10 +128,16 @@ def test_cli_reports_an_os_error_as_one_line_naming_the_path(photos, tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A tmpfs of 512 KiB (the photos' copies alone need about 900): a full disk, where this machine lets us mount one."""
+    """A tmpfs of 512 KiB (the photos' copies alone need about 900): a full disk, where this
+    machine lets us mount one."""
     mount_point = tmp_path / "small"
     mount_point.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount_point)], capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount_point)], capture_output=True, check=False
+        ).returncode
+        != 0
+    ):
         pytest.skip("mounting a tmpfs needs root")
     try:
         yield mount_point
@@ -127,21 +151,37 @@ def test_a_full_disk_stops_with_one_line_and_the_run_resumes_once_there_is_room(
     for SfM's database: refused before pycolmap starts (it aborts the process when a write fails).
     Room for all: the run resumes, keeping what finished."""
     scene = small_disk / "scene"
-    command = [sys.executable, "-m", "spars_ns.cli", "process", "--images", str(photos), "--output", str(scene), "--test-every", "4"]
-    out = subprocess.run(command, capture_output=True, text=True, env=ENV)
+    command = [
+        sys.executable,
+        "-m",
+        "spars_ns.cli",
+        "process",
+        "--images",
+        str(photos),
+        "--output",
+        str(scene),
+        "--test-every",
+        "4",
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, env=ENV, check=False)
     assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert re.search(rf"error: (writing under )?{re.escape(str(scene))}\S*: No space left on device", " ".join(out.stderr.split()))
+    assert re.search(
+        rf"error: (writing under )?{re.escape(str(scene))}\S*: No space left on device", " ".join(out.stderr.split())
+    )
     assert not list(scene.rglob(".*.partial")) and not (scene / "images").exists()  # nothing half-written
 
     subprocess.run(["mount", "-o", "remount,size=2M", str(small_disk)], check=True)
-    out = subprocess.run(command, capture_output=True, text=True, env=ENV)
+    out = subprocess.run(command, capture_output=True, text=True, env=ENV, check=False)
     assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert re.search(rf"error: {re.escape(str(scene))}: SfM needs up to \d+ MiB of disk and [\d.]+ MiB are free", " ".join(out.stderr.split()))
+    assert re.search(
+        rf"error: {re.escape(str(scene))}: SfM needs up to \d+ MiB of disk and [\d.]+ MiB are free",
+        " ".join(out.stderr.split()),
+    )
     finished = finished_stages(scene)
     assert list(finished) == ["ingest"]
 
     subprocess.run(["mount", "-o", "remount,size=64M", str(small_disk)], check=True)
-    again = subprocess.run(command, capture_output=True, text=True, env=ENV)
+    again = subprocess.run(command, capture_output=True, text=True, env=ENV, check=False)
     assert again.returncode == 0, again.stderr[-2000:]
     stages = json.loads((scene / "manifest.json").read_text())["stages"]
     assert stages["ingest"] == finished["ingest"] and "export" in stages  # what finished was kept, the rest ran
@@ -162,7 +202,10 @@ def test_ctrl_c_stops_processing_with_one_line_and_keeps_finished_stages(photos,
     output = tmp_path / "scene"
     run = subprocess.Popen(
         [sys.executable, "-m", "spars_ns.cli", "process", "--images", str(photos), "--output", str(output)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
     )
     deadline = time.monotonic() + 60
     while "ingest" not in finished_stages(output) and time.monotonic() < deadline:  # ingest recorded, SfM under way
@@ -185,6 +228,6 @@ def test_training_a_processed_scene_needs_no_pycolmap(processed):
         f"outputs = SparsDataParserConfig(data=Path({str(processed.root)!r})).setup().get_dataparser_outputs('train')\n"
         "print(len(outputs.image_filenames))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-1] == "6"

@@ -9,19 +9,17 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 import pytest
+from conftest import sfm_from_true
 from PIL import Image
 
 import spars_ns.stages.sfm.mapping as sfm
 from spars_ns.errors import InputError
 from spars_ns.geometry import axis_angle_rotation, camera_center, rotation_angle_deg
 from spars_ns.options import PriorConfig
-from spars_ns.stages.prior.files import FilesConfig
 from spars_ns.process import ProcessConfig, process
-from spars_ns.stages.prior.files import load_file_prior
 from spars_ns.stages.cameras.stage import fit_prior_frame, refine_by_absolute_pose
+from spars_ns.stages.prior.files import FilesConfig, load_file_prior
 from spars_ns.synthetic import shared_frame_prior
-
-from conftest import sfm_from_true
 
 # SfM cannot register these two training views: view_002 keeps 14 verified matches per pair (the
 # mapper ignores pairs under 15), view_006 none; view_006 is also shrunk to 240x180, so SfM has no
@@ -67,7 +65,13 @@ def sfm_only(photos_with_a_small_view, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sfm, "extract_and_match", extract_match_and_thin)
-        return process(ProcessConfig(images=photos_with_a_small_view, output=tmp_path_factory.mktemp("sfm_only") / "scene", test_every=TEST_EVERY))
+        return process(
+            ProcessConfig(
+                images=photos_with_a_small_view,
+                output=tmp_path_factory.mktemp("sfm_only") / "scene",
+                test_every=TEST_EVERY,
+            )
+        )
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +86,16 @@ def with_prior(source, photos: Path, prior: Path, folder: Path, **options):
     """A copy of the scene `source` processed with `prior` (its SfM reused)."""
     shutil.copytree(source.root, folder)
     options = {"align": "none", **options}
-    return process(ProcessConfig(images=photos, output=folder, test_every=TEST_EVERY, prior="files", prior_options=PriorConfig(files=FilesConfig(dir=prior)), **options))
+    return process(
+        ProcessConfig(
+            images=photos,
+            output=folder,
+            test_every=TEST_EVERY,
+            prior="files",
+            prior_options=PriorConfig(files=FilesConfig(dir=prior)),
+            **options,
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +114,14 @@ def frames(scene) -> dict[str, dict]:
 def test_sfm_leaves_out_the_thinned_views(sfm_only):
     unregistered = json.loads((sfm_only.sfm_dir / "report.json").read_text())["unregistered"]
     assert sorted(unregistered) == sorted(THINNED)
-    assert sorted(frames(sfm_only)) == ["view_000.png", "view_001.png", "view_003.png", "view_004.png", "view_005.png", "view_007.png"]
+    assert sorted(frames(sfm_only)) == [
+        "view_000.png",
+        "view_001.png",
+        "view_003.png",
+        "view_004.png",
+        "view_005.png",
+        "view_007.png",
+    ]
 
 
 def test_unregistered_views_get_cameras_near_the_truth(placed, scene):
@@ -119,7 +139,8 @@ def test_unregistered_views_get_cameras_near_the_truth(placed, scene):
         angle = rotation_angle_deg(recovered[:, :3] @ (truth[:, :3] @ sfm_from_world[:, :3].T / scale).T)
         shift = np.linalg.norm(camera_center(recovered) - sfm_from_world @ np.append(camera_center(truth), 1)) / extent
         assert angle < max_angle and shift < max_shift, (name, angle, shift)
-    # view_002 shares SfM's camera and is refined on its few matches; view_006 has no match, and the prior's focal length.
+    # view_002 shares SfM's camera and is refined on its few matches; view_006 has no match, and the prior's
+    # focal length.
     assert cameras["view_002.png"]["pose"].startswith("refined by absolute pose")
     shared = model.camera(model.find_image_with_name("view_001.png").camera_id)
     assert cameras["view_002.png"]["camera"]["params"] == list(shared.params)
@@ -154,8 +175,12 @@ def test_sfm_cameras_stay_bit_identical(sfm_only, placed):
     assert all(after[name] == frame for name, frame in before.items())
 
 
-def test_prior_cameras_reach_nerfstudio_with_depth_for_every_frame(sfm_only, photos_with_a_small_view, shared_prior, tmp_path):
-    scene = with_prior(sfm_only, photos_with_a_small_view, shared_prior, tmp_path / "scene", align="global", refine="global")
+def test_prior_cameras_reach_nerfstudio_with_depth_for_every_frame(
+    sfm_only, photos_with_a_small_view, shared_prior, tmp_path
+):
+    scene = with_prior(
+        sfm_only, photos_with_a_small_view, shared_prior, tmp_path / "scene", align="global", refine="global"
+    )
     by_name = frames(scene)
     for name in THINNED:
         depth = np.load(scene.root / by_name[name]["depth_file_path"])  # camera only: depth unknown (0) everywhere
@@ -178,7 +203,10 @@ def test_too_few_posed_registered_views_say_why(sfm_only, photos_with_a_small_vi
     scene = with_prior(sfm_only, photos_with_a_small_view, folder, tmp_path / "scene")
     not_placed = report(scene)["not_placed"]
     assert sorted(not_placed) == sorted(THINNED) and report(scene)["cameras"] == {}
-    assert "poses 2 registered view(s) (view_005.png, view_007.png); fitting its frame onto SfM's needs 3" in not_placed["view_002.png"]
+    assert (
+        "poses 2 registered view(s) (view_005.png, view_007.png); fitting its frame onto SfM's needs 3"
+        in not_placed["view_002.png"]
+    )
     assert set(frames(scene)) == set(frames(sfm_only))
 
 
@@ -209,7 +237,9 @@ def prior_views(sfm_cameras: list[np.ndarray], sfm_from_prior: pycolmap.Sim3d) -
 def test_the_frame_fit_drops_a_wrong_prior_camera_and_refuses_a_line():
     rng = np.random.default_rng(1)
     sfm_cameras = [rigid(rng, 3.0) for _ in range(6)]
-    truth = pycolmap.Sim3d(1.7, pycolmap.Rotation3d(axis_angle_rotation(np.array([1.0, 2, 3]), 0.8)), np.array([1.0, -2, 0.5]))
+    truth = pycolmap.Sim3d(
+        1.7, pycolmap.Rotation3d(axis_angle_rotation(np.array([1.0, 2, 3]), 0.8)), np.array([1.0, -2, 0.5])
+    )
     priors = prior_views(sfm_cameras, truth)
     priors[2] = priors[2].copy()
     priors[2][:, 3] += 5.0  # one prior camera far off
@@ -230,7 +260,9 @@ def test_a_prior_whose_orientations_disagree_is_refused():
     rng = np.random.default_rng(2)
     sfm_cameras = [rigid(rng, 3.0) for _ in range(4)]
     priors = [turned(camera, 20.0) for camera in sfm_cameras]  # the same frame and centres, each view turned
-    sim, fit = fit_prior_frame({f"v{i}": v for i, v in enumerate(zip(priors, sfm_cameras))}, extent_of(sfm_cameras), seed=0)
+    sim, fit = fit_prior_frame(
+        {f"v{i}": v for i, v in enumerate(zip(priors, sfm_cameras))}, extent_of(sfm_cameras), seed=0
+    )
     assert sim is None and "look 20.0 degrees away" in fit["why_not"]
 
 
@@ -240,11 +272,14 @@ def turned(cam_from_world: np.ndarray, degrees: float) -> np.ndarray:
     return np.concatenate([rotation, (-rotation @ camera_center(cam_from_world))[:, None]], 1)
 
 
-@pytest.mark.parametrize("mapped_off_by, points, how", [
-    (3.0, 40, "refined by absolute pose: 40 of 40 matches to SfM points"),
-    (20.0, 40, "the prior's, mapped: the absolute pose (40 inliers) lies 20.0 degrees"),
-    (3.0, 8, "the prior's, mapped: 8 matches to SfM points (refining needs 10)"),
-])
+@pytest.mark.parametrize(
+    "mapped_off_by, points, how",
+    [
+        (3.0, 40, "refined by absolute pose: 40 of 40 matches to SfM points"),
+        (20.0, 40, "the prior's, mapped: the absolute pose (40 inliers) lies 20.0 degrees"),
+        (3.0, 8, "the prior's, mapped: 8 matches to SfM points (refining needs 10)"),
+    ],
+)
 def test_absolute_pose_refines_a_mapped_camera_only_near_it_and_with_enough_matches(mapped_off_by, points, how):
     rng = np.random.default_rng(3)
     camera = _camera()
@@ -272,7 +307,9 @@ def test_depth_of_an_unregistered_view_unprojects_with_the_file_intrinsics(tmp_p
     np.savez(tmp_path / "a.npz", depth=np.full((120, 160), 2.0), cam_from_world=POSE, intrinsics=INTRINSICS)
     prior = load_file_prior(tmp_path, "a.jpg", None, (320, 240))
     assert prior.has_pose and prior.scale == (2.0, 2.0)
-    np.testing.assert_allclose(prior.pts3d[60, 80], [0.5 / 100 * 2, 0.5 / 100 * 2, 2.0])  # pixel (80, 60) is 0.5 right of (79.5, 59.5)
+    np.testing.assert_allclose(
+        prior.pts3d[60, 80], [0.5 / 100 * 2, 0.5 / 100 * 2, 2.0]
+    )  # pixel (80, 60) is 0.5 right of (79.5, 59.5)
     np.testing.assert_allclose(prior.original_intrinsics(), [[200, 0, 160], [0, 200, 120], [0, 0, 1]])
 
 
@@ -288,9 +325,15 @@ def test_an_unregistered_view_without_a_posed_file_gets_no_prior(tmp_path):
     [
         ({"cam_from_world": POSE}, "has 'cam_from_world' but no 'intrinsics'"),
         ({"intrinsics": INTRINSICS}, "has 'intrinsics' but no 'cam_from_world'"),
-        ({"cam_from_world": np.eye(4), "intrinsics": INTRINSICS}, r"shape \(4, 4\), expected \(3, 4\).*must be inverted"),
+        (
+            {"cam_from_world": np.eye(4), "intrinsics": INTRINSICS},
+            r"shape \(4, 4\), expected \(3, 4\).*must be inverted",
+        ),
         ({"cam_from_world": POSE, "intrinsics": np.eye(4)}, r"intrinsics has shape \(4, 4\)"),
-        ({"cam_from_world": np.where(POSE == 1.0, np.nan, POSE), "intrinsics": INTRINSICS}, "cam_from_world contains NaN"),
+        (
+            {"cam_from_world": np.where(POSE == 1.0, np.nan, POSE), "intrinsics": INTRINSICS},
+            "cam_from_world contains NaN",
+        ),
         ({"cam_from_world": 2 * POSE, "intrinsics": INTRINSICS}, "is not a rotation"),
         ({"cam_from_world": np.diag([1.0, 1, -1, 0])[:3], "intrinsics": INTRINSICS}, r"is not a rotation .*det -1"),
         ({"cam_from_world": POSE, "intrinsics": -INTRINSICS}, "fx, fy > 0"),
@@ -305,14 +348,16 @@ def test_bad_poses_name_the_file(tmp_path, pose, message):
 def test_mast3r_priors_carry_cameras_that_project_their_points_to_their_pixels(scene, photos, tmp_path):
     pytest.importorskip("mast3r", reason="MASt3R is installed with the mast3r extra")
     import torch
+    from test_mast3r import TINY, TINY_CONFIG
 
     from spars_ns.stages.prior.mast3r import Mast3rConfig, import_mast3r, predict_priors
-    from test_mast3r import TINY, TINY_CONFIG
 
     torch.manual_seed(0)
     model = import_mast3r().AsymmetricMASt3R(**TINY, landscape_only=False).eval()
     paths = [photos / scene.image_name(i) for i in (0, 3, 6)]
-    priors = predict_priors(paths, model, Mast3rConfig(**TINY_CONFIG), tmp_path / "cache", tmp_path / "work", [(0, 1), (0, 2), (1, 2)])
+    priors = predict_priors(
+        paths, model, Mast3rConfig(**TINY_CONFIG), tmp_path / "cache", tmp_path / "work", [(0, 1), (0, 2), (1, 2)]
+    )
     for prior in priors:
         assert prior.has_pose
         h, w = prior.shape

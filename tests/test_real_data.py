@@ -4,12 +4,11 @@ import os
 
 import numpy as np
 import pytest
-
-from spars_ns.stages.ingest.images import file_sha1, ingest_image
-from spars_ns.metrics import evenly_spaced, load_true_poses, mean_average_accuracy, pair_errors_deg
-from spars_ns.stages.sfm.mapping import SfMConfig, run_sfm
-
 from conftest import SHARED_DATA
+
+from spars_ns.metrics import evenly_spaced, load_true_poses, mean_average_accuracy, pair_errors_deg
+from spars_ns.stages.ingest.images import file_sha1, ingest_image
+from spars_ns.stages.sfm.mapping import SfMConfig, run_sfm
 
 
 @pytest.mark.slow
@@ -29,7 +28,9 @@ def test_three_strecha_views_register_accurately(scene_name, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("SPARS_NS_LONG_CHECKS"), reason="2 min 15 s: set SPARS_NS_LONG_CHECKS=1 (README)")
+@pytest.mark.skipif(
+    not os.environ.get("SPARS_NS_LONG_CHECKS"), reason="2 min 15 s: set SPARS_NS_LONG_CHECKS=1 (README)"
+)
 def test_three_neighbouring_video_frames_get_cameras_and_seed_points(tmp_path):
     """Frames taken steps apart: thousands of verified matches per pair, too little parallax for
     COLMAP's points (this triple had 3 cameras, 4.8-15.7 degrees off, and 0 points; 0001-0003

@@ -19,7 +19,9 @@ def views_from(scene, renders, observations, prior_of):
     views = []
     for i, (render, (uv, depth, ids)) in enumerate(zip(renders, observations)):
         prior = prior_of(i, np.where(render.object_ids >= 0, render.depth, np.nan))
-        views.append(RefineView(prior, np.ones_like(render.depth), scene.intrinsics, scene.cam_from_world[i], uv, depth, ids))
+        views.append(
+            RefineView(prior, np.ones_like(render.depth), scene.intrinsics, scene.cam_from_world[i], uv, depth, ids)
+        )
     return views
 
 
@@ -98,8 +100,9 @@ def test_views_without_sfm_points_lean_on_neighbours_or_stay_unrefined(small_sce
 
 
 def test_pose_refinement_moves_a_perturbed_camera_toward_the_truth(small_scene):
-    from spars_ns.geometry import rotation_angle_deg
     from test_geometry import rotation_about
+
+    from spars_ns.geometry import rotation_angle_deg
 
     scene, renders, observations = small_scene
     views = views_from(scene, renders, observations, lambda i, d: 2.0 * d)

@@ -7,9 +7,9 @@ import pytest
 
 from spars_ns.errors import InputError
 from spars_ns.options import PriorConfig, ProcessConfig, check_options
-from spars_ns.stages.prior.files import FilesConfig
 from spars_ns.stages.align import regions as regions_module
 from spars_ns.stages.align.regions import RegionsConfig, SamRegions, choose_regions, merge_masks, superpixel_regions
+from spars_ns.stages.prior.files import FilesConfig
 
 
 def test_overlapping_masks_merge_and_separate_ones_do_not():
@@ -71,13 +71,15 @@ def test_auto_regions_take_sam_from_the_weights_cache_and_say_so(tmp_path, monke
     assert kind == "sam" and options.sam_checkpoint == tmp_path / "sam_vit_b_01ec64.pth" and "SAM regions" in notice
     assert choose_regions("auto", RegionsConfig(sam_model="vit_h"))[0] == "superpixels"
     assert choose_regions("superpixels", RegionsConfig(sam_model="vit_b"))[0] == "superpixels"
-    with pytest.raises(InputError, match="sam_vit_h_4b8939.pth not found"):
+    with pytest.raises(InputError, match=r"sam_vit_h_4b8939\.pth not found"):
         choose_regions("sam", RegionsConfig())
 
 
 def test_processing_notices_the_fallback_to_superpixels(photos, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("SPARS_NS_CACHE", str(tmp_path))
-    config = ProcessConfig(images=photos, output=tmp_path / "s", prior="files", prior_options=PriorConfig(files=FilesConfig(dir=tmp_path)))
+    config = ProcessConfig(
+        images=photos, output=tmp_path / "s", prior="files", prior_options=PriorConfig(files=FilesConfig(dir=tmp_path))
+    )
     with caplog.at_level(logging.INFO):
         resolved = check_options(config)
     assert resolved.regions == "superpixels" and config.regions == "auto"

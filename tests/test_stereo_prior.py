@@ -10,11 +10,19 @@ from dataclasses import replace
 import numpy as np
 import pycolmap
 import pytest
-
 from conftest import sfm_from_true
+
 from spars_ns.process import ProcessConfig, process
 from spars_ns.stages.prior import stereo
-from spars_ns.stages.prior.stereo import StereoConfig, choose_partners, pair_depth, rays, rectify_map, stereo_prior, views_from_model
+from spars_ns.stages.prior.stereo import (
+    StereoConfig,
+    choose_partners,
+    pair_depth,
+    rays,
+    rectify_map,
+    stereo_prior,
+    views_from_model,
+)
 from spars_ns.stages.sfm.stage import registered_train
 from spars_ns.synthetic import camera_points
 
@@ -41,9 +49,13 @@ def test_stereo_depth_matches_the_true_depth_in_every_training_view(stereo_views
         on_surface = kept & np.isfinite(truth)
         error = np.abs(prior.pts3d[..., 2][on_surface] - truth[on_surface]) / truth[on_surface]
         assert kept.mean() > 0.5, f"{name}: only {kept.mean():.0%} of the pixels have depth"
-        assert on_surface.sum() / kept.sum() > 0.98, f"{name}: {(kept & ~np.isfinite(truth)).sum()} points where nothing is"
+        assert on_surface.sum() / kept.sum() > 0.98, (
+            f"{name}: {(kept & ~np.isfinite(truth)).sum()} points where nothing is"
+        )
         wrong = (error > 0.05).mean()
-        assert np.median(error) < 0.01 and wrong < 0.05, f"{name}: {np.median(error):.2%} median error, {wrong:.1%} off by 5%"
+        assert np.median(error) < 0.01 and wrong < 0.05, (
+            f"{name}: {np.median(error):.2%} median error, {wrong:.1%} off by 5%"
+        )
         # The points are the depth along the camera's own rays.
         rays_z1 = prior.pts3d[kept] / prior.pts3d[kept][:, 2:]
         np.testing.assert_allclose(rays_z1, rays(view.camera, prior.shape[::-1])[kept], atol=1e-5)
@@ -75,8 +87,8 @@ def test_rectification_goes_through_the_distorted_camera_both_ways():
     u, v = uv[..., 0] / uv[..., 2], uv[..., 1] / uv[..., 2]
     rows, cols = np.mgrid[60:180:20, 60:260:20]
     # bilinear read of the maps at (u, v): OpenCV's convention, pixel centres at integers
-    sampled_x = np.array([np.interp(x, np.arange(size[0]), map_x[int(round(y))]) for x, y in zip(u.ravel(), v.ravel())])
-    sampled_y = np.array([np.interp(y, np.arange(size[1]), map_y[:, int(round(x))]) for x, y in zip(u.ravel(), v.ravel())])
+    sampled_x = np.array([np.interp(x, np.arange(size[0]), map_x[round(y)]) for x, y in zip(u.ravel(), v.ravel())])
+    sampled_y = np.array([np.interp(y, np.arange(size[1]), map_y[:, round(x)]) for x, y in zip(u.ravel(), v.ravel())])
     np.testing.assert_allclose(sampled_x, cols.ravel(), atol=0.6)
     np.testing.assert_allclose(sampled_y, rows.ravel(), atol=0.6)
 
@@ -89,7 +101,9 @@ def test_compressed_writes_survive_opencv_loaded_after_pycolmap(tmp_path):
         "import spars_ns, pycolmap, cv2, numpy as np, sys; "
         "np.savez_compressed(sys.argv[1], a=np.random.default_rng(0).random((300, 400, 3)))"
     )
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.npz")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "a.npz")], capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert np.load(tmp_path / "a.npz")["a"].shape == (300, 400, 3)
 
@@ -98,7 +112,9 @@ def test_process_with_the_stereo_prior_seeds_dense_points_on_the_true_surfaces(p
     output = tmp_path / "scene"
     shutil.copytree(processed.root, output)  # SfM is reused: only the prior and what follows run
     stereo = process(ProcessConfig(images=photos, output=output, test_every=4, prior="stereo", align="global"))
-    assert sorted(p.name for p in stereo.prior_dir.iterdir()) == [f"view_00{i}.npz" for i in (1, 2, 3, 5, 6, 7)]  # no test view
+    assert sorted(p.name for p in stereo.prior_dir.iterdir()) == [
+        f"view_00{i}.npz" for i in (1, 2, 3, 5, 6, 7)
+    ]  # no test view
     counts = stereo.stage_entry("export")["counts"]
     assert counts["global_points"] > 50_000
 

@@ -21,8 +21,16 @@ def warp(scene, views, source: int, target: int):
     view = views[source]
     depth = torch.from_numpy(np.where(np.isfinite(view.depth), view.depth, 0.0)).double()
     intrinsics = torch.from_numpy(scene.intrinsics)
-    return forward_warp(torch.from_numpy(view.image / 255.0), depth, intrinsics, camera_to_world(scene.cam_from_world[source]),
-                        intrinsics, camera_to_world(scene.cam_from_world[target]), scene.width, scene.height)
+    return forward_warp(
+        torch.from_numpy(view.image / 255.0),
+        depth,
+        intrinsics,
+        camera_to_world(scene.cam_from_world[source]),
+        intrinsics,
+        camera_to_world(scene.cam_from_world[target]),
+        scene.width,
+        scene.height,
+    )
 
 
 def test_neighbours_warped_into_a_real_view_match_its_photo_where_the_mask_keeps_them(scene, views):

@@ -49,7 +49,15 @@ def rasterization(
     num_cameras = viewmats.shape[0]
     covars, _ = _quat_scale_to_covar_preci(quats, scales, compute_covar=True, compute_preci=False)
     radii, means2d, depths, conics, compensations = _fully_fused_projection(
-        means, covars, viewmats, Ks, width, height, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane,
+        means,
+        covars,
+        viewmats,
+        Ks,
+        width,
+        height,
+        eps2d=eps2d,
+        near_plane=near_plane,
+        far_plane=far_plane,
         calc_compensations=rasterize_mode == "antialiased",
     )
     opacities = opacities.expand(num_cameras, -1)
@@ -72,7 +80,15 @@ def rasterization(
     renders, alphas = [], []
     for c in range(num_cameras):
         render, alpha = _composite(
-            means2d, c, conics[c], opacities[c], features[c], radii[c], depths[c], width, height,
+            means2d,
+            c,
+            conics[c],
+            opacities[c],
+            features[c],
+            radii[c],
+            depths[c],
+            width,
+            height,
             absgrad=getattr(means2d, "absgrad", None),
         )
         renders.append(render)
@@ -81,15 +97,31 @@ def rasterization(
     if render_mode in ("ED", "RGB+ED"):
         render = torch.cat([render[..., :-1], render[..., -1:] / alpha.clamp(min=1e-10)], -1)
     info = {
-        "means2d": means2d, "radii": radii, "depths": depths, "conics": conics, "opacities": opacities,
-        "width": width, "height": height, "n_cameras": num_cameras, "tile_size": TILE,
-        "camera_ids": None, "gaussian_ids": None,
+        "means2d": means2d,
+        "radii": radii,
+        "depths": depths,
+        "conics": conics,
+        "opacities": opacities,
+        "width": width,
+        "height": height,
+        "n_cameras": num_cameras,
+        "tile_size": TILE,
+        "camera_ids": None,
+        "gaussian_ids": None,
     }
     return render, alpha, info
 
 
 def _composite(
-    means2d_all: torch.Tensor, camera: int, conics, opacities, features, radii, depths, width: int, height: int,
+    means2d_all: torch.Tensor,
+    camera: int,
+    conics,
+    opacities,
+    features,
+    radii,
+    depths,
+    width: int,
+    height: int,
     absgrad: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(H, W, D) features and (H, W, 1) alpha of one camera.
@@ -99,15 +131,19 @@ def _composite(
     means2d = means2d_all[camera]
     visible = torch.nonzero(radii > 0).squeeze(-1)
     visible = visible[torch.argsort(depths[visible])]  # front to back, as gsplat sorts each tile
-    pairs_gaussian, pixel = _candidate_pairs(means2d[visible].detach(), radii[visible], conics[visible].detach(),
-                                             opacities[visible].detach(), width, height)
+    pairs_gaussian, pixel = _candidate_pairs(
+        means2d[visible].detach(), radii[visible], conics[visible].detach(), opacities[visible].detach(), width, height
+    )
     ids = visible[pairs_gaussian]
     centres = torch.stack([pixel % width, pixel // width], -1).to(means2d.dtype) + 0.5
     delta = centres - means2d[ids]  # (Q, 2)
     if absgrad is not None and delta.requires_grad:
         delta.register_hook(_accumulate_abs(absgrad[camera], ids))
     conic = conics[ids]
-    sigma = 0.5 * (conic[:, 0] * delta[:, 0] ** 2 + conic[:, 2] * delta[:, 1] ** 2) + conic[:, 1] * delta[:, 0] * delta[:, 1]
+    sigma = (
+        0.5 * (conic[:, 0] * delta[:, 0] ** 2 + conic[:, 2] * delta[:, 1] ** 2)
+        + conic[:, 1] * delta[:, 0] * delta[:, 1]
+    )
     alpha = torch.clamp_max(opacities[ids] * torch.exp(-sigma), ALPHA_MAX)
     keep = (sigma >= 0) & (alpha >= ALPHA_MIN)
     alpha, pixel, ids = alpha[keep], pixel[keep], ids[keep]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal, Optional, Type
+from typing import Literal
 
 import torch
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
@@ -28,10 +28,10 @@ from spars_ns.scene import SceneFolder, fingerprint, read_transforms
 class SparsDataParserConfig(NerfstudioDataParserConfig):
     """Photos or a processed spars-ns scene; processing runs when the scene is missing or stale."""
 
-    _target: Type = field(default_factory=lambda: SparsDataParser)
+    _target: type = field(default_factory=lambda: SparsDataParser)
     data: Path = Path()
     """Folder of photos, or a processed scene folder (one with manifest.json)."""
-    scene_dir: Optional[Path] = None
+    scene_dir: Path | None = None
     """Where photos are processed to; default: `<data>-spars-<prior>-<options hash>` beside the
     photo folder, so that a method with other processing options never reuses the scene."""
     processing: ProcessOptions = field(default_factory=ProcessOptions)
@@ -55,7 +55,7 @@ def resolve_scene(config: SparsDataParserConfig) -> Path:
             f"dataset folder {data} does not exist. If it moved, give its new place: --data for ns-train, "
             f"or the `data:` entry of the run's config.yml for ns-eval and ns-viewer."
         )
-    if data.suffix == ".json" or (data / "transforms.json").exists() and not (data / "images.json").exists():
+    if data.suffix == ".json" or ((data / "transforms.json").exists() and not (data / "images.json").exists()):
         return data  # a nerfstudio dataset made elsewhere: load as is
     if SceneFolder(data).manifest_path.exists():
         return data

@@ -10,6 +10,7 @@ undistortion crop applies to both.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -23,7 +24,7 @@ from spars_ns.scene import depth_confidence_path, read_depth_map
 
 
 class SparsDataset(InputDataset):
-    exclude_batch_keys_from_device = InputDataset.exclude_batch_keys_from_device + ["depth_image"]
+    exclude_batch_keys_from_device: ClassVar[list[str]] = [*InputDataset.exclude_batch_keys_from_device, "depth_image"]
 
     def __init__(self, dataparser_outputs, scale_factor: float = 1.0):
         super().__init__(dataparser_outputs, scale_factor)
@@ -47,7 +48,9 @@ class SparsDataset(InputDataset):
         conf_file = depth_confidence_path(path)
         confidence = read_depth_map(conf_file) if conf_file.exists() else np.ones_like(depth)
         if confidence.shape != depth.shape:
-            raise InputError(f"{conf_file}: confidence is {confidence.shape[::-1]} pixels, its depth {depth.shape[::-1]}")
+            raise InputError(
+                f"{conf_file}: confidence is {confidence.shape[::-1]} pixels, its depth {depth.shape[::-1]}"
+            )
         maps = np.stack([np.nan_to_num(depth * self.depth_scale), np.nan_to_num(confidence)], -1).astype(np.float32)
         height, width = data["image"].shape[:2]
         if maps.shape[:2] != (height, width):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Type
+from typing import Literal
 
 import torch
 from gsplat.strategy import DefaultStrategy, MCMCStrategy
@@ -47,7 +47,7 @@ VIEWER_BACKGROUND = (0.1490, 0.1647, 0.2157)  # the viewer's background, as spla
 class Spars3rModelConfig(SplatfactoModelConfig):
     """splatfacto's options, plus the depth loss."""
 
-    _target: Type = field(default_factory=lambda: Spars3rModel)
+    _target: type = field(default_factory=lambda: Spars3rModel)
     depth_loss: Literal["pearson", "metric"] = "pearson"
     """pearson: 1 - Pearson correlation of rendered and prior disparity (ignores the prior's
     scale and shift); metric: confidence-weighted L1 between rendered and prior depth."""
@@ -76,14 +76,16 @@ class Spars3rModel(SplatfactoModel):
         mean_distance = torch.from_numpy(distances).float().mean(-1, keepdim=True).clamp_min(1e-7)
         count = len(means)
         dc = RGB2SH(rgb) if self.config.sh_degree > 0 else torch.logit(rgb, eps=1e-10)
-        self.gauss_params = torch.nn.ParameterDict({
-            "means": Parameter(means),
-            "scales": Parameter(torch.log(mean_distance).repeat(1, 3)),
-            "quats": Parameter(random_quat_tensor(count)),
-            "features_dc": Parameter(dc),
-            "features_rest": Parameter(torch.zeros(count, num_sh_bases(self.config.sh_degree) - 1, 3)),
-            "opacities": Parameter(torch.logit(torch.full((count, 1), 0.1))),
-        })
+        self.gauss_params = torch.nn.ParameterDict(
+            {
+                "means": Parameter(means),
+                "scales": Parameter(torch.log(mean_distance).repeat(1, 3)),
+                "quats": Parameter(random_quat_tensor(count)),
+                "features_dc": Parameter(dc),
+                "features_rest": Parameter(torch.zeros(count, num_sh_bases(self.config.sh_degree) - 1, 3)),
+                "opacities": Parameter(torch.logit(torch.full((count, 1), 0.1))),
+            }
+        )
         self.camera_optimizer = self.config.camera_optimizer.setup(num_cameras=self.num_train_data, device="cpu")
         self.psnr = PeakSignalNoiseRatio(data_range=1.0)
         self.ssim = SSIM(data_range=1.0, size_average=True, channel=3)
@@ -107,10 +109,15 @@ class Spars3rModel(SplatfactoModel):
         config = self.config
         if config.strategy == "mcmc":
             if not torch.cuda.is_available():
-                raise RuntimeError("--pipeline.model.strategy mcmc needs CUDA: gsplat's relocation and noise run only there.")
+                raise RuntimeError(
+                    "--pipeline.model.strategy mcmc needs CUDA: gsplat's relocation and noise run only there."
+                )
             return MCMCStrategy(  # min_opacity stays gsplat's (0.005), as in gsplat's own MCMC training
-                cap_max=config.max_gaussians, noise_lr=config.mcmc_noise_lr, refine_start_iter=config.warmup_length,
-                refine_stop_iter=config.stop_split_at, refine_every=config.refine_every,
+                cap_max=config.max_gaussians,
+                noise_lr=config.mcmc_noise_lr,
+                refine_start_iter=config.warmup_length,
+                refine_stop_iter=config.stop_split_at,
+                refine_every=config.refine_every,
             )
         return DefaultStrategy(
             prune_opa=config.cull_alpha_thresh,
@@ -134,7 +141,11 @@ class Spars3rModel(SplatfactoModel):
         if self.config.strategy == "default":
             return super().step_post_backward(step)
         self.strategy.step_post_backward(
-            params=self.gauss_params, optimizers=self.optimizers, state=self.strategy_state, step=self.step, info=self.info,
+            params=self.gauss_params,
+            optimizers=self.optimizers,
+            state=self.strategy_state,
+            step=self.step,
+            info=self.info,
             lr=self.optimizers["means"].param_groups[0]["lr"],
         )
 
@@ -167,7 +178,9 @@ class Spars3rModel(SplatfactoModel):
         if self.crop_box is not None and not self.training:
             inside = self.crop_box.within(self.means).squeeze()
             if inside.sum() == 0:
-                return self.get_empty_outputs(int(camera.width.item()), int(camera.height.item()), self.background_color)
+                return self.get_empty_outputs(
+                    int(camera.width.item()), int(camera.height.item()), self.background_color
+                )
             params = {name: value[inside] for name, value in params.items()}
 
         downscale = self._get_downscale_factor()
@@ -179,7 +192,7 @@ class Spars3rModel(SplatfactoModel):
 
         with_depth = not self.training or self.config.output_depth_during_training or self.uses_depth
         colours = torch.cat([params["features_dc"][:, None, :], params["features_rest"]], 1)
-        sh_degree: Optional[int] = min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
+        sh_degree: int | None = min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
         if self.config.sh_degree == 0:
             colours, sh_degree = torch.sigmoid(colours).squeeze(1), None
         render, alpha, self.info = rasterize(
@@ -200,7 +213,9 @@ class Spars3rModel(SplatfactoModel):
             absgrad=self.config.strategy == "default" and self.strategy.absgrad,
         )
         if self.training and self.config.strategy == "default":  # the MCMC strategy needs no 2D gradients
-            self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info)
+            self.strategy.step_pre_backward(
+                self.gauss_params, self.optimizers, self.strategy_state, self.step, self.info
+            )
 
         background = self._get_background_color()
         rgb = torch.clamp(render[..., :3] + (1 - alpha) * background, 0.0, 1.0)
@@ -217,12 +232,17 @@ class Spars3rModel(SplatfactoModel):
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> dict[str, torch.Tensor]:
         losses = super().get_loss_dict(outputs, batch, metrics_dict)
         if self.training and self.config.strategy == "mcmc":
-            losses["mcmc_opacity_reg"] = self.config.mcmc_opacity_reg * torch.sigmoid(self.gauss_params["opacities"]).mean()
+            losses["mcmc_opacity_reg"] = (
+                self.config.mcmc_opacity_reg * torch.sigmoid(self.gauss_params["opacities"]).mean()
+            )
             losses["mcmc_scale_reg"] = self.config.mcmc_scale_reg * torch.exp(self.gauss_params["scales"]).mean()
         if self.training and self.uses_depth:
             target = self._downscale_depth(batch["depth_image"].to(self.device))
             losses["depth_loss"] = self.config.depth_loss_weight * depth_loss(
-                outputs["depth"], target[..., :1], target[..., 1:] * (outputs["accumulation"] > 0.5), self.config.depth_loss
+                outputs["depth"],
+                target[..., :1],
+                target[..., 1:] * (outputs["accumulation"] > 0.5),
+                self.config.depth_loss,
             )
         return losses
 
@@ -271,8 +291,8 @@ class LazyLPIPS:
     that its weights stay out of checkpoints."""
 
     def __init__(self):
-        self.metric: Optional[torch.nn.Module] = None
-        self.unavailable: Optional[str] = None
+        self.metric: torch.nn.Module | None = None
+        self.unavailable: str | None = None
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if self.metric is None and self.unavailable is None:

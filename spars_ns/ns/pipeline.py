@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Type
 
 import numpy as np
 import roma
@@ -28,7 +27,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from spars_ns.errors import InputError
 from spars_ns.ns.warped_views import PseudoView, build_pseudo_views, masked_photometric_loss, warp_source
 
-
 # nerfstudio's exponential learning-rate schedule leaves numpy floats in the optimiser and
 # scheduler state, which torch >= 2.6 refuses to unpickle by default, so `ns-eval` and
 # `ns-viewer` could not load a checkpoint. Numpy scalars are plain data: allow them.
@@ -38,7 +36,7 @@ torch.serialization.add_safe_globals([_NUMPY_SCALAR, np.dtype, type(np.dtype(np.
 
 @dataclass
 class Spars3rPipelineConfig(VanillaPipelineConfig):
-    _target: Type = field(default_factory=lambda: Spars3rPipeline)
+    _target: type = field(default_factory=lambda: Spars3rPipeline)
     test_pose_steps: int = 500
     """Steps of test-time pose optimisation per test view before scoring (0: score the registered pose)."""
     test_pose_lr: float = 1e-3
@@ -66,8 +64,15 @@ class PoseCorrection:
         position = camera_to_world[..., 3] + (camera_to_world[..., :3] @ self.translation[:, None])[..., 0]
         return Cameras(
             camera_to_worlds=torch.cat([rotation, position[..., None]], -1),
-            fx=camera.fx, fy=camera.fy, cx=camera.cx, cy=camera.cy, width=camera.width, height=camera.height,
-            distortion_params=camera.distortion_params, camera_type=camera.camera_type, metadata=camera.metadata,
+            fx=camera.fx,
+            fy=camera.fy,
+            cx=camera.cx,
+            cy=camera.cy,
+            width=camera.width,
+            height=camera.height,
+            distortion_params=camera.distortion_params,
+            camera_type=camera.camera_type,
+            metadata=camera.metadata,
         )
 
 
@@ -77,10 +82,10 @@ class PoseSearch:
     registered pose, step 0, if nothing beat it), and why it stopped early, if it did."""
 
     correction: PoseCorrection
-    loss_before: Optional[float]  # at the registered pose; None without pose steps
-    loss_after: Optional[float]  # at the kept pose: never above loss_before
+    loss_before: float | None  # at the registered pose; None without pose steps
+    loss_after: float | None  # at the kept pose: never above loss_before
     kept_step: int
-    stopped: Optional[str] = None
+    stopped: str | None = None
 
 
 def optimise_test_pose(model: SplatfactoModel, camera: Cameras, batch: dict, steps: int, lr: float) -> PoseSearch:
@@ -89,7 +94,9 @@ def optimise_test_pose(model: SplatfactoModel, camera: Cameras, batch: dict, ste
     (a pose far off, a view that sees few Gaussians) cannot leave the view worse than it started,
     and a non-finite loss or gradient stops the search at the best pose so far."""
     device = camera.camera_to_worlds.device
-    correction = PoseCorrection(torch.zeros(3, device=device, requires_grad=True), torch.zeros(3, device=device, requires_grad=True))
+    correction = PoseCorrection(
+        torch.zeros(3, device=device, requires_grad=True), torch.zeros(3, device=device, requires_grad=True)
+    )
     if steps <= 0:
         return PoseSearch(correction, None, None, 0)
     optimiser = torch.optim.Adam([correction.rotation, correction.translation], lr=lr)
@@ -138,9 +145,12 @@ class Spars3rPipeline(VanillaPipeline):
 
     def __init__(self, config: Spars3rPipelineConfig, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
-        self._pseudo_views: Optional[list[PseudoView]] = None
+        self._pseudo_views: list[PseudoView] | None = None
         if config.warped_views and self.model.config.camera_optimizer.mode != "off":
-            raise InputError("--pipeline.warped-views needs the camera optimiser off: pseudo cameras are not training cameras to refine")
+            raise InputError(
+                "--pipeline.warped-views needs the camera optimiser off: pseudo cameras are not training "
+                "cameras to refine"
+            )
 
     def get_train_loss_dict(self, step: int):
         model_outputs, loss_dict, metrics_dict = super().get_train_loss_dict(step)
@@ -154,7 +164,8 @@ class Spars3rPipeline(VanillaPipeline):
             # at the render's size, sampled as the depth target is (nearest: a mask must stay 0 or 1)
             target, mask = (self.model._downscale_depth(x.to(self.device)) for x in (view.image, view.mask))
             loss_dict["warped_view_loss"] = weight * masked_photometric_loss(
-                outputs["rgb"], target, mask, self.model.ssim, self.model.config.ssim_lambda)
+                outputs["rgb"], target, mask, self.model.ssim, self.model.config.ssim_lambda
+            )
         return model_outputs, loss_dict, metrics_dict
 
     def pseudo_views(self) -> list[PseudoView]:
@@ -162,13 +173,18 @@ class Spars3rPipeline(VanillaPipeline):
         if self._pseudo_views is None:
             cached = self.datamanager.cached_train
             if "depth_image" not in cached[0]:
-                raise InputError("--pipeline.warped-views needs a scene with depth: process it with --prior files or mast3r and --refine global")
+                raise InputError(
+                    "--pipeline.warped-views needs a scene with depth: process it with --prior files or mast3r "
+                    "and --refine global"
+                )
             images, depths = zip(*(warp_source(data) for data in cached))
-            self._pseudo_views = build_pseudo_views(self.datamanager.train_dataset.cameras, images, depths, self.config.warped_views_positions)
+            self._pseudo_views = build_pseudo_views(
+                self.datamanager.train_dataset.cameras, images, depths, self.config.warped_views_positions
+            )
         return self._pseudo_views
 
     def get_average_eval_image_metrics(
-        self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False
+        self, step: int | None = None, output_path: Path | None = None, get_std: bool = False
     ) -> dict:
         """Metrics at the registered test poses (`<metric>_before_tpo`) and after TPO (`<metric>`).
 
@@ -176,12 +192,21 @@ class Spars3rPipeline(VanillaPipeline):
         `test_pose_corrections`; evaluations during training log scalars only.
         """
         return evaluate_test_views(
-            self, self.config.test_pose_steps, self.config.test_pose_lr, output_path, get_std, with_corrections=step is None
+            self,
+            self.config.test_pose_steps,
+            self.config.test_pose_lr,
+            output_path,
+            get_std,
+            with_corrections=step is None,
         )
 
 
 def evaluate_test_views(
-    pipeline: VanillaPipeline, steps: int, lr: float, output_path: Optional[Path] = None, get_std: bool = False,
+    pipeline: VanillaPipeline,
+    steps: int,
+    lr: float,
+    output_path: Path | None = None,
+    get_std: bool = False,
     with_corrections: bool = False,
 ) -> dict:
     """Score every eval view of a splatfacto-family pipeline before and after test-time pose optimisation."""
@@ -193,7 +218,10 @@ def evaluate_test_views(
     dataset = pipeline.datamanager.eval_dataset
     scale = float(dataset._dataparser_outputs.dataparser_scale)
     with Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), TimeElapsedColumn(), MofNCompleteColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        MofNCompleteColumn(),
         transient=True,
     ) as progress:
         task = progress.add_task(f"[green]Evaluating test views ({steps} pose steps each)", total=len(dataset))
@@ -205,21 +233,25 @@ def evaluate_test_views(
             correction = search.correction
             if search.kept_step > 0:  # otherwise the registered pose's render is the result
                 with torch.no_grad():
-                    metrics, images = model.get_image_metrics_and_images(model.get_outputs(correction.apply(camera)), batch)
+                    metrics, images = model.get_image_metrics_and_images(
+                        model.get_outputs(correction.apply(camera)), batch
+                    )
             after.append(metrics)
-            corrections.append({
-                "image": Path(dataset.image_filenames[index]).name,
-                "rotation_deg": math.degrees(float(correction.rotation.detach().norm())),
-                "translation_sfm_units": float(correction.translation.detach().norm()) / scale,
-                "rotation_vector": correction.rotation.detach().cpu().tolist(),
-                "translation_vector_sfm_units": (correction.translation.detach().cpu() / scale).tolist(),
-                "psnr_before_tpo": before[-1]["psnr"],
-                "psnr": metrics["psnr"],
-                "tpo_loss_before": search.loss_before,
-                "tpo_loss_after": search.loss_after,
-                "tpo_kept_step": search.kept_step,
-                "tpo_stopped": search.stopped,
-            })
+            corrections.append(
+                {
+                    "image": Path(dataset.image_filenames[index]).name,
+                    "rotation_deg": math.degrees(float(correction.rotation.detach().norm())),
+                    "translation_sfm_units": float(correction.translation.detach().norm()) / scale,
+                    "rotation_vector": correction.rotation.detach().cpu().tolist(),
+                    "translation_vector_sfm_units": (correction.translation.detach().cpu() / scale).tolist(),
+                    "psnr_before_tpo": before[-1]["psnr"],
+                    "psnr": metrics["psnr"],
+                    "tpo_loss_before": search.loss_before,
+                    "tpo_loss_after": search.loss_after,
+                    "tpo_kept_step": search.kept_step,
+                    "tpo_stopped": search.stopped,
+                }
+            )
             if output_path is not None:
                 for key, image in images.items():
                     vutils.save_image(image.permute(2, 0, 1).cpu(), output_path / f"eval_{key}_{index:04d}.png")

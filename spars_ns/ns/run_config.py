@@ -54,8 +54,10 @@ class RunConfigLoader(yaml.Loader):
     def make_python_instance(self, suffix, node, args=None, kwds=None, newobj=False):
         called = self.find_python_name(suffix, node.start_mark)
         # Called with arguments (python/object/apply): only what has no effect beyond its value.
-        harmless = called is operator.getitem or called in PATH_CLASSES or (
-            isinstance(called, type) and (issubclass(called, enum.Enum) or dataclasses.is_dataclass(called))
+        harmless = (
+            called is operator.getitem
+            or called in PATH_CLASSES
+            or (isinstance(called, type) and (issubclass(called, enum.Enum) or dataclasses.is_dataclass(called)))
         )
         if not newobj and not harmless:
             raise UnsafeTag(f"a call of {suffix} (line {node.start_mark.line + 1}), which is not part of a run config")
@@ -72,11 +74,17 @@ def load_run_config(config_path: Path):
     try:
         config = yaml.load(config_path.read_text(), Loader=RunConfigLoader)
     except UnsafeTag as err:
-        raise InputError(f"{config_path}: refused, it names {err}. A run config from someone else must not run code.") from None
+        raise InputError(
+            f"{config_path}: refused, it names {err}. A run config from someone else must not run code."
+        ) from None
     except (yaml.YAMLError, UnicodeDecodeError, TypeError, ValueError, AttributeError) as err:
-        raise InputError(f"{config_path}: not a run config that can be read ({type(err).__name__}: {str(err)[:200]})") from None
+        raise InputError(
+            f"{config_path}: not a run config that can be read ({type(err).__name__}: {str(err)[:200]})"
+        ) from None
     if not isinstance(config, TrainerConfig):
-        raise InputError(f"{config_path}: not a run config (it holds a {type(config).__name__}, not nerfstudio's TrainerConfig)")
+        raise InputError(
+            f"{config_path}: not a run config (it holds a {type(config).__name__}, not nerfstudio's TrainerConfig)"
+        )
     if config.method_name not in all_methods:
         raise InputError(f"{config_path}: a {config.method_name} run, a method that is not installed here")
     return config
@@ -90,7 +98,9 @@ def setup_run(config, test_mode: Literal["test", "val", "inference"] = "test"):
 
     config.pipeline.datamanager._target = all_methods[config.method_name].pipeline.datamanager._target
     config.load_dir = config.get_checkpoint_dir()
-    pipeline = config.pipeline.setup(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"), test_mode=test_mode)
+    pipeline = config.pipeline.setup(
+        device=torch.device("cuda" if torch.cuda.is_available() else "cpu"), test_mode=test_mode
+    )
     pipeline.eval()
     eval_load_checkpoint(config, pipeline)  # torch.load with torch's default weights_only=True (torch >= 2.6)
     return pipeline

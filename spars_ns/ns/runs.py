@@ -12,7 +12,6 @@ import copy
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -22,7 +21,12 @@ from spars_ns.ns.pipeline import Spars3rPipelineConfig, evaluate_test_views
 
 
 def short_run(
-    method: str, scene: Path, output: Path, steps: int, test_pose_steps: int, model_overrides: Optional[dict] = None,
+    method: str,
+    scene: Path,
+    output: Path,
+    steps: int,
+    test_pose_steps: int,
+    model_overrides: dict | None = None,
 ) -> dict:
     """Train `method` (spars3r, or stock splatfacto) on a processed scene and score its test views
     with test-time pose optimisation. Returns the metrics, `config` (the run's config.yml),
@@ -32,8 +36,14 @@ def short_run(
     return {**results, **trained}
 
 
-def train_run(method: str, scene: Path, output: Path, steps: int, model_overrides: Optional[dict] = None,
-              pipeline_overrides: Optional[dict] = None) -> dict:
+def train_run(
+    method: str,
+    scene: Path,
+    output: Path,
+    steps: int,
+    model_overrides: dict | None = None,
+    pipeline_overrides: dict | None = None,
+) -> dict:
     """Train `method` with nerfstudio's trainer. Returns `config` (the run's config.yml),
     `train_seconds` and `peak_gpu_gib`. Without CUDA, images are used
     at a quarter of their size (the CPU rasteriser's cost grows with pixels)."""
@@ -73,15 +83,17 @@ def train_run(method: str, scene: Path, output: Path, steps: int, model_override
 
 def score_run(method: str, config_path: Path, test_pose_steps: int) -> dict:
     """`ns-eval`'s scores of a trained run: every test view before and after `test_pose_steps` of
-    test-time pose optimisation (also for stock splatfacto), and the run's `gaussians`. Written beside the run's config as
-    `eval_with_test_pose_optimisation_<steps>.json`."""
+    test-time pose optimisation (also for stock splatfacto), and the run's `gaussians`. Written
+    beside the run's config as `eval_with_test_pose_optimisation_<steps>.json`."""
     from spars_ns.ns.run_config import load_run_config, setup_run
 
     with lpips_built_lazily(method):
         pipeline = setup_run(load_run_config(config_path), test_mode="test")
     results = evaluate_test_views(pipeline, test_pose_steps, Spars3rPipelineConfig.test_pose_lr, with_corrections=True)
     results["gaussians"] = pipeline.model.num_points
-    (config_path.parent / f"eval_with_test_pose_optimisation_{test_pose_steps}.json").write_text(json.dumps(results, indent=2))
+    (config_path.parent / f"eval_with_test_pose_optimisation_{test_pose_steps}.json").write_text(
+        json.dumps(results, indent=2)
+    )
     return results
 
 

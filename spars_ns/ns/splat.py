@@ -38,17 +38,27 @@ def export_splat(config: ExportSplatConfig) -> tuple[Path, int]:
     run = load_run_config(config.load_config)
     model_class = run.pipeline.model._target
     if not (isinstance(model_class, type) and issubclass(model_class, SplatfactoModel)):
-        raise InputError(f"{config.load_config}: a {getattr(model_class, '__name__', model_class)} run; only Gaussian-splat runs (spars3r, splatfacto) export splats")
+        raise InputError(
+            f"{config.load_config}: a {getattr(model_class, '__name__', model_class)} run; only Gaussian-splat "
+            "runs (spars3r, splatfacto) export splats"
+        )
     with lpips_built_lazily("splatfacto"):  # a stock splatfacto run would download AlexNet when loaded
         pipeline = setup_run(run, test_mode="inference")
     model = pipeline.model
     config.output_dir.mkdir(parents=True, exist_ok=True)
     path = config.output_dir / config.output_filename
     with torch.no_grad():
-        arrays = {name: value.numpy(force=True) for name, value in (
-            ("means", model.means), ("sh_dc", model.shs_0), ("sh_rest", model.shs_rest), ("opacity_logits", model.opacities),
-            ("log_scales", model.scales), ("quats", model.quats),
-        )}
+        arrays = {
+            name: value.numpy(force=True)
+            for name, value in (
+                ("means", model.means),
+                ("sh_dc", model.shs_0),
+                ("sh_rest", model.shs_rest),
+                ("opacity_logits", model.opacities),
+                ("log_scales", model.scales),
+                ("quats", model.quats),
+            )
+        }
     if model.config.sh_degree == 0:
         arrays["sh_rest"] = arrays["sh_rest"][:, :0]  # as nerfstudio writes it: no f_rest_* without higher SH
     return path, write_splat_ply(path, **arrays)

@@ -55,7 +55,9 @@ class SceneView(ViewerControl):
 
         camera = self.viewer.pipeline.datamanager.train_dataset.cameras[0]
         pose = view_from_camera(
-            camera.camera_to_worlds.numpy(force=True), float(camera.fy), float(camera.height),
+            camera.camera_to_worlds.numpy(force=True),
+            float(camera.fy),
+            float(camera.height),
             self.viewer.pipeline.model.means.numpy(force=True),
         )
         with client.atomic():

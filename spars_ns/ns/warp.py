@@ -31,11 +31,21 @@ class Warped:
 
 
 def forward_warp(
-    image: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor, camera_to_world: torch.Tensor,
-    target_intrinsics: torch.Tensor, target_camera_to_world: torch.Tensor, width: int, height: int,
+    image: torch.Tensor,
+    depth: torch.Tensor,
+    intrinsics: torch.Tensor,
+    camera_to_world: torch.Tensor,
+    target_intrinsics: torch.Tensor,
+    target_camera_to_world: torch.Tensor,
+    width: int,
+    height: int,
 ) -> Warped:
     """`image` (h, w, 3) with z-depth `depth` (h, w; <= 0 unknown) seen from the target camera."""
-    rows, cols = torch.meshgrid(torch.arange(depth.shape[0], device=depth.device), torch.arange(depth.shape[1], device=depth.device), indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(depth.shape[0], device=depth.device),
+        torch.arange(depth.shape[1], device=depth.device),
+        indexing="ij",
+    )
     known = depth > 0
     pixels = torch.stack([cols[known] + 0.5, rows[known] + 0.5, torch.ones_like(depth[known])], -1)
     world = transform(unproject(pixels, depth[known], intrinsics), camera_to_world)
@@ -51,11 +61,16 @@ def forward_warp(
     warped = image.new_zeros(height * width, image.shape[-1])
     warped[index[wins]] = colours[wins]
     landed = torch.isfinite(nearest)
-    return Warped(warped.reshape(height, width, -1), torch.where(landed, nearest, 0).reshape(height, width),
-                  landed.reshape(height, width))
+    return Warped(
+        warped.reshape(height, width, -1),
+        torch.where(landed, nearest, 0).reshape(height, width),
+        landed.reshape(height, width),
+    )
 
 
-def consistent_target(first: Warped, second: Warped, relative_tolerance: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
+def consistent_target(
+    first: Warped, second: Warped, relative_tolerance: float = 0.02
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The pseudo view's target image (mean of the two warps) and its mask: both landed, at depths
     that agree within `relative_tolerance`."""
     both = first.landed & second.landed
@@ -68,6 +83,10 @@ def interpolate_camera(first: torch.Tensor, second: torch.Tensor, t: float) -> t
     """Camera-to-world (3x4) a fraction `t` of the way from `first` to `second` (slerp of the
     rotation, straight line between the centres; t outside [0, 1] goes beyond them)."""
     rotations = roma.rotmat_to_unitquat(torch.stack([first[:, :3], second[:, :3]]))
-    rotation = roma.unitquat_to_rotmat(roma.utils.unitquat_slerp(rotations[0], rotations[1], torch.tensor([t], dtype=first.dtype, device=first.device))[0])
+    rotation = roma.unitquat_to_rotmat(
+        roma.utils.unitquat_slerp(
+            rotations[0], rotations[1], torch.tensor([t], dtype=first.dtype, device=first.device)
+        )[0]
+    )
     centre = (1 - t) * first[:, 3] + t * second[:, 3]
     return torch.cat([rotation, centre[:, None]], 1)

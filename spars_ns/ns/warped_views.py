@@ -37,8 +37,9 @@ def warp_source(data: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return image[..., :3], depth * (confidence > 0)
 
 
-def build_pseudo_views(cameras: Cameras, images: Sequence[torch.Tensor], depths: Sequence[torch.Tensor],
-                       positions: tuple[float, ...]) -> list[PseudoView]:
+def build_pseudo_views(
+    cameras: Cameras, images: Sequence[torch.Tensor], depths: Sequence[torch.Tensor], positions: tuple[float, ...]
+) -> list[PseudoView]:
     """Pseudo views for each training camera and its nearest neighbour, at `positions` along the way
     (0: the camera, 1: its neighbour). `images` (H, W, 3) in [0, 1] and `depths` (H, W; 0 unknown) in
     the cameras' order and scale."""
@@ -52,19 +53,37 @@ def build_pseudo_views(cameras: Cameras, images: Sequence[torch.Tensor], depths:
         for t in positions:
             pose = interpolate_camera(opencv[first], opencv[second], t)
             width, height = int(cameras.width[first]), int(cameras.height[first])
-            warps = [forward_warp(images[k].float(), depths[k].float(), intrinsics[k], opencv[k], intrinsics[first], pose, width, height)
-                     for k in (first, second)]
+            warps = [
+                forward_warp(
+                    images[k].float(),
+                    depths[k].float(),
+                    intrinsics[k],
+                    opencv[k],
+                    intrinsics[first],
+                    pose,
+                    width,
+                    height,
+                )
+                for k in (first, second)
+            ]
             image, mask = consistent_target(*warps)
             camera = Cameras(
                 camera_to_worlds=torch.cat([pose[:, :3] @ flip, pose[:, 3:]], -1)[None].cpu(),
-                fx=cameras.fx[first : first + 1], fy=cameras.fy[first : first + 1], cx=cameras.cx[first : first + 1],
-                cy=cameras.cy[first : first + 1], width=width, height=height, camera_type=cameras.camera_type[first : first + 1],
+                fx=cameras.fx[first : first + 1],
+                fy=cameras.fy[first : first + 1],
+                cx=cameras.cx[first : first + 1],
+                cy=cameras.cy[first : first + 1],
+                width=width,
+                height=height,
+                camera_type=cameras.camera_type[first : first + 1],
             )
             views.append(PseudoView(camera, image, mask[..., None].float(), (first, second)))
     return views
 
 
-def masked_photometric_loss(rendered: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, ssim, ssim_lambda: float) -> torch.Tensor:
+def masked_photometric_loss(
+    rendered: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, ssim, ssim_lambda: float
+) -> torch.Tensor:
     """splatfacto's L1 + D-SSIM on the masked pixels: outside the mask the render is replaced by the
     target, so that those pixels add no error (SSIM needs a whole image)."""
     filled = rendered * mask + target * (1 - mask)

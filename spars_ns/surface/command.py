@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from rich.console import Console
@@ -16,7 +15,14 @@ from spars_ns.errors import InputError
 from spars_ns.ply import write_mesh_ply
 from spars_ns.scene import atomic_files
 from spars_ns.surface.mesh import SignedDistanceVolume, colour_vertices, extract_surface
-from spars_ns.surface.tsdf import default_device, fuse, fusion_steps, grid_around, memory_available_gib, memory_needed_gib
+from spars_ns.surface.tsdf import (
+    default_device,
+    fuse,
+    fusion_steps,
+    grid_around,
+    memory_available_gib,
+    memory_needed_gib,
+)
 
 
 @dataclass
@@ -27,9 +33,9 @@ class MeshConfig:
 
     output_dir: Path
     """Folder for sdf.npz and mesh.ply (created if needed)."""
-    scene: Optional[Path] = None
+    scene: Path | None = None
     """A processed scene with depth (made with a dense prior and --refine): its training views' depth is fused."""
-    load_config: Optional[Path] = None
+    load_config: Path | None = None
     """config.yml of a trained spars3r run: depth rendered at its training cameras and between them is fused."""
     resolution: int = 256
     """Voxels along each side of the cubic volume; 64 gives the volumes SDF-refinement networks take."""
@@ -60,7 +66,7 @@ class MeshResult:
     seconds: float
 
 
-def make_mesh(config: MeshConfig, console: Optional[Console] = None) -> MeshResult:
+def make_mesh(config: MeshConfig, console: Console | None = None) -> MeshResult:
     """Writes `sdf.npz` and `mesh.ply` into `config.output_dir`."""
     start = time.perf_counter()
     device = default_device()
@@ -76,7 +82,9 @@ def make_mesh(config: MeshConfig, console: Optional[Console] = None) -> MeshResu
             views, seeds = run_views(config.load_config, config.interpolated_views, config.render_scale, progress)
         grid = grid_around(views, seeds, config.resolution, config.margin)
         truncation = config.truncation * grid.voxel_size
-        task = progress.add_task(f"Fusing {len(views)} views into {config.resolution}^3 voxels", total=fusion_steps(grid))
+        task = progress.add_task(
+            f"Fusing {len(views)} views into {config.resolution}^3 voxels", total=fusion_steps(grid)
+        )
         sdf, weight = fuse(views, grid, truncation, device, advance=lambda: progress.advance(task))
         volume = SignedDistanceVolume(sdf, weight, grid.origin, np.float64(grid.voxel_size), np.float64(truncation))
         if not (weight > 0).any():
@@ -104,7 +112,9 @@ def make_mesh(config: MeshConfig, console: Optional[Console] = None) -> MeshResu
 def check_config(config: MeshConfig, available_gib: float) -> None:
     """Refuse options that cannot work, before anything is read or rendered."""
     if (config.scene is None) == (config.load_config is None):
-        raise InputError("give one source: --scene DIR (a processed scene) or --load-config config.yml (a spars3r run).")
+        raise InputError(
+            "give one source: --scene DIR (a processed scene) or --load-config config.yml (a spars3r run)."
+        )
     if config.resolution < 8:
         raise InputError(f"--resolution {config.resolution}: at least 8 voxels a side are needed for a surface.")
     if config.truncation < 1:
@@ -121,8 +131,13 @@ def check_config(config: MeshConfig, available_gib: float) -> None:
         )
 
 
-def _progress(console: Optional[Console]) -> Progress:
+def _progress(console: Console | None) -> Progress:
     return Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     )

@@ -103,7 +103,7 @@ class SeenSurface:
     extent: float
 
     @classmethod
-    def of(cls, scene: SyntheticScene, views: list[int], threshold_of_extent: float = 0.01) -> "SeenSurface":
+    def of(cls, scene: SyntheticScene, views: list[int], threshold_of_extent: float = 0.01) -> SeenSurface:
         coarse = sample_quads(scene.quads, spacing=0.05)
         extent = float(np.linalg.norm(np.ptp(coarse[seen_by(coarse, scene, views)], axis=0)))
         threshold = threshold_of_extent * extent
@@ -116,7 +116,10 @@ class SeenSurface:
         to_truth = distance_to_quads(mesh_points, self.scene.quads)
         to_mesh, _ = cKDTree(mesh_points).query(self.samples, workers=-1)
         return SurfaceScores(
-            accuracy=float(to_truth.mean()), completeness=float(to_mesh.mean()),
-            precision=float((to_truth < self.threshold).mean()), recall=float((to_mesh < self.threshold).mean()),
-            threshold=self.threshold, extent=self.extent,
+            accuracy=float(to_truth.mean()),
+            completeness=float(to_mesh.mean()),
+            precision=float((to_truth < self.threshold).mean()),
+            recall=float((to_mesh < self.threshold).mean()),
+            threshold=self.threshold,
+            extent=self.extent,
         )

@@ -95,7 +95,9 @@ def drop_small_components(faces: np.ndarray, vertex_count: int, min_fraction: fl
     return faces[faces_per_piece[face_labels] >= min_fraction * len(faces)]
 
 
-def colour_vertices(vertices: np.ndarray, views: list[DepthView], truncation: float, device: torch.device) -> np.ndarray:
+def colour_vertices(
+    vertices: np.ndarray, views: list[DepthView], truncation: float, device: torch.device
+) -> np.ndarray:
     """(N, 3) uint8: per vertex, the mean colour of the views that see it (it lies within
     `truncation` of their depth there), weighted by their confidence and by how close to their
     depth it lies (a view that sees the surface at a grazing angle puts a pixel's colour on a
@@ -109,5 +111,7 @@ def colour_vertices(vertices: np.ndarray, views: list[DepthView], truncation: fl
         weight = weight * (1 - distance.abs() / truncation).clamp_(min=0)
         colour_sum += weight[:, None] * on_device.colour[pixel].float()
         weight_sum += weight
-    colours = torch.where(weight_sum[:, None] > 0, colour_sum / weight_sum.clamp_min(1e-12)[:, None], float(UNSEEN_GREY))
+    colours = torch.where(
+        weight_sum[:, None] > 0, colour_sum / weight_sum.clamp_min(1e-12)[:, None], float(UNSEEN_GREY)
+    )
     return colours.round().clamp(0, 255).to(torch.uint8).cpu().numpy()

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -27,7 +26,9 @@ from spars_ns.scene import depth_confidence_path, read_depth_map, read_transform
 from spars_ns.surface.tsdf import Camera, DepthView
 
 # The processing options that write depth/ (README, "Use"), named when a scene has none.
-DEPTH_OPTIONS = "`--prior files --prior-options.files.dir DIR --refine global|local`, or `--prior mast3r --refine global|local`"
+DEPTH_OPTIONS = (
+    "`--prior files --prior-options.files.dir DIR --refine global|local`, or `--prior mast3r --refine global|local`"
+)
 # Rendered pixels with less accumulated opacity than this have no depth worth fusing.
 MIN_ACCUMULATION = 0.5
 _SUPPORTED_CAMERA_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE")
@@ -70,18 +71,27 @@ def _scene_view(scene_dir: Path, frame: dict) -> DepthView:
     width, height = int(frame["w"]), int(frame["h"])
     for path, shape in ((depth_path, depth.shape), (confidence_path, confidence.shape), (image_path, colour.shape[:2])):
         if shape != (height, width):
-            raise InputError(f"{path}: {shape[1]}x{shape[0]} pixels, but transforms.json gives its frame {width}x{height}.")
+            raise InputError(
+                f"{path}: {shape[1]}x{shape[0]} pixels, but transforms.json gives its frame {width}x{height}."
+            )
     camera = Camera(
         cam_from_world=opengl_c2w_to_opencv(np.asarray(frame["transform_matrix"])),
-        fx=float(frame["fl_x"]), fy=float(frame.get("fl_y", frame["fl_x"])), cx=float(frame["cx"]), cy=float(frame["cy"]),
-        width=width, height=height,
+        fx=float(frame["fl_x"]),
+        fy=float(frame.get("fl_y", frame["fl_x"])),
+        cx=float(frame["cx"]),
+        cy=float(frame["cy"]),
+        width=width,
+        height=height,
         distortion=tuple(float(frame.get(name, 0.0)) for name in ("k1", "k2", "k3", "p1", "p2")),
     )
     return DepthView(camera, depth, confidence, colour)
 
 
 def run_views(
-    config_path: Path, interpolated_views: int, render_scale: float, progress: Optional[Progress] = None,
+    config_path: Path,
+    interpolated_views: int,
+    render_scale: float,
+    progress: Progress | None = None,
 ) -> tuple[list[DepthView], np.ndarray]:
     """Views rendered from a trained spars3r run, in the scene's frame, and the run's Gaussian
     centres (N, 3) for the bounds. Views are rendered at `render_scale` times the size the run
@@ -90,6 +100,7 @@ def run_views(
     times it, BENCHMARKS.md)."""
     from nerfstudio.cameras.camera_utils import get_interpolated_poses
     from nerfstudio.cameras.cameras import Cameras, CameraType
+
     from spars_ns.ns.run_config import load_run_config, setup_run
 
     run = load_run_config(config_path)
@@ -116,24 +127,35 @@ def run_views(
     for pose, intrinsics_of in to_render:
         camera = Camera(
             cam_from_world=to_scene.cam_from_world(pose),
-            fx=float(cameras.fx[intrinsics_of]) * render_scale, fy=float(cameras.fy[intrinsics_of]) * render_scale,
-            cx=float(cameras.cx[intrinsics_of]) * render_scale, cy=float(cameras.cy[intrinsics_of]) * render_scale,
+            fx=float(cameras.fx[intrinsics_of]) * render_scale,
+            fy=float(cameras.fy[intrinsics_of]) * render_scale,
+            cx=float(cameras.cx[intrinsics_of]) * render_scale,
+            cy=float(cameras.cy[intrinsics_of]) * render_scale,
             width=round(int(cameras.width[intrinsics_of]) * render_scale),
             height=round(int(cameras.height[intrinsics_of]) * render_scale),
         )
-        rendered = model.get_outputs_for_camera(Cameras(
-            camera_to_worlds=torch.as_tensor(pose, dtype=torch.float32)[None, :3],
-            fx=camera.fx, fy=camera.fy, cx=camera.cx, cy=camera.cy, width=camera.width, height=camera.height,
-            camera_type=CameraType.PERSPECTIVE,
-        ))
+        rendered = model.get_outputs_for_camera(
+            Cameras(
+                camera_to_worlds=torch.as_tensor(pose, dtype=torch.float32)[None, :3],
+                fx=camera.fx,
+                fy=camera.fy,
+                cx=camera.cx,
+                cy=camera.cy,
+                width=camera.width,
+                height=camera.height,
+                camera_type=CameraType.PERSPECTIVE,
+            )
+        )
         accumulation = rendered["accumulation"][..., 0].numpy(force=True)
         depth = np.where(accumulation > MIN_ACCUMULATION, rendered["depth"][..., 0].numpy(force=True), 0.0)
-        views.append(DepthView(
-            camera=camera,
-            depth=(depth / to_scene.scale).astype(np.float32),
-            confidence=accumulation.astype(np.float32),
-            colour=(rendered["rgb"].numpy(force=True) * 255).round().astype(np.uint8),
-        ))
+        views.append(
+            DepthView(
+                camera=camera,
+                depth=(depth / to_scene.scale).astype(np.float32),
+                confidence=accumulation.astype(np.float32),
+                colour=(rendered["rgb"].numpy(force=True) * 255).round().astype(np.uint8),
+            )
+        )
         if progress:
             progress.advance(task)
     return views, to_scene.points(model.means.numpy(force=True))

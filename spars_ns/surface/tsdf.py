@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -134,8 +134,11 @@ def default_device() -> torch.device:
 
 
 def fuse(
-    views: list[DepthView], grid: VoxelGrid, truncation: float, device: torch.device,
-    advance: Optional[Callable[[], None]] = None,
+    views: list[DepthView],
+    grid: VoxelGrid,
+    truncation: float,
+    device: torch.device,
+    advance: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(sdf, weight), each (D, D, D) float32: the confidence-weighted mean truncated signed distance
     of every voxel (scene units, in [-truncation, truncation]; +truncation where no view
@@ -154,7 +157,9 @@ def fuse(
             weights[start:stop] += weight
         if advance is not None:
             advance()
-    sdf = weighted_sum.div_(weights.clamp_min(1e-12)).masked_fill_(weights == 0, truncation)  # in place: no third volume
+    sdf = weighted_sum.div_(weights.clamp_min(1e-12)).masked_fill_(
+        weights == 0, truncation
+    )  # in place: no third volume
     shape = (grid.resolution,) * 3
     return sdf.reshape(shape).cpu().numpy(), weights.reshape(shape).cpu().numpy()
 
@@ -163,7 +168,7 @@ def fusion_steps(grid: VoxelGrid) -> int:
     return math.ceil(grid.resolution**3 / CHUNK_VOXELS)
 
 
-def grid_around(views: list[DepthView], seed_points: Optional[np.ndarray], resolution: int, margin: float) -> VoxelGrid:
+def grid_around(views: list[DepthView], seed_points: np.ndarray | None, resolution: int, margin: float) -> VoxelGrid:
     """The cube of `resolution`^3 voxels around what the views see: the union of their view
     frusta (from the camera to the 99th percentile of its depth; the pinhole corners, which
     bound the box up to the distortion) intersected with the seed

@@ -2,9 +2,9 @@
 
 `sam`: Segment Anything (the `segment-anything` package, `vit_h`/`vit_b`/`vit_l` by
 checkpoint path, or found in the weights cache, `weights_cache()`), prompted with one point
-per outlier, batched; masks that overlap are merged. `superpixels`: SLIC superpixels from scikit-image, for when no SAM weights are at
-hand, at several scales. Label maps are at the prior's working resolution: 0 for no
-region, k > 0 for region k.
+per outlier, batched; masks that overlap are merged. `superpixels`: SLIC superpixels from
+scikit-image, for when no SAM weights are at hand, at several scales. Label maps are at the
+prior's working resolution: 0 for no region, k > 0 for region k.
 """
 
 from __future__ import annotations
@@ -85,7 +85,11 @@ def merge_masks(masks: np.ndarray, min_overlap: float) -> np.ndarray:
 
 
 # The file names Meta publishes the SAM checkpoints under.
-SAM_CHECKPOINT_NAMES = {"vit_h": "sam_vit_h_4b8939.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_b": "sam_vit_b_01ec64.pth"}
+SAM_CHECKPOINT_NAMES = {
+    "vit_h": "sam_vit_h_4b8939.pth",
+    "vit_l": "sam_vit_l_0b3195.pth",
+    "vit_b": "sam_vit_b_01ec64.pth",
+}
 
 
 def weights_cache() -> Path:
@@ -111,7 +115,9 @@ def sam_not_found(path: Path | None) -> InputError:
     )
 
 
-def choose_regions(kind: Literal["auto", "sam", "superpixels"], config: RegionsConfig) -> tuple[str, RegionsConfig, str]:
+def choose_regions(
+    kind: Literal["auto", "sam", "superpixels"], config: RegionsConfig
+) -> tuple[str, RegionsConfig, str]:
     """(the regions that will run, their options with the SAM checkpoint filled in, a notice
     saying which and why). `auto` takes SAM when its weights and package are at hand."""
     if kind == "superpixels":
@@ -122,9 +128,12 @@ def choose_regions(kind: Literal["auto", "sam", "superpixels"], config: RegionsC
         if checkpoint is None or not checkpoint.is_file():
             raise sam_not_found(checkpoint or weights_cache() / SAM_CHECKPOINT_NAMES[config.sam_model])
         return "sam", replace(config, sam_checkpoint=checkpoint), f"two-stage alignment with SAM regions ({checkpoint})"
-    why = ("the segment-anything package is not installed (pip install 'spars-ns[sam]')" if not has_package
-           else f"no SAM weights: pass --regions-options.sam-checkpoint PATH or put them at "
-                f"{weights_cache() / SAM_CHECKPOINT_NAMES[config.sam_model]}")
+    why = (
+        "the segment-anything package is not installed (pip install 'spars-ns[sam]')"
+        if not has_package
+        else f"no SAM weights: pass --regions-options.sam-checkpoint PATH or put them at "
+        f"{weights_cache() / SAM_CHECKPOINT_NAMES[config.sam_model]}"
+    )
     return "superpixels", config, f"two-stage alignment with superpixel regions, not SAM: {why}"
 
 
@@ -146,7 +155,7 @@ class SamRegions:
         self.config = config
 
     @classmethod
-    def from_model(cls, model, config: RegionsConfig) -> "SamRegions":
+    def from_model(cls, model, config: RegionsConfig) -> SamRegions:
         """Wrap an already built SAM model (used by the tests with a tiny random one)."""
         from segment_anything import SamPredictor
 

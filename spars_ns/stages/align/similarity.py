@@ -13,8 +13,8 @@ cameras), so they do not depend on the reconstruction's arbitrary scale.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pycolmap
@@ -114,14 +114,16 @@ def align_image(
     """
     prior_points, conf = prior.sample(xy)
     xy, world, prior_points = xy[conf > 0], world[conf > 0], prior_points[conf > 0]
-    report = {"correspondences": int(len(xy))}
+    report = {"correspondences": len(xy)}
     if len(xy) < MIN_CORRESPONDENCES:
         return None
     global_fit = fit_sim3(prior_points, world, threshold, SEED)
     if global_fit is None:
         return None
     residual_global = np.linalg.norm(global_fit.apply(prior_points) - world, axis=1)
-    report.update(inlier_ratio=float(global_fit.inliers.mean()), residual_global_median=float(np.median(residual_global)))
+    report.update(
+        inlier_ratio=float(global_fit.inliers.mean()), residual_global_median=float(np.median(residual_global))
+    )
 
     h, w = prior.shape
     flat = prior.pts3d.reshape(-1, 3).astype(np.float64)
@@ -158,7 +160,8 @@ def align_image(
                 aligned[pixels] = fit.apply(flat[pixels])
                 residual_final[inside] = np.linalg.norm(fit.apply(prior_points[inside]) - world[inside], axis=1)
     report.update(
-        regions_accepted=len(accepted), regions_rejected=len(rejected),
+        regions_accepted=len(accepted),
+        regions_rejected=len(rejected),
         residual_final_median=float(np.median(residual_final)),
     )
     aligned[region_ids == REGION_DROPPED] = np.nan
@@ -167,8 +170,13 @@ def align_image(
     inlier_mask = np.zeros(h * w, bool)
     inlier_mask[corr_pixel[global_fit.inliers]] = True
     return ImageAlignment(
-        aligned.reshape(h, w, 3).astype(np.float32), region_ids.reshape(h, w), inlier_mask.reshape(h, w),
-        xy, residual_global, residual_final, report,
+        aligned.reshape(h, w, 3).astype(np.float32),
+        region_ids.reshape(h, w),
+        inlier_mask.reshape(h, w),
+        xy,
+        residual_global,
+        residual_final,
+        report,
     )
 
 
@@ -199,7 +207,8 @@ def align_scene(
             covered = int((prior.sample(xy)[1] > 0).sum())
             skipped[image.name] = (
                 f"the prior has depth at {covered} of its {len(xy)} SfM points, a fit needs {MIN_CORRESPONDENCES}"
-                if covered < MIN_CORRESPONDENCES else f"no similarity fits its {covered} SfM points with prior depth"
+                if covered < MIN_CORRESPONDENCES
+                else f"no similarity fits its {covered} SfM points with prior depth"
             )
         else:
             aligned[image.name] = result

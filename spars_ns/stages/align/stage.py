@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from spars_ns.stages.align.similarity import align_scene, depth_in_camera
-from spars_ns.stages.align.figures import residual_picture
 from spars_ns.ply import SOURCE_GLOBAL, SOURCE_REGION
-from spars_ns.stages.prior.dense_prior import DensePrior
-from spars_ns.stages.align.regions import SamRegions, superpixel_regions
 from spars_ns.scene import NpzRecord, SceneFolder, atomic_dir, atomic_write_text
+from spars_ns.stages.align.figures import residual_picture
+from spars_ns.stages.align.regions import SamRegions, superpixel_regions
+from spars_ns.stages.align.similarity import align_scene, depth_in_camera
+from spars_ns.stages.base import Stage
+from spars_ns.stages.prior.dense_prior import DensePrior
 from spars_ns.stages.prior.stage import load_priors
 from spars_ns.stages.sfm.stage import registered_train
-from spars_ns.stages.base import Stage
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,15 @@ class AlignedPrior(NpzRecord):
 
 def aligned_path(scene: SceneFolder, image_name: str) -> Path:
     return scene.align_dir / f"{Path(image_name).stem}.npz"
+
+
+def aligned_paths(scene: SceneFolder) -> list[Path]:
+    """`align/<stem>.npz` of every aligned view, sorted by name."""
+    return sorted(scene.align_dir.glob("*.npz"))
+
+
+def report_path(scene: SceneFolder) -> Path:
+    return scene.align_dir / "report.json"
 
 
 class AlignStage(Stage):
@@ -79,7 +88,8 @@ class AlignStage(Stage):
         model, images = registered_train(scene)
         priors = load_priors(scene, images)
         working_images = {
-            name: prior.resample(np.asarray(Image.open(scene.images_dir / name).convert("RGB"))) for name, prior in priors.items()
+            name: prior.resample(np.asarray(Image.open(scene.images_dir / name).convert("RGB")))
+            for name, prior in priors.items()
         }
         result = align_scene(model, priors, self._region_proposer(working_images))
         with atomic_dir(scene.align_dir) as tmp:
@@ -90,12 +100,14 @@ class AlignStage(Stage):
                     continue
                 prior, stem = priors[image.name], Path(image.name).stem
                 depth = depth_in_camera(aligned.points, image.cam_from_world().matrix())
-                AlignedPrior(aligned.points, depth.astype(np.float32), prior.conf, aligned.region_ids, aligned.inlier_mask).save(
-                    tmp / f"{stem}.npz"
-                )
+                AlignedPrior(
+                    aligned.points, depth.astype(np.float32), prior.conf, aligned.region_ids, aligned.inlier_mask
+                ).save(tmp / f"{stem}.npz")
                 picture = residual_picture(
                     working_images[image.name],
-                    prior.to_working(aligned.correspondences_xy), aligned.residual_global, aligned.residual_final,
+                    prior.to_working(aligned.correspondences_xy),
+                    aligned.residual_global,
+                    aligned.residual_final,
                     result.threshold,
                 )
                 picture.save(tmp / "residuals" / f"{stem}.png")
@@ -104,12 +116,13 @@ class AlignStage(Stage):
                 "images": {name: a.report for name, a in result.images.items()},
                 "sfm_points_only": result.skipped,
             }
-            atomic_write_text(tmp / "report.json", json.dumps(report, indent=2))
+            atomic_write_text(tmp / report_path(scene).name, json.dumps(report, indent=2))
         for name, why in result.skipped.items():
             log.warning("%s keeps its SfM points only: %s", name, why)
         reports = list(report["images"].values())
         return {
-            "aligned": len(reports), "sfm_only": len(result.skipped),
+            "aligned": len(reports),
+            "sfm_only": len(result.skipped),
             "regions_accepted": sum(r["regions_accepted"] for r in reports),
             "regions_rejected": sum(r["regions_rejected"] for r in reports),
         }

@@ -22,11 +22,11 @@ import numpy as np
 import pycolmap
 
 from spars_ns.geometry import camera_center, rotation_angle_deg
-from spars_ns.stages.prior.dense_prior import DensePrior
 from spars_ns.scene import SceneFolder, atomic_dir, atomic_write_text
+from spars_ns.stages.base import SEED, Stage
+from spars_ns.stages.prior.dense_prior import DensePrior
 from spars_ns.stages.prior.stage import prior_path
 from spars_ns.stages.sfm.stage import database_path, match_graph, registered_train
-from spars_ns.stages.base import SEED, Stage
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,15 @@ def no_depth_path(scene: SceneFolder, image_name: str) -> Path:
 def prior_cameras(scene: SceneFolder) -> dict[str, tuple[pycolmap.Camera, np.ndarray]]:
     """(camera, cam_from_world 3x4) of each view placed from the prior, by image name."""
     cameras = json.loads(report_path(scene).read_text())["cameras"]
-    return {name: (pycolmap.Camera(**entry["camera"]), np.array(entry["cam_from_world"])) for name, entry in cameras.items()}
+    return {
+        name: (pycolmap.Camera(**entry["camera"]), np.array(entry["cam_from_world"])) for name, entry in cameras.items()
+    }
 
 
 def fit_prior_frame(
-    views: dict[str, tuple[np.ndarray, np.ndarray]], extent: float, seed: int,
+    views: dict[str, tuple[np.ndarray, np.ndarray]],
+    extent: float,
+    seed: int,
 ) -> tuple[pycolmap.Sim3d | None, dict]:
     """Similarity SfM-from-prior from views given as name -> (prior cam_from_world, SfM cam_from_world).
 
@@ -70,14 +74,18 @@ def fit_prior_frame(
     """
     names = sorted(views)
     if len(names) < MIN_FIT_VIEWS:
-        return None, {"why_not": f"the prior poses {len(names)} registered view(s) ({', '.join(names) or 'none'}); "
-                                 f"fitting its frame onto SfM's needs {MIN_FIT_VIEWS}"}
+        return None, {
+            "why_not": f"the prior poses {len(names)} registered view(s) ({', '.join(names) or 'none'}); "
+            f"fitting its frame onto SfM's needs {MIN_FIT_VIEWS}"
+        }
     prior_centres = np.stack([camera_center(views[n][0]) for n in names])
     sfm_centres = np.stack([camera_center(views[n][1]) for n in names])
     spread = np.linalg.svd(sfm_centres - sfm_centres.mean(0), compute_uv=False)
     if spread[1] < MIN_FLATNESS * spread[0]:
-        return None, {"why_not": f"the {len(names)} registered cameras the prior poses stand nearly on a line, which "
-                                 "leaves the prior's frame free to turn about it"}
+        return None, {
+            "why_not": f"the {len(names)} registered cameras the prior poses stand nearly on a line, which "
+            "leaves the prior's frame free to turn about it"
+        }
     threshold = CENTRE_INLIER_DISTANCE * extent
     ransac = pycolmap.RANSACOptions(max_error=threshold, random_seed=seed)
     found = pycolmap.estimate_sim3d_robust(prior_centres, sfm_centres, ransac)
@@ -89,22 +97,35 @@ def fit_prior_frame(
     orientation_error = {n: rotation_angle_deg(mapped[n][:, :3] @ views[n][1][:, :3].T) for n in names}
     inliers = [n for n, inlier in zip(names, found["inlier_mask"]) if inlier]
     fit = {
-        "views": names, "inliers": inliers, "scale": float(sim.scale),
+        "views": names,
+        "inliers": inliers,
+        "scale": float(sim.scale),
         "centre_error": {n: e / extent for n, e in centre_error.items()},  # fractions of the extent
         "orientation_error_deg": orientation_error,
     }
     if len(inliers) < MIN_FIT_VIEWS:
-        return None, {**fit, "why_not": f"{len(inliers)} of {len(names)} prior camera centres agree with SfM's "
-                                        f"(within {CENTRE_INLIER_DISTANCE:g} of the extent); the fit needs {MIN_FIT_VIEWS}"}
+        return None, {
+            **fit,
+            "why_not": f"{len(inliers)} of {len(names)} prior camera centres agree with SfM's "
+            f"(within {CENTRE_INLIER_DISTANCE:g} of the extent); the fit needs {MIN_FIT_VIEWS}",
+        }
     median_turn = float(np.median([orientation_error[n] for n in inliers]))
     if median_turn > MAX_ORIENTATION_ERROR_DEG:
-        return None, {**fit, "why_not": f"the mapped prior cameras look {median_turn:.1f} degrees away from SfM's (median); "
-                                        "the prior's poses or its frame disagree with SfM's"}
+        return None, {
+            **fit,
+            "why_not": f"the mapped prior cameras look {median_turn:.1f} degrees away from SfM's (median); "
+            "the prior's poses or its frame disagree with SfM's",
+        }
     return sim, fit
 
 
 def refine_by_absolute_pose(
-    mapped: np.ndarray, camera: pycolmap.Camera, points2d: np.ndarray, points3d: np.ndarray, extent: float, seed: int,
+    mapped: np.ndarray,
+    camera: pycolmap.Camera,
+    points2d: np.ndarray,
+    points3d: np.ndarray,
+    extent: float,
+    seed: int,
 ) -> tuple[np.ndarray, str]:
     """The mapped camera refined against the SfM points it sees, or as it is; with how it was posed."""
     if len(points2d) < MIN_POSE_INLIERS:
@@ -116,14 +137,17 @@ def refine_by_absolute_pose(
     result = pycolmap.estimate_and_refine_absolute_pose(points2d, points3d, camera, estimation, refinement)
     inliers = int(result["num_inliers"]) if result else 0
     if inliers < MIN_POSE_INLIERS:
-        return mapped, (f"the prior's, mapped: absolute pose kept {inliers} of {len(points2d)} matches "
-                        f"(needs {MIN_POSE_INLIERS})")
+        return mapped, (
+            f"the prior's, mapped: absolute pose kept {inliers} of {len(points2d)} matches (needs {MIN_POSE_INLIERS})"
+        )
     refined = result["cam_from_world"].matrix()
     turn = rotation_angle_deg(refined[:, :3] @ mapped[:, :3].T)
     shift = float(np.linalg.norm(camera_center(refined) - camera_center(mapped))) / extent
     if turn > MAX_REFINEMENT_ROTATION_DEG or shift > MAX_REFINEMENT_SHIFT:
-        return mapped, (f"the prior's, mapped: the absolute pose ({inliers} inliers) lies {turn:.1f} degrees and "
-                        f"{shift:.2f} of the extent from it, too far to trust")
+        return mapped, (
+            f"the prior's, mapped: the absolute pose ({inliers} inliers) lies {turn:.1f} degrees and "
+            f"{shift:.2f} of the extent from it, too far to trust"
+        )
     return refined, f"refined by absolute pose: {inliers} of {len(points2d)} matches to SfM points"
 
 
@@ -153,9 +177,13 @@ class CamerasStage(Stage):
 
     def settings(self) -> dict:
         return {
-            "min_fit_views": MIN_FIT_VIEWS, "centre_inlier_distance": CENTRE_INLIER_DISTANCE, "min_flatness": MIN_FLATNESS,
-            "max_orientation_error_deg": MAX_ORIENTATION_ERROR_DEG, "min_pose_inliers": MIN_POSE_INLIERS,
-            "max_refinement_rotation_deg": MAX_REFINEMENT_ROTATION_DEG, "max_refinement_shift": MAX_REFINEMENT_SHIFT,
+            "min_fit_views": MIN_FIT_VIEWS,
+            "centre_inlier_distance": CENTRE_INLIER_DISTANCE,
+            "min_flatness": MIN_FLATNESS,
+            "max_orientation_error_deg": MAX_ORIENTATION_ERROR_DEG,
+            "min_pose_inliers": MIN_POSE_INLIERS,
+            "max_refinement_rotation_deg": MAX_REFINEMENT_ROTATION_DEG,
+            "max_refinement_shift": MAX_REFINEMENT_SHIFT,
         }
 
     def run(self) -> dict:
@@ -165,17 +193,27 @@ class CamerasStage(Stage):
         priors = {n: DensePrior.load(prior_path(scene, n)) for n in self.train if prior_path(scene, n).exists()}
         posed = {n: prior for n, prior in priors.items() if prior.has_pose}
         unregistered = [n for n in self.train if n not in registered]
-        report = {"fit": None, "cameras": {}, "not_placed": {
-            n: "its prior gives no pose" if n in priors else "it has no prior" for n in unregistered if n not in posed
-        }}
+        report = {
+            "fit": None,
+            "cameras": {},
+            "not_placed": {
+                n: "its prior gives no pose" if n in priors else "it has no prior"
+                for n in unregistered
+                if n not in posed
+            },
+        }
         to_place = [n for n in unregistered if n in posed]
         if to_place:
             centres = np.stack([image.projection_center() for image in images])
             extent = float(np.linalg.norm(centres[:, None] - centres[None], axis=-1).max())  # SfM units
-            views = {n: (posed[n].cam_from_world, registered[n].cam_from_world().matrix()) for n in posed if n in registered}
+            views = {
+                n: (posed[n].cam_from_world, registered[n].cam_from_world().matrix()) for n in posed if n in registered
+            }
             sim, report["fit"] = fit_prior_frame(views, extent, SEED)
             if sim is None:
-                report["not_placed"].update({n: f"the prior's frame does not fit SfM's: {report['fit']['why_not']}" for n in to_place})
+                report["not_placed"].update(
+                    dict.fromkeys(to_place, f"the prior's frame does not fit SfM's: {report['fit']['why_not']}")
+                )
             else:
                 placing = CameraPlacing(scene, model, sim, extent, SEED)
                 report["cameras"] = {n: placing.place(n, posed[n]) for n in to_place}
@@ -190,7 +228,8 @@ class CamerasStage(Stage):
         for name, why in report["not_placed"].items():
             log.warning("Training image %s gets no camera from the prior: %s", name, why)
         return {
-            "unregistered": len(unregistered), "placed": len(report["cameras"]),
+            "unregistered": len(unregistered),
+            "placed": len(report["cameras"]),
             "refined": sum(e["pose"].startswith("refined") for e in report["cameras"].values()),
             "fit_inliers": len((report["fit"] or {}).get("inliers", [])),
         }
@@ -199,7 +238,9 @@ class CamerasStage(Stage):
 class CameraPlacing:
     """Places unregistered views in SfM's frame through the fitted similarity `sim`."""
 
-    def __init__(self, scene: SceneFolder, model: pycolmap.Reconstruction, sim: pycolmap.Sim3d, extent: float, seed: int):
+    def __init__(
+        self, scene: SceneFolder, model: pycolmap.Reconstruction, sim: pycolmap.Sim3d, extent: float, seed: int
+    ):
         self.model, self.sim, self.extent, self.seed = model, sim, extent, seed
         self.graph, self.cameras = match_graph(scene), database_cameras(database_path(scene))
         self.calibrated = {model.image(i).camera_id for i in model.reg_image_ids()}
@@ -211,15 +252,26 @@ class CameraPlacing:
             camera, intrinsics = self.model.camera(camera.camera_id), "SfM's (a camera shared with registered views)"
         else:
             k = prior.original_intrinsics()
-            camera = pycolmap.Camera(model="PINHOLE", width=camera.width, height=camera.height,
-                                     params=[k[0, 0], k[1, 1], k[0, 2], k[1, 2]], camera_id=camera.camera_id)
+            camera = pycolmap.Camera(
+                model="PINHOLE",
+                width=camera.width,
+                height=camera.height,
+                params=[k[0, 0], k[1, 1], k[0, 2], k[1, 2]],
+                camera_id=camera.camera_id,
+            )
             intrinsics = "the prior's"
         mapped = self.sim.transform_camera_world(pycolmap.Rigid3d(prior.cam_from_world)).matrix()
         points2d, points3d = self.graph.points_seen(self.model, self.graph.image_ids[name])
         cam_from_world, pose = refine_by_absolute_pose(mapped, camera, points2d, points3d, self.extent, self.seed)
         return {
-            "camera_source": "prior", "pose": pose, "intrinsics": intrinsics,
-            "camera": {"model": camera.model_name, "width": int(camera.width), "height": int(camera.height),
-                       "params": [float(v) for v in camera.params]},
+            "camera_source": "prior",
+            "pose": pose,
+            "intrinsics": intrinsics,
+            "camera": {
+                "model": camera.model_name,
+                "width": int(camera.width),
+                "height": int(camera.height),
+                "params": [float(v) for v in camera.params],
+            },
             "cam_from_world": cam_from_world.tolist(),
         }

@@ -18,12 +18,13 @@ from PIL import Image
 from spars_ns.errors import SfMError
 from spars_ns.geometry import opencv_to_opengl_c2w
 from spars_ns.ply import SOURCE_GLOBAL, SOURCE_REFINE, SOURCE_REGION, SOURCE_SFM, write_points_ply
-from spars_ns.stages.prior.dense_prior import DensePrior
 from spars_ns.scene import SceneFolder, atomic_write_text
-from spars_ns.stages.align.stage import AlignedPrior
-from spars_ns.stages.cameras.stage import no_depth_path, prior_cameras
-from spars_ns.stages.refine.stage import RefinedPrior, cameras_path
+from spars_ns.stages.align.stage import AlignedPrior, aligned_paths
 from spars_ns.stages.base import SEED, Stage
+from spars_ns.stages.cameras.stage import no_depth_path, prior_cameras
+from spars_ns.stages.prior.dense_prior import DensePrior
+from spars_ns.stages.prior.stage import prior_path
+from spars_ns.stages.refine.stage import RefinedPrior, cameras_path, refined_paths
 
 if TYPE_CHECKING:
     from spars_ns.options import ProcessConfig
@@ -42,21 +43,34 @@ def camera_to_opencv(camera: pycolmap.Camera) -> dict:
     """nerfstudio per-frame intrinsics (OPENCV model) of a COLMAP camera."""
     names = _PARAMS_TO_OPENCV.get(camera.model_name)
     if names is None:
-        raise SfMError(f"Camera model {camera.model_name} cannot be exported; use one of {', '.join(_PARAMS_TO_OPENCV)}.")
+        raise SfMError(
+            f"Camera model {camera.model_name} cannot be exported; use one of {', '.join(_PARAMS_TO_OPENCV)}."
+        )
     values = dict(zip(names, map(float, camera.params)))
     focal_x = values.get("fx", values.get("f"))
     focal_y = values.get("fy", values.get("f"))
     return {
-        "fl_x": focal_x, "fl_y": focal_y, "cx": values["cx"], "cy": values["cy"],
-        "w": int(camera.width), "h": int(camera.height),
-        "k1": values.get("k1", 0.0), "k2": values.get("k2", 0.0),
-        "p1": values.get("p1", 0.0), "p2": values.get("p2", 0.0),
+        "fl_x": focal_x,
+        "fl_y": focal_y,
+        "cx": values["cx"],
+        "cy": values["cy"],
+        "w": int(camera.width),
+        "h": int(camera.height),
+        "k1": values.get("k1", 0.0),
+        "k2": values.get("k2", 0.0),
+        "p1": values.get("p1", 0.0),
+        "p2": values.get("p2", 0.0),
     }
 
 
 def transforms_dict(
-    model: pycolmap.Reconstruction, train_names: list[str], test_names: list[str], ply_name: str,
-    with_depth: bool = False, corrected: dict | None = None, from_prior: dict | None = None,
+    model: pycolmap.Reconstruction,
+    train_names: list[str],
+    test_names: list[str],
+    ply_name: str,
+    with_depth: bool = False,
+    corrected: dict | None = None,
+    from_prior: dict | None = None,
 ) -> dict:
     """nerfstudio `transforms.json` for the registered images of `model`, and the training views
     placed from the prior (`from_prior`: name -> (camera, cam_from_world 3x4, depth path)).
@@ -125,11 +139,13 @@ def sfm_points(model: pycolmap.Reconstruction) -> tuple[np.ndarray, np.ndarray]:
     return xyz, rgb
 
 
-def dense_points(scene: SceneFolder, aligned: bool, refined: bool, max_points: int, seed: int) -> tuple[np.ndarray, ...]:
+def dense_points(
+    scene: SceneFolder, aligned: bool, refined: bool, max_points: int, seed: int
+) -> tuple[np.ndarray, ...]:
     """(xyz, rgb, confidence, source) sampled from the aligned and refined priors of the stages
     that ran (as the caller knows from their fingerprints), evenly over images."""
-    files = [(p, AlignedPrior) for p in sorted(scene.align_dir.glob("*.npz")) if aligned]
-    files += [(p, RefinedPrior) for p in sorted(scene.refine_dir.glob("*.npz")) if refined]
+    files = [(p, AlignedPrior) for p in aligned_paths(scene) if aligned]
+    files += [(p, RefinedPrior) for p in refined_paths(scene) if refined]
     rng = np.random.default_rng(seed)
     chunks = []
     for path, record_type in files:
@@ -138,9 +154,16 @@ def dense_points(scene: SceneFolder, aligned: bool, refined: bool, max_points: i
         index = np.flatnonzero(valid)
         index = rng.choice(index, min(len(index), max_points // max(len(files), 1)), replace=False)
         image_path = next(scene.images_dir.glob(f"{path.stem}.*"))
-        prior = DensePrior.load(scene.prior_dir / path.name)
+        prior = DensePrior.load(prior_path(scene, path.name))
         colours = prior.resample(np.asarray(Image.open(image_path).convert("RGB"))).reshape(-1, 3)
-        chunks.append((record.points.reshape(-1, 3)[index], colours[index], record.conf.ravel()[index], record.sources().ravel()[index]))
+        chunks.append(
+            (
+                record.points.reshape(-1, 3)[index],
+                colours[index],
+                record.conf.ravel()[index],
+                record.sources().ravel()[index],
+            )
+        )
     if not chunks:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32), np.zeros(0, np.uint8)
     return tuple(np.concatenate(parts) for parts in zip(*chunks))
@@ -151,7 +174,13 @@ class ExportStage(Stage):
     libraries = ("plyfile",)
 
     def __init__(
-        self, scene: SceneFolder, config: ProcessConfig, train: list[str], test: list[str], aligned: bool, refined: bool,
+        self,
+        scene: SceneFolder,
+        config: ProcessConfig,
+        train: list[str],
+        test: list[str],
+        aligned: bool,
+        refined: bool,
         cameras: bool,
     ):
         super().__init__(scene, config)
@@ -171,7 +200,9 @@ class ExportStage(Stage):
         confidence, source = np.ones(len(xyz), np.float32), np.full(len(xyz), SOURCE_SFM, np.uint8)
         if self.aligned or self.refined:
             dense = dense_points(scene, self.aligned, self.refined, self.config.max_dense_points, SEED)
-            xyz, rgb, confidence, source = (np.concatenate([a, b]) for a, b in zip((xyz, rgb, confidence, source), dense))
+            xyz, rgb, confidence, source = (
+                np.concatenate([a, b]) for a, b in zip((xyz, rgb, confidence, source), dense)
+            )
         write_points_ply(scene.points_path, xyz, rgb, confidence, source.astype(np.uint8))
         corrected_path = cameras_path(scene)
         corrected = json.loads(corrected_path.read_text()) if self.refined and corrected_path.exists() else {}
@@ -181,10 +212,21 @@ class ExportStage(Stage):
                 name: (camera, cam_from_world, no_depth_path(scene, name).relative_to(scene.root).as_posix())
                 for name, (camera, cam_from_world) in prior_cameras(scene).items()
             }
-        transforms = transforms_dict(model, self.train, self.test, scene.points_path.name, self.refined, corrected, from_prior)
+        transforms = transforms_dict(
+            model, self.train, self.test, scene.points_path.name, self.refined, corrected, from_prior
+        )
         write_transforms(scene.transforms_path, transforms)
-        return {"frames": len(transforms["frames"]), "prior_cameras": len(from_prior), "points": len(xyz), **{
-            name: int((source == value).sum()) for name, value in
-            (("sfm_points", SOURCE_SFM), ("global_points", SOURCE_GLOBAL), ("region_points", SOURCE_REGION),
-             ("refine_points", SOURCE_REFINE))
-        }}
+        return {
+            "frames": len(transforms["frames"]),
+            "prior_cameras": len(from_prior),
+            "points": len(xyz),
+            **{
+                name: int((source == value).sum())
+                for name, value in (
+                    ("sfm_points", SOURCE_SFM),
+                    ("global_points", SOURCE_GLOBAL),
+                    ("region_points", SOURCE_REGION),
+                    ("refine_points", SOURCE_REFINE),
+                )
+            },
+        }

@@ -82,12 +82,21 @@ def list_images(folder: Path) -> list[Path]:
         else:
             skipped[path.name] = "not an image"
     if skipped:
-        log.warning("Skipping %d of the files in %s: %s", len(skipped), folder, "; ".join(f"{n} ({why})" for n, why in skipped.items()))
+        log.warning(
+            "Skipping %d of the files in %s: %s",
+            len(skipped),
+            folder,
+            "; ".join(f"{n} ({why})" for n, why in skipped.items()),
+        )
     if not images:
         readable = ", ".join(sorted(IMAGE_SUFFIXES | (HEIF_SUFFIXES if heif else set())))
-        raise InputError(f"No images found in {folder} (looked for {readable} directly inside it; subfolders are not read).")
+        raise InputError(
+            f"No images found in {folder} (looked for {readable} directly inside it; subfolders are not read)."
+        )
     if len(images) < 2:
-        raise InputError(f"Found only one image in {folder} ({images[0].name}); Structure-from-Motion needs at least 2.")
+        raise InputError(
+            f"Found only one image in {folder} ({images[0].name}); Structure-from-Motion needs at least 2."
+        )
     stems: dict[str, Path] = {}
     for path in images:
         if len(scene_name(path.name).encode()) > MAX_NAME_BYTES:
@@ -97,7 +106,10 @@ def list_images(folder: Path) -> list[Path]:
             )
         stem = Path(scene_name(path.name)).stem
         if stem in stems:
-            raise InputError(f"{stems[stem]} and {path} share the name '{stem}' in the scene; rename one (per-image outputs are keyed by name).")
+            raise InputError(
+                f"{stems[stem]} and {path} share the name '{stem}' in the scene; rename one (per-image outputs "
+                "are keyed by name)."
+            )
         stems[stem] = path
     return images
 
@@ -141,7 +153,9 @@ def ingest_image(source: Path, dest_folder: Path, sha1: str) -> ImageRecord:
             if orientation not in (None, 1):
                 reasons.append(f"EXIF orientation {orientation} applied")
             if mode not in _COPYABLE_MODES:
-                reasons.append(f"mode {mode} converted to {'8-bit greyscale' if mode.startswith(('I', 'F')) else 'RGB'}")
+                reasons.append(
+                    f"mode {mode} converted to {'8-bit greyscale' if mode.startswith(('I', 'F')) else 'RGB'}"
+                )
             if source.suffix.lower() not in _COPYABLE_SUFFIXES:
                 reasons.append(f"{source.suffix} converted to PNG")
             if reasons:
@@ -162,7 +176,9 @@ def ingest_image(source: Path, dest_folder: Path, sha1: str) -> ImageRecord:
     except InputError:
         raise
     except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
-        if isinstance(err, OSError) and (err.errno in _WRITE_ERRNOS or (err.filename and Path(err.filename).parent == dest_folder)):
+        if isinstance(err, OSError) and (
+            err.errno in _WRITE_ERRNOS or (err.filename and Path(err.filename).parent == dest_folder)
+        ):
             raise  # writing the copy failed (a full disk, a read-only folder): the photo is fine
         raise InputError(f"{source}: cannot read this image ({err}). Remove or replace the file.") from err
 

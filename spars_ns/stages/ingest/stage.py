@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spars_ns.errors import InputError
-from spars_ns.stages.ingest.images import ImageRecord, file_sha1, ingest_image, scene_name
 from spars_ns.scene import SceneFolder, atomic_dir, atomic_write_text
 from spars_ns.stages.base import Stage, progress
+from spars_ns.stages.ingest.images import ImageRecord, file_sha1, ingest_image, scene_name
 
 if TYPE_CHECKING:
     from spars_ns.options import ProcessConfig
@@ -55,7 +55,9 @@ class IngestStage(Stage):
         return [self.scene.images_dir, self.scene.images_json]
 
     def settings(self) -> dict:
-        return {"files": [(p.name, h) for p, h in zip(self.sources, self.hashes)]}  # not the folder: moving it is no change
+        return {
+            "files": [(p.name, h) for p, h in zip(self.sources, self.hashes)]
+        }  # not the folder: moving it is no change
 
     def run(self) -> dict:
         with atomic_dir(self.scene.images_dir) as tmp, progress() as bar:
@@ -68,4 +70,8 @@ class IngestStage(Stage):
         rewritten = [r for r in records if r.rewritten]
         for r in rewritten:
             log.info("%s: %s", r.name, r.rewritten)
-        return {"images": len(records), "rewritten": len(rewritten), "with_focal_prior": sum(r.focal_prior is not None for r in records)}
+        return {
+            "images": len(records),
+            "rewritten": len(rewritten),
+            "with_focal_prior": sum(r.focal_prior is not None for r in records),
+        }

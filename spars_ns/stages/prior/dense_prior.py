@@ -99,4 +99,3 @@ class DensePrior(NpzRecord):
         out = np.full(width * height, np.nan, np.float32)
         out[inside] = values[y[inside], x[inside]]
         return out.reshape(height, width)
-

@@ -49,7 +49,9 @@ class FilesPrior(PriorBackend):
 
     def check(self) -> None:
         if self.config.dir is None or not Path(self.config.dir).is_dir():
-            raise InputError(f"--prior files needs --prior-options.files.dir pointing at a folder (got {self.config.dir}).")
+            raise InputError(
+                f"--prior files needs --prior-options.files.dir pointing at a folder (got {self.config.dir})."
+            )
 
     def settings(self) -> dict:
         sources = sorted(p for p in Path(self.config.dir).iterdir() if p.suffix in (".npy", ".npz"))
@@ -79,9 +81,11 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarr
         with np.load(path) as data:
             keys = [k for k in ("pts3d", "depth") if k in data]
             if not keys:
-                raise InputError(f"{path}: has neither 'depth' nor 'pts3d' (found {', '.join(data.files) or 'nothing'}).")
+                raise InputError(
+                    f"{path}: has neither 'depth' nor 'pts3d' (found {', '.join(data.files) or 'nothing'})."
+                )
             pose = {k: np.asarray(data[k], np.float64) for k in POSE_KEYS if k in data}
-            return data[keys[0]], (data["conf"] if "conf" in data else None), pose
+            return data[keys[0]], (data.get("conf", None)), pose
     except (OSError, ValueError) as err:
         raise InputError(f"{path}: cannot read this prior file ({err}).") from err
 
@@ -96,7 +100,10 @@ def prior_file(folder: Path, image_name: str) -> Path | None:
 
 
 def load_file_prior(
-    folder: Path, image_name: str, camera: pycolmap.Camera | None, photo_size: tuple[int, int] | None = None,
+    folder: Path,
+    image_name: str,
+    camera: pycolmap.Camera | None,
+    photo_size: tuple[int, int] | None = None,
 ) -> DensePrior | None:
     """The prior of `image_name` from `folder`.
 
@@ -130,8 +137,10 @@ def load_file_prior(
     width, height = (camera.width, camera.height) if camera is not None else photo_size
     check_covers_photo(path, (h, w), (width, height))
     if values.ndim == 2 and not (values > 0).any():  # pointmaps may be in any frame: only depth has a sign to check
-        raise InputError(f"{path}: no pixel has a positive depth (from {values.min():g} to {values.max():g}); depth is the "
-                         "distance in front of the camera.")
+        raise InputError(
+            f"{path}: no pixel has a positive depth (from {values.min():g} to {values.max():g}); depth is the "
+            "distance in front of the camera."
+        )
     cam_from_world, intrinsics = check_pose(path, pose) if pose else (np.full((3, 4), np.nan), np.full((3, 3), np.nan))
     scale = (width / w, height / h)
     if values.ndim == 2:
@@ -141,7 +150,8 @@ def load_file_prior(
 
 
 def check_pose(path: Path, pose: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """A file's (cam_from_world, intrinsics), refused with what is wrong; intrinsics in the DensePrior's pixel convention."""
+    """A file's (cam_from_world, intrinsics), refused with what is wrong; intrinsics in the DensePrior's pixel
+    convention."""
     missing = [k for k in POSE_KEYS if k not in pose]
     if missing:
         present = next(k for k in POSE_KEYS if k in pose)
@@ -149,7 +159,11 @@ def check_pose(path: Path, pose: dict[str, np.ndarray]) -> tuple[np.ndarray, np.
     cam_from_world, intrinsics = pose["cam_from_world"], pose["intrinsics"]
     if cam_from_world.shape != (3, 4):
         four_by_four = cam_from_world.shape == (4, 4)
-        hint = " (a 4x4 camera-to-world, as DUSt3R's get_im_poses() gives, must be inverted and cut to 3x4)" if four_by_four else ""
+        hint = (
+            " (a 4x4 camera-to-world, as DUSt3R's get_im_poses() gives, must be inverted and cut to 3x4)"
+            if four_by_four
+            else ""
+        )
         raise InputError(
             f"{path}: cam_from_world has shape {cam_from_world.shape}, expected (3, 4): world to OpenCV camera{hint}."
         )
@@ -167,7 +181,8 @@ def check_pose(path: Path, pose: dict[str, np.ndarray]) -> tuple[np.ndarray, np.
         )
     if not (intrinsics[0, 0] > 0 and intrinsics[1, 1] > 0 and np.allclose(intrinsics[2], [0, 0, 1])):
         raise InputError(
-            f"{path}: intrinsics must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0; got {intrinsics.tolist()}."
+            f"{path}: intrinsics must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0; got "
+            f"{intrinsics.tolist()}."
         )
     return cam_from_world, intrinsics_from_integer_centres(intrinsics)
 
@@ -189,12 +204,15 @@ def check_covers_photo(path: Path, shape: tuple[int, int], photo_size: tuple[int
 def unproject_depth(depth: np.ndarray, camera: pycolmap.Camera, scale: tuple[float, float]) -> np.ndarray:
     """(h, w) z-depth at working pixels -> (h, w, 3) points in the camera frame."""
     h, w = depth.shape
-    rays = camera.cam_from_img(pixel_centres(h, w)[..., :2].reshape(-1, 2) * np.asarray(scale))  # normalised (x/z, y/z), distortion removed
+    rays = camera.cam_from_img(
+        pixel_centres(h, w)[..., :2].reshape(-1, 2) * np.asarray(scale)
+    )  # normalised (x/z, y/z), distortion removed
     rays = np.concatenate([rays, np.ones((len(rays), 1))], 1).reshape(h, w, 3)
     return rays * depth[..., None]
 
 
 def unproject_pinhole(depth: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
-    """(h, w) z-depth at working pixels -> (h, w, 3) camera-frame points, with working-pixel intrinsics (centres at +0.5)."""
+    """(h, w) z-depth at working pixels -> (h, w, 3) camera-frame points, with working-pixel intrinsics (centres at
+    +0.5)."""
     h, w = depth.shape
     return unproject(pixel_centres(h, w).reshape(-1, 3), depth.reshape(-1), intrinsics).reshape(h, w, 3)

@@ -21,10 +21,10 @@ import numpy as np
 from PIL import Image
 
 from spars_ns.errors import InputError
+from spars_ns.geometry import intrinsics_from_integer_centres
 from spars_ns.scene import fingerprint, temporary_path
 from spars_ns.stages.ingest.images import file_sha1
 from spars_ns.stages.prior.backend import PriorBackend, PriorInputs
-from spars_ns.geometry import intrinsics_from_integer_centres
 from spars_ns.stages.prior.dense_prior import DensePrior
 from spars_ns.stages.sfm.pairs import strongest_pairs
 
@@ -69,7 +69,9 @@ def import_mast3r() -> SimpleNamespace:
     finally:
         sys.path[:] = saved_path
     return SimpleNamespace(
-        AsymmetricMASt3R=AsymmetricMASt3R, load_images=load_images, make_pairs=make_pairs,
+        AsymmetricMASt3R=AsymmetricMASt3R,
+        load_images=load_images,
+        make_pairs=make_pairs,
         sparse_global_alignment=sparse_global_alignment,
     )
 
@@ -152,8 +154,15 @@ def load_local_checkpoint(path: Path, model_class):
         text = checkpoint["args"].model
         call = ast.parse(text.strip(), mode="eval").body
     except (pickle.UnpicklingError, RuntimeError, KeyError, AttributeError, TypeError, SyntaxError) as err:
-        raise InputError(f"{path}: not a MASt3R checkpoint that can be read safely ({type(err).__name__}: {str(err)[:200]})") from err
-    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == model_class.__name__ and not call.args):
+        raise InputError(
+            f"{path}: not a MASt3R checkpoint that can be read safely ({type(err).__name__}: {str(err)[:200]})"
+        ) from err
+    if not (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Name)
+        and call.func.id == model_class.__name__
+        and not call.args
+    ):
         raise InputError(f"{path}: its model is {text[:80]!r}, not {model_class.__name__}(keyword=value, ...)")
 
     class Infinity(ast.NodeTransformer):
@@ -163,7 +172,9 @@ def load_local_checkpoint(path: Path, model_class):
     try:
         arguments = {k.arg: ast.literal_eval(Infinity().visit(k.value)) for k in call.keywords}
     except ValueError as err:
-        raise InputError(f"{path}: a model argument is not a plain value ({err}); refused, as it could run code") from err
+        raise InputError(
+            f"{path}: a model argument is not a plain value ({err}); refused, as it could run code"
+        ) from err
     # As MASt3R's loader: the patch embedding that takes any aspect ratio, in portrait too.
     if arguments.get("patch_embed_cls") == "ManyAR_PatchEmbed":
         arguments["patch_embed_cls"] = "PatchEmbedDust3R"
@@ -173,14 +184,16 @@ def load_local_checkpoint(path: Path, model_class):
     return model
 
 
-def working_window(width: int, height: int, size: int) -> tuple[tuple[float, float], tuple[float, float], tuple[int, int]]:
+def working_window(
+    width: int, height: int, size: int
+) -> tuple[tuple[float, float], tuple[float, float], tuple[int, int]]:
     """(scale, offset, (w, h)) of dust3r's `load_images` resize-and-crop for an image.
 
     An original pixel coordinate is `scale * working + offset` (continuous coordinates).
     """
     long_edge = round(size * max(width / height, height / width)) if size == 224 else size
     factor = long_edge / max(width, height)
-    resized_w, resized_h = int(round(width * factor)), int(round(height * factor))
+    resized_w, resized_h = round(width * factor), round(height * factor)
     cx, cy = resized_w // 2, resized_h // 2
     if size == 224:
         half_w = half_h = min(cx, cy)
@@ -199,8 +212,11 @@ SUBSAMPLE, DESC_CONF = 8, "desc_conf"  # sparse_global_alignment's defaults: the
 
 def pair_cache_files(cache: Path, key1: str, key2: str) -> tuple[Path, Path, Path]:
     """Where MASt3R's `forward_mast3r` looks for a pair's outputs: both directions' pointmaps and the matches."""
-    return (cache / "forward" / key1 / f"{key2}.pth", cache / "forward" / key2 / f"{key1}.pth",
-            cache / f"corres_conf={DESC_CONF}_subsample={SUBSAMPLE}" / f"{key1}-{key2}.pth")
+    return (
+        cache / "forward" / key1 / f"{key2}.pth",
+        cache / "forward" / key2 / f"{key1}.pth",
+        cache / f"corres_conf={DESC_CONF}_subsample={SUBSAMPLE}" / f"{key1}-{key2}.pth",
+    )
 
 
 def _save(value, path: Path) -> None:
@@ -213,7 +229,9 @@ def _save(value, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def infer_pairs(model, images: list[dict], pairs: list[tuple[int, int]], cache: Path, batch_size: int, on_pair=None) -> int:
+def infer_pairs(
+    model, images: list[dict], pairs: list[tuple[int, int]], cache: Path, batch_size: int, on_pair=None
+) -> int:
     """MASt3R's outputs for the pairs not yet in `cache`, in the layout `forward_mast3r` reads (so
     `sparse_global_alignment` finds them and runs no inference). Unlike `forward_mast3r`, each image
     is encoded once, not once per pair, and pairs of the same shapes are decoded in batches.
@@ -236,8 +254,10 @@ def infer_pairs(model, images: list[dict], pairs: list[tuple[int, int]], cache: 
             feat2, pos2 = (torch.cat(t) for t in zip(*(encoded[i] for i in second)))
             dec1, dec2 = model._decoder(feat1, pos1, feat2, pos2)
             shape1, shape2 = torch.cat([shapes[i] for i in first]), torch.cat([shapes[i] for i in second])
-            return (model._downstream_head(1, [t.float() for t in dec1], shape1),
-                    model._downstream_head(2, [t.float() for t in dec2], shape2))
+            return (
+                model._downstream_head(1, [t.float() for t in dec1], shape1),
+                model._downstream_head(2, [t.float() for t in dec2], shape2),
+            )
 
         by_shape: dict[tuple, list[tuple[int, int]]] = {}
         for i, j in missing:
@@ -252,10 +272,16 @@ def infer_pairs(model, images: list[dict], pairs: list[tuple[int, int]], cache: 
                     outputs = [{k: v[b] for k, v in r.items()} for r in (res11, res21, res22, res12)]
                     (x11, c11), (x21, c21), (x22, c22), (x12, c12) = ((o["pts3d"], o["conf"]) for o in outputs)
                     corres = extract_correspondences(
-                        [o["desc"] for o in outputs], [o[DESC_CONF] for o in outputs], device=device, subsample=SUBSAMPLE
+                        [o["desc"] for o in outputs],
+                        [o[DESC_CONF] for o in outputs],
+                        device=device,
+                        subsample=SUBSAMPLE,
                     )
-                    score = (float((c11.mean() * c12.mean() * c21.mean() * c22.mean()).sqrt().sqrt()),
-                             float(corres[2].sum()), len(corres[2]))
+                    score = (
+                        float((c11.mean() * c12.mean() * c21.mean() * c22.mean()).sqrt().sqrt()),
+                        float(corres[2].sum()),
+                        len(corres[2]),
+                    )
                     forward_ij, forward_ji, corres_ij = pair_cache_files(cache, keys[i], keys[j])
                     _save(tuple(t.cpu() for t in (x11, c11, x21, c21)), forward_ij)
                     _save(tuple(t.cpu() for t in (x22, c22, x12, c12)), forward_ji)
@@ -268,8 +294,13 @@ def infer_pairs(model, images: list[dict], pairs: list[tuple[int, int]], cache: 
 
 
 def predict_priors(
-    image_paths: list[Path], model, config: Mast3rConfig, cache_dir: Path, work_dir: Path,
-    pairs: list[tuple[int, int]], on_pair=None,
+    image_paths: list[Path],
+    model,
+    config: Mast3rConfig,
+    cache_dir: Path,
+    work_dir: Path,
+    pairs: list[tuple[int, int]],
+    on_pair=None,
 ) -> list[DensePrior]:
     """One DensePrior per image, in MASt3R's common world frame after sparse global alignment,
     with the alignment's camera of the image.
@@ -289,17 +320,25 @@ def predict_priors(
         (work_dir / name).symlink_to((cache_dir / name).resolve(), target_is_directory=True)
     symmetric = [(images[i], images[j]) for i, j in pairs] + [(images[j], images[i]) for i, j in pairs]
     scene = api.sparse_global_alignment(
-        paths, symmetric, str(work_dir), model,
-        niter1=config.coarse_iterations, niter2=config.fine_iterations,
+        paths,
+        symmetric,
+        str(work_dir),
+        model,
+        niter1=config.coarse_iterations,
+        niter2=config.fine_iterations,
         matching_conf_thr=config.matching_conf_threshold,
-        device=next(model.parameters()).device, opt_depth=True, shared_intrinsics=False,
+        device=next(model.parameters()).device,
+        opt_depth=True,
+        shared_intrinsics=False,
     )
     points, _, confidences = scene.get_dense_pts3d(clean_depth=True)
     # The alignment's cameras, in the frame of its points; its pixel grid has centres at integers.
     cams_from_world = np.linalg.inv(scene.get_im_poses().detach().cpu().numpy().astype(np.float64))[:, :3]
     focals = scene.get_focals().detach().cpu().numpy()
     principal_points = scene.get_principal_points().detach().cpu().numpy()
-    intrinsics = [np.array([[f, 0, cx], [0, f, cy], [0, 0, 1]], np.float64) for f, (cx, cy) in zip(focals, principal_points)]
+    intrinsics = [
+        np.array([[f, 0, cx], [0, f, cy], [0, 0, 1]], np.float64) for f, (cx, cy) in zip(focals, principal_points)
+    ]
     priors = []
     for path, pts, conf, cam_from_world, camera in zip(image_paths, points, confidences, cams_from_world, intrinsics):
         with Image.open(path) as image:

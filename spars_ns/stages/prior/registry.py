@@ -16,7 +16,8 @@ PriorName = Literal[("none", *PRIORS)]  # type: ignore[valid-type]  # the --prio
 
 # `--prior-options.<name>.*`: each backend's options, under its name.
 PriorConfig = make_dataclass(
-    "PriorConfig", [(name, backend.Config, field(default_factory=backend.Config)) for name, backend in PRIORS.items()],
+    "PriorConfig",
+    [(name, backend.Config, field(default_factory=backend.Config)) for name, backend in PRIORS.items()],
 )
 PriorConfig.__module__ = __name__  # found by name when a run's config.yml is read back
 PriorConfig.__doc__ = "Options of the dense priors, each under its name."

@@ -89,8 +89,10 @@ def working_size(camera, max_size: int) -> tuple[int, int]:
 def load_gray(view: StereoView, size: tuple[int, int]) -> np.ndarray:
     with Image.open(view.image) as photo:
         if photo.size != (view.camera.width, view.camera.height):
-            raise InputError(f"{view.image}: {photo.size[0]}x{photo.size[1]} pixels, but its SfM camera is "
-                             f"{view.camera.width}x{view.camera.height}; was the photo replaced after processing?")
+            raise InputError(
+                f"{view.image}: {photo.size[0]}x{photo.size[1]} pixels, but its SfM camera is "
+                f"{view.camera.width}x{view.camera.height}; was the photo replaced after processing?"
+            )
         gray = np.asarray(photo.convert("L"))
     return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
 
@@ -111,7 +113,11 @@ def rays(camera, size: tuple[int, int]) -> np.ndarray:
 
 
 def rectify_map(
-    camera, source: tuple[int, int], rect_from_cam: np.ndarray, projection: np.ndarray, size: tuple[int, int],
+    camera,
+    source: tuple[int, int],
+    rect_from_cam: np.ndarray,
+    projection: np.ndarray,
+    size: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray]:
     """cv2.remap maps from a rectified image of `size` to the working photo of size `source`,
     through the real (distorted) camera."""
@@ -137,12 +143,23 @@ def pair_depth(ref: StereoView, other: StereoView, config: StereoConfig) -> np.n
     # flags=0: each rectified view keeps its own principal point, so that converging views
     # (around an object) keep their common part in frame.
     r1, r2, p1, p2, *_ = cv2.stereoRectify(
-        pinhole(ref.camera, size), None, pinhole(other.camera, other_size), None, size, rotation, translation, flags=0, alpha=-1,
+        pinhole(ref.camera, size),
+        None,
+        pinhole(other.camera, other_size),
+        None,
+        size,
+        rotation,
+        translation,
+        flags=0,
+        alpha=-1,
     )
     if not (np.isfinite(p1).all() and np.isfinite(p2).all()) or np.abs(p1[:2, 2]).max() > 10 * max(size):
         return nothing  # an epipole in the image (forward motion): no rectification
     axis = int(abs(p2[1, 3]) > abs(p2[0, 3]))  # OpenCV rectifies vertically where the baseline is mostly vertical
-    focal_baseline, offset = -p2[axis, 3], p1[axis, 2] - p2[axis, 2]  # d = x_ref - x_other = focal_baseline / z + offset
+    focal_baseline, offset = (
+        -p2[axis, 3],
+        p1[axis, 2] - p2[axis, 2],
+    )  # d = x_ref - x_other = focal_baseline / z + offset
 
     # The disparities of the SfM points both views see bound the search.
     rect_depth = (ref.points_in_camera(np.isin(ref.point_ids, other.point_ids)) @ r1.T)[:, 2]
@@ -161,8 +178,12 @@ def pair_depth(ref: StereoView, other: StereoView, config: StereoConfig) -> np.n
         image = image.T if axis else image
         return image[:, ::-1] if sign < 0 else image
 
-    left = matching_frame(cv2.remap(load_gray(ref, size), *rectify_map(ref.camera, size, r1, p1, size), cv2.INTER_LINEAR))
-    right = matching_frame(cv2.remap(load_gray(other, other_size), *rectify_map(other.camera, other_size, r2, p2, size), cv2.INTER_LINEAR))
+    left = matching_frame(
+        cv2.remap(load_gray(ref, size), *rectify_map(ref.camera, size, r1, p1, size), cv2.INTER_LINEAR)
+    )
+    right = matching_frame(
+        cv2.remap(load_gray(other, other_size), *rectify_map(other.camera, other_size, r2, p2, size), cv2.INTER_LINEAR)
+    )
     width = left.shape[1]
     # The matcher finds nothing in its first `count` columns: a wider range than half the width
     # is cut to the part around the points' median disparity.
@@ -181,8 +202,16 @@ def pair_depth(ref: StereoView, other: StereoView, config: StereoConfig) -> np.n
         shifted[:, : width + lowest] = right[:, -lowest:]
     block = BLOCK_SIZE
     matcher = cv2.StereoSGBM_create(
-        minDisparity=0, numDisparities=count, blockSize=block, P1=8 * block**2, P2=32 * block**2,
-        disp12MaxDiff=1, uniquenessRatio=10, speckleWindowSize=100, speckleRange=2, mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY,
+        minDisparity=0,
+        numDisparities=count,
+        blockSize=block,
+        P1=8 * block**2,
+        P2=32 * block**2,
+        disp12MaxDiff=1,
+        uniquenessRatio=10,
+        speckleWindowSize=100,
+        speckleRange=2,
+        mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY,
     )
     found = matcher.compute(np.ascontiguousarray(left), shifted).astype(np.float32) / 16
     found[found < 0] = np.nan  # unmatched
@@ -243,7 +272,9 @@ def disagreement_with_points(depth: np.ndarray, view: StereoView, size: tuple[in
 def stereo_prior(ref: StereoView, partners: list[StereoView], config: StereoConfig) -> DensePrior:
     """The stereo prior of `ref` (camera-frame points at the working resolution)."""
     size = working_size(ref.camera, config.max_size)
-    depths = np.stack([pair_depth(ref, other, config) for other in partners]) if partners else np.empty((0, *size[::-1]))
+    depths = (
+        np.stack([pair_depth(ref, other, config) for other in partners]) if partners else np.empty((0, *size[::-1]))
+    )
     for pair in depths:
         if disagreement_with_points(pair, ref, size) > MAX_PAIR_DISAGREEMENT:
             pair[:] = np.nan  # a pair that contradicts SfM's points is wrong in many more places
@@ -271,7 +302,11 @@ def views_from_model(model, images, images_dir: Path) -> dict[str, StereoView]:
         ids = np.array([p.point3D_id for p in image.points2D if p.has_point3D()], dtype=np.int64)
         points = np.array([model.points3D[i].xyz for i in ids]).reshape(-1, 3)
         views[image.name] = StereoView(
-            images_dir / image.name, model.camera(image.camera_id), image.cam_from_world().matrix(), ids, points,
+            images_dir / image.name,
+            model.camera(image.camera_id),
+            image.cam_from_world().matrix(),
+            ids,
+            points,
         )
     return views
 

@@ -10,11 +10,12 @@ interpolated into smooth maps (2 + 2 G^2 numbers, 52 for G = 5). For a prior map
 
 The global stage fits s, t per image to the SfM points it sees (weighted least squares,
 in disparity space for disparity, refit without the worst 10%); an image with no SfM
-points is fitted the same way to the depth its overlapping, fitted neighbours see there. The local stage then solves all images jointly with
-Adam on: agreement with SfM points, consistency of each depth map reprojected into
-overlapping views, and a pull of A toward 1 and B toward 0; residuals are log depth
-ratios, every term is weighted by the prior's confidence, and after a warm-up the worst
-residuals are dropped (as FrozenRecon does) so occlusions and outliers stop pulling.
+points is fitted the same way to the depth its overlapping, fitted neighbours see there.
+The local stage then solves all images jointly with Adam on: agreement with SfM points,
+consistency of each depth map reprojected into overlapping views, and a pull of A toward 1
+and B toward 0; residuals are log depth ratios, every term is weighted by the prior's
+confidence, and after a warm-up the worst residuals are dropped (as FrozenRecon does) so
+occlusions and outliers stop pulling.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from spars_ns.geometry import inverse_transform, project, transform, unproject
 from spars_ns.stages.base import SEED
 from spars_ns.stages.refine.config import RefineConfig
 
-
 # Measured with scripts/bench_refine.py (BENCHMARKS.md, "Refinement"):
 LEARNING_RATE = 0.02
 FINAL_LR_RATIO = 0.01  # the step decays to this share of LEARNING_RATE by the last iteration
@@ -40,7 +40,9 @@ CONSISTENCY_WEIGHT = 1.0
 GRID_WEIGHT = 1e-3  # pull of the local grid toward identity
 TRIM_AFTER = 60  # iterations before the worst residuals are dropped
 TRIM_FRACTION = 0.1
-SAMPLES_PER_PAIR = 256  # pixels of each view checked in each overlapping view per step (2048: same AbsRel, 2.5x the time)
+SAMPLES_PER_PAIR = (
+    256  # pixels of each view checked in each overlapping view per step (2048: same AbsRel, 2.5x the time)
+)
 MIN_SHARED_POINTS = 20  # SfM points two views must share to be checked for consistency
 
 
@@ -87,7 +89,9 @@ class RefineResult:
         """How the view was refined, for the report."""
         if self.fit is Fit.NONE:
             return "unrefined: no SfM points and no overlapping view with any"
-        return self.fit.value + (" (local refinement rejected: it worsened the SfM agreement)" if self.local_rejected else "")
+        return self.fit.value + (
+            " (local refinement rejected: it worsened the SfM agreement)" if self.local_rejected else ""
+        )
 
 
 def _valid(view: RefineView) -> np.ndarray:
@@ -96,8 +100,11 @@ def _valid(view: RefineView) -> np.ndarray:
 
 def _sample(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
     """Bilinear samples at working pixel coordinates; NaN next to a NaN pixel."""
-    return _bilinear(torch.as_tensor(image, dtype=torch.float64)[None], torch.zeros(len(uv), dtype=torch.long),
-                     torch.as_tensor(uv, dtype=torch.float64)).numpy()
+    return _bilinear(
+        torch.as_tensor(image, dtype=torch.float64)[None],
+        torch.zeros(len(uv), dtype=torch.long),
+        torch.as_tensor(uv, dtype=torch.float64),
+    ).numpy()
 
 
 def fit_global(view: RefineView, kind: Literal["depth", "disparity"]) -> tuple[float, float] | None:
@@ -226,7 +233,9 @@ class _AffineMaps:
         """Refined depth at points, from the prior value there: the same model as depth_maps,
         evaluated only where the losses look (the grids are interpolated like F.interpolate)."""
         g = self.grid
-        grid_uv = torch.stack([(uv[:, 0] - 0.5) / max(self.width - 1, 1), (uv[:, 1] - 0.5) / max(self.height - 1, 1)], 1) * (g - 1)
+        grid_uv = torch.stack(
+            [(uv[:, 0] - 0.5) / max(self.width - 1, 1), (uv[:, 1] - 0.5) / max(self.height - 1, 1)], 1
+        ) * (g - 1)
         local_scale = _bilinear(self.grid_scale[:, 0], view, grid_uv + 0.5)
         local_shift = _bilinear(self.grid_shift[:, 0], view, grid_uv + 0.5)
         shift = self.init_shift[view] + self.shift_unit * (self.shift_delta[view] + local_shift)
@@ -237,19 +246,26 @@ class _AffineMaps:
 
 
 def solve_jointly(
-    views: list[RefineView], neighbours: list[tuple[int, int]], maps: _AffineMaps, cameras: "_Cameras",
-    moving: torch.Tensor, iterations: int,
+    views: list[RefineView],
+    neighbours: list[tuple[int, int]],
+    maps: _AffineMaps,
+    cameras: _Cameras,
+    moving: torch.Tensor,
+    iterations: int,
 ) -> None:
     """The local stage: Adam on agreement with SfM points, consistency between overlapping views and
     the grids' pull toward identity; views in `moving` only."""
     sfm = _SfMTerm(views, maps.priors, maps.confs, cameras)
     pairs = _PairTerm(views, neighbours, SAMPLES_PER_PAIR, SEED, maps.priors, maps.confs)
     params = maps.parameters() + cameras.parameters()
-    optimiser = torch.optim.Adam([
-        {"params": maps.parameters()},
-        # Camera corrections are small: radians, depth units and log focal; steps of 0.03 degrees.
-        {"params": cameras.parameters(), "lr": LEARNING_RATE * 0.025},
-    ], lr=LEARNING_RATE)
+    optimiser = torch.optim.Adam(
+        [
+            {"params": maps.parameters()},
+            # Camera corrections are small: radians, depth units and log focal; steps of 0.03 degrees.
+            {"params": cameras.parameters(), "lr": LEARNING_RATE * 0.025},
+        ],
+        lr=LEARNING_RATE,
+    )
     # L1 gradients keep their size at the optimum: over the last 40% of the iterations
     # the step decays exponentially to settle there.
     settle = int(0.6 * iterations)
@@ -278,7 +294,9 @@ def solve_jointly(
 
 
 @torch.no_grad()
-def _result(view: RefineView, index: int, fit: Fit, canvas: np.ndarray, maps: _AffineMaps, cameras: "_Cameras") -> RefineResult:
+def _result(
+    view: RefineView, index: int, fit: Fit, canvas: np.ndarray, maps: _AffineMaps, cameras: _Cameras
+) -> RefineResult:
     """A view's refined depth (its part of the `canvas`); the global fit's where the local stage
     worsened its SfM agreement."""
     if fit is Fit.NONE:
@@ -353,7 +371,7 @@ def _overlapping_pairs(views: list[RefineView], min_shared: int) -> list[tuple[i
 class _SfMTerm:
     """Refined depth against the SfM depth of every view's SfM points, relative."""
 
-    def __init__(self, views: list[RefineView], priors: torch.Tensor, confs: torch.Tensor, cameras: "_Cameras"):
+    def __init__(self, views: list[RefineView], priors: torch.Tensor, confs: torch.Tensor, cameras: _Cameras):
         self.view = torch.cat([torch.full((len(v.sfm_uv),), i) for i, v in enumerate(views)]).long()
         self.uv = torch.cat([torch.as_tensor(v.sfm_uv, dtype=torch.float32).reshape(-1, 2) for v in views])
         self.target = torch.cat([torch.as_tensor(v.sfm_depth, dtype=torch.float32).reshape(-1) for v in views])
@@ -365,7 +383,7 @@ class _SfMTerm:
                 raise ValueError("refining cameras needs each view's SfM points (RefineView.sfm_world)")
             self.world = torch.cat([torch.as_tensor(v.sfm_world, dtype=torch.float32).reshape(-1, 3) for v in views])
 
-    def residuals(self, depth_at, cameras: "_Cameras") -> tuple[torch.Tensor, torch.Tensor]:
+    def residuals(self, depth_at, cameras: _Cameras) -> tuple[torch.Tensor, torch.Tensor]:
         target = self.target
         if self.world is not None and cameras.moves_poses:  # the SfM point's depth in the corrected camera
             rotation, translation = cameras.poses()
@@ -373,7 +391,7 @@ class _SfMTerm:
         predicted = depth_at(self.view, self.uv, self.prior)
         return _log_ratio(predicted, target), self.weight
 
-    def reprojection(self, cameras: "_Cameras") -> torch.Tensor:
+    def reprojection(self, cameras: _Cameras) -> torch.Tensor:
         """Angle (radians, approximately) between each SfM point's projection and its keypoint."""
         rotation, translation = cameras.poses()
         intrinsics = cameras.intrinsics()[self.view]
@@ -402,7 +420,7 @@ class _PairTerm:
         self.conf = _bilinear(confs, self.src, self.uv)
         self.homogeneous = torch.cat([self.uv, torch.ones(len(self.uv), 1)], 1)
 
-    def residuals(self, depth_at, priors: torch.Tensor, confs: torch.Tensor, cameras: "_Cameras"):
+    def residuals(self, depth_at, priors: torch.Tensor, confs: torch.Tensor, cameras: _Cameras):
         if len(self.src) == 0:
             return torch.zeros(0), torch.zeros(0)
         _, h, w = priors.shape

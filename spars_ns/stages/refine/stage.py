@@ -12,17 +12,17 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 
-from spars_ns.stages.align.similarity import correspondences, depth_in_camera
 from spars_ns.errors import InputError
 from spars_ns.geometry import inverse_transform, pixel_centres, unproject, working_intrinsics
 from spars_ns.ply import SOURCE_REFINE
-from spars_ns.stages.prior.dense_prior import DensePrior
-from spars_ns.stages.refine.frozen_depth import RefineResult, RefineView, refine_depths
 from spars_ns.scene import NpzRecord, SceneFolder, atomic_dir, atomic_write_text, depth_confidence_path
-from spars_ns.stages.align.stage import AlignedPrior, aligned_path
-from spars_ns.stages.prior.stage import load_priors
-from spars_ns.stages.sfm.stage import registered_train
+from spars_ns.stages.align.similarity import correspondences, depth_in_camera
+from spars_ns.stages.align.stage import AlignedPrior, aligned_path, report_path
 from spars_ns.stages.base import Stage, progress
+from spars_ns.stages.prior.dense_prior import DensePrior
+from spars_ns.stages.prior.stage import load_priors
+from spars_ns.stages.refine.frozen_depth import RefineResult, RefineView, refine_depths
+from spars_ns.stages.sfm.stage import registered_train
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,11 @@ class RefinedPrior(NpzRecord):
     def sources(self) -> np.ndarray:
         """(h, w) points.ply source of each pixel's point."""
         return np.full(self.depth.shape, SOURCE_REFINE)
+
+
+def refined_paths(scene: SceneFolder) -> list[Path]:
+    """`refine/<stem>.npz` of every refined view, sorted by name."""
+    return sorted(scene.refine_dir.glob("*.npz"))
 
 
 def cameras_path(scene: SceneFolder) -> Path:
@@ -88,9 +93,14 @@ class RefineStage(Stage):
             xy, world = correspondences(model, image)
             cam_from_world = image.cam_from_world().matrix()
             views[image.name] = RefineView(
-                values, prior.conf, working_intrinsics(model.camera(image.camera_id).calibration_matrix(), prior.scale, prior.offset), cam_from_world,
-                prior.to_working(xy), depth_in_camera(world, cam_from_world),
-                np.array([p.point3D_id for p in image.points2D if p.has_point3D()], np.int64), world,
+                values,
+                prior.conf,
+                working_intrinsics(model.camera(image.camera_id).calibration_matrix(), prior.scale, prior.offset),
+                cam_from_world,
+                prior.to_working(xy),
+                depth_in_camera(world, cam_from_world),
+                np.array([p.point3D_id for p in image.points2D if p.has_point3D()], np.int64),
+                world,
             )
         return views
 
@@ -102,15 +112,22 @@ class RefineStage(Stage):
         if not views:
             raise InputError(
                 f"--refine {config.refine}: no training view has depth to refine; the alignment kept SfM points only "
-                f"for every view ({scene.align_dir / 'report.json'} says why). Use --refine none, or check the prior."
+                f"for every view ({report_path(scene)} says why). Use --refine none, or check the prior."
             )
         with progress() as bar:
             bar.add_task(f"Refining depth of {len(views)} views ({config.refine})", total=None)
-            refined = dict(zip(views, refine_depths(list(views.values()), config.refine, self.kind, config.refine_options)))
+            refined = dict(
+                zip(views, refine_depths(list(views.values()), config.refine, self.kind, config.refine_options))
+            )
         self._write(refined, views, priors)
         per_image = {
-            name: {"status": r.status, "scale": r.scale, "shift": r.shift,
-                   "sfm_abs_rel_before": r.sfm_abs_rel_before, "sfm_abs_rel_after": r.sfm_abs_rel_after}
+            name: {
+                "status": r.status,
+                "scale": r.scale,
+                "shift": r.shift,
+                "sfm_abs_rel_before": r.sfm_abs_rel_before,
+                "sfm_abs_rel_after": r.sfm_abs_rel_after,
+            }
             for name, r in refined.items()
         }
         for name, entry in per_image.items():
@@ -118,7 +135,9 @@ class RefineStage(Stage):
                 log.warning("%s: depth %s", name, entry["status"])
         return {"views": len(views), "per_image": per_image}
 
-    def _write(self, refined: dict[str, RefineResult], views: dict[str, RefineView], priors: dict[str, DensePrior]) -> None:
+    def _write(
+        self, refined: dict[str, RefineResult], views: dict[str, RefineView], priors: dict[str, DensePrior]
+    ) -> None:
         """Every view of the model with test views gets a depth map (all 0 where none was refined)."""
         scene = self.scene
         all_model = pycolmap.Reconstruction(scene.sparse_with_test_dir)
@@ -130,7 +149,9 @@ class RefineStage(Stage):
                 result = refined.get(image.name)
                 if result is not None and result.refined:
                     prior = priors[image.name]
-                    depth = np.nan_to_num(prior.resample_to_original(result.depth, camera.width, camera.height), nan=0.0)
+                    depth = np.nan_to_num(
+                        prior.resample_to_original(result.depth, camera.width, camera.height), nan=0.0
+                    )
                     points = unproject_working(result.depth, views[image.name])
                     aligned = aligned_path(scene, image.name)
                     if self.aligned and aligned.exists():  # seed points only where alignment left none
@@ -141,8 +162,11 @@ class RefineStage(Stage):
                 np.save(full / f"{stem}.npy", depth.astype(np.float32))
             if self.config.refine_options.refine_poses or self.config.refine_options.refine_focal:
                 corrected = {
-                    name: {"cam_from_world": r.cam_from_world.tolist() if r.cam_from_world is not None else None,
-                           "focal_scale": r.focal_scale}
-                    for name, r in refined.items() if r.refined
+                    name: {
+                        "cam_from_world": r.cam_from_world.tolist() if r.cam_from_world is not None else None,
+                        "focal_scale": r.focal_scale,
+                    }
+                    for name, r in refined.items()
+                    if r.refined
                 }
                 atomic_write_text(working / cameras_path(scene).name, json.dumps(corrected, indent=2))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 FeatureType = Literal["sift", "aliked+lightglue", "disk+lightglue"]
 
@@ -22,9 +22,9 @@ class LearnedFeaturesConfig:
     """Longest image side fed to the extractor (keypoints are mapped back to full size)."""
     aliked_model: str = "aliked-n16"
     disk_checkpoint: str = "depth"
-    extractor_checkpoint: Optional[Path] = None
+    extractor_checkpoint: Path | None = None
     """Local state dict of the extractor (kornia's ALIKED or DISK), instead of the download."""
-    matcher_checkpoint: Optional[Path] = None
+    matcher_checkpoint: Path | None = None
     """Local state dict of kornia's LightGlue for these features, instead of the download."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

@@ -23,7 +23,6 @@ from spars_ns.errors import InputError
 from spars_ns.stages.sfm.config import FeatureType, LearnedFeaturesConfig
 
 
-
 @dataclass
 class Features:
     keypoints: np.ndarray  # (N, 2) float32, COLMAP pixel convention (top-left corner is 0, 0)

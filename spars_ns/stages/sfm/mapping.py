@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pycolmap
 
 from spars_ns.errors import SfMError
 from spars_ns.stages.base import SEED
+from spars_ns.stages.ingest.images import ImageRecord
 from spars_ns.stages.sfm.config import SfMConfig
 from spars_ns.stages.sfm.features import extract, global_descriptor, load_extractor, load_matcher, match
-from spars_ns.stages.ingest.images import ImageRecord
 from spars_ns.stages.sfm.model_check import ModelCheck, check_model
 from spars_ns.stages.sfm.pairs import EXHAUSTIVE_UP_TO, select_pairs, thumbnail_descriptor
 
@@ -81,7 +81,10 @@ class SfMResult:
 
 
 def extract_and_match(
-    database: Path, image_dir: Path, images: list[ImageRecord], config: SfMConfig,
+    database: Path,
+    image_dir: Path,
+    images: list[ImageRecord],
+    config: SfMConfig,
 ) -> None:
     """Features for every image and verified matches for the selected pairs, into a new database.
 
@@ -104,8 +107,13 @@ def extract_and_match(
         extraction.sift.estimate_affine_shape = wide_baseline
         for group, reader in camera_groups(images, config):
             pycolmap.extract_features(
-                database, image_dir, image_names=group, camera_mode=pycolmap.CameraMode.SINGLE,
-                reader_options=reader, extraction_options=extraction, device=pycolmap.Device.cpu,
+                database,
+                image_dir,
+                image_names=group,
+                camera_mode=pycolmap.CameraMode.SINGLE,
+                reader_options=reader,
+                extraction_options=extraction,
+                device=pycolmap.Device.cpu,
             )
         descriptors = None
         if len(names) > EXHAUSTIVE_UP_TO:
@@ -114,8 +122,11 @@ def extract_and_match(
         matching = pycolmap.FeatureMatchingOptions()
         matching.guided_matching = wide_baseline
         pycolmap.match_image_pairs(
-            database, matching_options=matching, pairing_options=pycolmap.ImportedPairingOptions(match_list_path=pairs_path),
-            verification_options=verification, device=pycolmap.Device.cpu,
+            database,
+            matching_options=matching,
+            pairing_options=pycolmap.ImportedPairingOptions(match_list_path=pairs_path),
+            verification_options=verification,
+            device=pycolmap.Device.cpu,
         )
         return
 
@@ -165,7 +176,9 @@ def import_images(database: Path, image_dir: Path, images: list[ImageRecord], co
     camera group (`camera_groups` order), in name order within each."""
     pycolmap.Database.open(database).close()
     for group, reader in camera_groups(images, config):
-        pycolmap.import_images(database, image_dir, camera_mode=pycolmap.CameraMode.SINGLE, image_names=group, options=reader)
+        pycolmap.import_images(
+            database, image_dir, camera_mode=pycolmap.CameraMode.SINGLE, image_names=group, options=reader
+        )
 
 
 def write_pairs(path: Path, pairs: list[tuple[str, str]]) -> None:
@@ -240,8 +253,13 @@ class MatchGraph:
 
 
 def map_training_views(
-    database: Path, graph: MatchGraph, image_dir: Path, train_names: list[str], work_dir: Path,
-    on_attempt: Callable[[int], None] | None = None, low_parallax: bool = False,
+    database: Path,
+    graph: MatchGraph,
+    image_dir: Path,
+    train_names: list[str],
+    work_dir: Path,
+    on_attempt: Callable[[int], None] | None = None,
+    low_parallax: bool = False,
 ) -> tuple[pycolmap.Reconstruction | None, ModelCheck | None, int]:
     """Incremental mapping of the training views from several initial pairs; the best model wins.
 
@@ -258,7 +276,7 @@ def map_training_views(
     of starts.
     """
     train_ids = [graph.image_ids[n] for n in train_names]
-    queue: list[tuple[int, int] | None] = [None] + graph.strongest_pairs(train_ids)[: MAX_INIT_PAIRS - 1]
+    queue: list[tuple[int, int] | None] = [None, *graph.strongest_pairs(train_ids)[: MAX_INIT_PAIRS - 1]]
     tried: list[tuple[int, int] | None] = []
     best, best_rank, best_check = None, None, None
     many_views = len(train_names) > ALL_STARTS_UP_TO
@@ -325,16 +343,19 @@ def register_test_views(
         refinement = pycolmap.AbsolutePoseRefinementOptions()
         refinement.refine_focal_length = not shared_camera
         # Keypoints are stored with COLMAP's convention (pixel centre at +0.5): use as is.
-        result = pycolmap.estimate_and_refine_absolute_pose(
-            points2d, points3d, camera, estimation, refinement
-        )
+        result = pycolmap.estimate_and_refine_absolute_pose(points2d, points3d, camera, estimation, refinement)
         num_inliers = int(result["num_inliers"]) if result else 0
         if num_inliers < ABS_POSE_MIN_NUM_INLIERS:
-            left_out[name] = f"pose estimation kept {num_inliers} of {len(points2d)} 2D-3D matches (needs {ABS_POSE_MIN_NUM_INLIERS})"
+            left_out[name] = (
+                f"pose estimation kept {num_inliers} of {len(points2d)} 2D-3D matches (needs "
+                f"{ABS_POSE_MIN_NUM_INLIERS})"
+            )
             continue
         if not shared_camera:
             with_test.add_camera_with_trivial_rig(camera)
-        image = pycolmap.Image(name=name, keypoints=graph.keypoints[image_id].astype(float), camera_id=camera_id, image_id=image_id)
+        image = pycolmap.Image(
+            name=name, keypoints=graph.keypoints[image_id].astype(float), camera_id=camera_id, image_id=image_id
+        )
         with_test.add_image_with_trivial_frame(image, result["cam_from_world"])
     return with_test, left_out
 
@@ -352,7 +373,8 @@ def explain_unregistered(graph: MatchGraph, name: str, registered: list[str], tr
         if n > best:
             best, best_name = n, other
     if best_name is None:
-        return f"no verified matches (>= {MIN_NUM_INLIERS}) with any {'registered' if registered else 'other training'} image"
+        which = "registered" if registered else "other training"
+        return f"no verified matches (>= {MIN_NUM_INLIERS}) with any {which} image"
     if not registered:
         return (
             f"{best} verified matches with {best_name}, but no pair could start the model: an initial pair needs "
@@ -363,8 +385,13 @@ def explain_unregistered(graph: MatchGraph, name: str, registered: list[str], tr
 
 
 def run_sfm(
-    image_dir: Path, images: list[ImageRecord], train_names: list[str], test_names: list[str],
-    work_dir: Path, config: SfMConfig, on_attempt: Callable[[int], None] | None = None,
+    image_dir: Path,
+    images: list[ImageRecord],
+    train_names: list[str],
+    test_names: list[str],
+    work_dir: Path,
+    config: SfMConfig,
+    on_attempt: Callable[[int], None] | None = None,
 ) -> SfMResult:
     """Features, matches, mapping of training views, registration of test views.
 
@@ -385,13 +412,21 @@ def run_sfm(
     extract_and_match(database, image_dir, images, config)
     lap("features_and_matches")
     graph = MatchGraph(database)
-    train, check, attempts = map_training_views(database, graph, image_dir, train_names, work_dir / "models", on_attempt)
+    train, check, attempts = map_training_views(
+        database, graph, image_dir, train_names, work_dir / "models", on_attempt
+    )
     low_parallax = False
     if too_few_points(train) and well_matched(graph, train_names):
         # Every start, as above: the first complete model of fox 0002-0004 was 3.6-8.4 degrees off,
         # the best of all starts 2.7-2.9 (each start costs 20-40 s on these 540x960 photos).
         again, again_check, more = map_training_views(
-            database, graph, image_dir, train_names, work_dir / "models_low_parallax", on_attempt, low_parallax=True,
+            database,
+            graph,
+            image_dir,
+            train_names,
+            work_dir / "models_low_parallax",
+            on_attempt,
+            low_parallax=True,
         )
         attempts += more
         if again is not None and (again.num_reg_images(), again.num_points3D()) > (
@@ -402,25 +437,33 @@ def run_sfm(
                 "Low parallax: the photos were taken from nearly one place, so the cameras come from mapping with "
                 "initial pairs down to %.1f degrees of triangulation angle, and the %d points from angles down to %.1f "
                 "degrees (less certain in depth). Photos a step or two apart from each other give better cameras.",
-                LOW_PARALLAX_INIT_ANGLE, train.num_points3D(), LOW_PARALLAX_MIN_ANGLE,
+                LOW_PARALLAX_INIT_ANGLE,
+                train.num_points3D(),
+                LOW_PARALLAX_MIN_ANGLE,
             )
 
     registered = sorted(train.image(i).name for i in train.reg_image_ids()) if train else []
-    unregistered = {n: explain_unregistered(graph, n, registered, train_names) for n in train_names if n not in registered}
+    unregistered = {
+        n: explain_unregistered(graph, n, registered, train_names) for n in train_names if n not in registered
+    }
     if train is None or train.num_reg_images() < 2:
         lines = "\n".join(f"  {n}: {why}" for n, why in unregistered.items())
         raise SfMError(
             f"Structure-from-Motion registered {len(registered)} of {len(train_names)} training images "
             f"after {attempts} initial pairs ({', '.join(registered) or 'none'}).\n{lines}\n"
-            + ("Try: photos taken from further apart (a step or two sideways between shots) as well as overlapping; "
-               if not registered else "")
+            + (
+                "Try: photos taken from further apart (a step or two sideways between shots) as well as overlapping; "
+                if not registered
+                else ""
+            )
             + "Try: photos with more overlap (neighbouring views should share most of their content), "
             "less blur, more texture; or more photos of the same scene."
         )
     if too_few_points(train):
         log.warning(
             "Only %d SfM points: training starts from few seed points (a dense prior, --prior stereo or mast3r, "
-            "gives more), and the cameras rest on little evidence.", train.num_points3D(),
+            "gives more), and the cameras rest on little evidence.",
+            train.num_points3D(),
         )
     for name, why in unregistered.items():
         log.warning("Training image %s not registered: %s", name, why)
@@ -430,7 +473,10 @@ def run_sfm(
             logging.WARNING if doubtful & {pair.image1, pair.image2} else logging.INFO,
             "The model explains %.0f%% of the %d verified matches of %s and %s "
             "(repeated structure such as windows or facades can match the wrong copy)",
-            100 * pair.explained, pair.matches, pair.image1, pair.image2,
+            100 * pair.explained,
+            pair.matches,
+            pair.image1,
+            pair.image2,
         )
     if doubtful:
         log.warning(

@@ -52,7 +52,9 @@ class ModelCheck:
         for p in self.pairs:
             for name in (p.image1, p.image2):
                 votes.setdefault(name, [0, 0])[p.explained < self.min_explained] += p.matches
-        return sorted(name for name, (explained, unexplained) in votes.items() if unexplained and unexplained >= explained)
+        return sorted(
+            name for name, (explained, unexplained) in votes.items() if unexplained and unexplained >= explained
+        )
 
     def report(self) -> dict:
         """What `sfm/report.json` and the manifest say of the check."""
@@ -64,8 +66,12 @@ class ModelCheck:
 
 
 def check_model(
-    model: pycolmap.Reconstruction, inliers: dict[tuple[int, int], np.ndarray], keypoints: dict[int, np.ndarray],
-    min_matches: int, max_error: float = 0.005, min_explained: float = 0.4,
+    model: pycolmap.Reconstruction,
+    inliers: dict[tuple[int, int], np.ndarray],
+    keypoints: dict[int, np.ndarray],
+    min_matches: int,
+    max_error: float = 0.005,
+    min_explained: float = 0.4,
 ) -> ModelCheck:
     """Each pair of registered images with at least `min_matches` verified inlier matches
     (`inliers[(id1, id2)]`, keypoint indices; `keypoints[id]`, COLMAP pixel convention),
@@ -93,7 +99,9 @@ def check_model(
     return ModelCheck(pairs, min_explained)
 
 
-def epipolar_distances(x1: np.ndarray, x2: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def epipolar_distances(
+    x1: np.ndarray, x2: np.ndarray, rotation: np.ndarray, translation: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Distances of normalised points x1 (N, 2) and x2 (N, 2) to each other's epipolar lines,
     in normalised image units, for x2 ~ rotation @ x1 + translation. Without a baseline the
     pair constrains only the rotation: the angle between x2 and rotation @ x1 then."""

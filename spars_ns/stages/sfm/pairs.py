@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-
 EXHAUSTIVE_UP_TO = 40  # match every pair up to this many images; above it, a retrieval shortlist
 TOP_K = 10  # nearest images by global descriptor kept per image in the shortlist
 SEQUENTIAL = 3  # neighbours in name order also kept, when the names look like video frames

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 import pycolmap
 
-from spars_ns.stages.ingest.images import ImageRecord
 from spars_ns.scene import SceneFolder, atomic_dir, atomic_write_text, require_free_space
-from spars_ns.stages.sfm.mapping import MatchGraph, run_sfm
 from spars_ns.stages.base import Stage, progress
+from spars_ns.stages.ingest.images import ImageRecord
+from spars_ns.stages.sfm.mapping import MatchGraph, run_sfm
 
 if TYPE_CHECKING:
     from spars_ns.options import ProcessConfig
@@ -38,7 +38,9 @@ class SfMStage(Stage):
     name = "sfm"
     libraries = ("pycolmap",)
 
-    def __init__(self, scene: SceneFolder, config: ProcessConfig, records: list[ImageRecord], train: list[str], test: list[str]):
+    def __init__(
+        self, scene: SceneFolder, config: ProcessConfig, records: list[ImageRecord], train: list[str], test: list[str]
+    ):
         super().__init__(scene, config)
         self.records, self.train, self.test = records, train, test
 
@@ -72,8 +74,15 @@ class SfMStage(Stage):
             task = bar.add_task(f"SfM on {len(train)} training views", total=None)
             with atomic_dir(scene.sfm_dir) as work:
                 result = run_sfm(
-                    scene.images_dir, self.records, train, test, work, self.config.sfm_options,
-                    on_attempt=lambda i: bar.update(task, description=f"SfM on {len(train)} training views, initial pair {i + 1}"),
+                    scene.images_dir,
+                    self.records,
+                    train,
+                    test,
+                    work,
+                    self.config.sfm_options,
+                    on_attempt=lambda i: bar.update(
+                        task, description=f"SfM on {len(train)} training views, initial pair {i + 1}"
+                    ),
                 )
                 registered_test = sorted(n for n in test if n not in result.unregistered)
                 report = {
@@ -93,8 +102,12 @@ class SfMStage(Stage):
                 with atomic_dir(target) as tmp:
                     model.write(tmp)
         return {
-            "train_registered": len(report["registered_train"]), "train_total": len(train),
-            "test_registered": len(registered_test), "test_total": len(test),
-            "points3D": report["points3D"], "init_pairs_tried": result.init_pairs_tried,
-            "doubtful_images": result.check.doubtful_images, "low_parallax": result.low_parallax,
+            "train_registered": len(report["registered_train"]),
+            "train_total": len(train),
+            "test_registered": len(registered_test),
+            "test_total": len(test),
+            "points3D": report["points3D"],
+            "init_pairs_tried": result.init_pairs_tried,
+            "doubtful_images": result.check.doubtful_images,
+            "low_parallax": result.low_parallax,
         }
