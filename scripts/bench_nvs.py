@@ -29,7 +29,10 @@ Variants: `splatfacto-defaults` (stock splatfacto on `defaults/`), `splatfacto` 
 splatfacto on our cameras and points), `spars3r`, `spars3r-mcmc` (gsplat's MCMC strategy,
 `--max-gaussians`), `spars3r-no-depth` (depth loss off; differs from spars3r only where the
 scene has depth), `spars3r-warped` (warped-view supervision, its weight decaying to 0 over the
-run). Stock splatfacto and MCMC need CUDA.
+run), `spars3r-sfm` (our cameras and SfM points, no prior: `prepare` writes `sfm/` too). Stock
+splatfacto and MCMC need CUDA. For the CPU, `splatfacto-defaults-cpu` stands in for stock
+splatfacto on `defaults/`: splatfacto's losses and densification in the spars3r model (depth
+loss off), rendered by the pure-PyTorch rasteriser; never compare it with a GPU row.
 """
 
 from __future__ import annotations
@@ -46,7 +49,19 @@ import numpy as np
 import torch
 import tyro
 
-Variant = Literal["splatfacto-defaults", "splatfacto", "spars3r", "spars3r-mcmc", "spars3r-no-depth", "spars3r-warped"]
+from spars_ns.stages.prior.registry import PriorName  # no pycolmap: the GPU node imports this script
+
+Variant = Literal[
+    "splatfacto-defaults", "splatfacto", "spars3r", "spars3r-mcmc", "spars3r-no-depth", "spars3r-warped",
+    "spars3r-sfm", "splatfacto-defaults-cpu",
+]  # fmt: skip
+# The prepared dataset each variant trains on (the others: spars3r/).
+DATASET_OF = {"splatfacto-defaults": "defaults", "splatfacto-defaults-cpu": "defaults", "spars3r-sfm": "sfm"}
+# What each variant changes in the spars3r model (stock splatfacto variants: nothing).
+MODEL_OVERRIDES = {
+    "spars3r-no-depth": {"depth_loss_weight": 0.0},
+    "splatfacto-defaults-cpu": {"depth_loss_weight": 0.0},
+}
 DATASET_ENTRIES = ("images", "transforms.json", "points.ply", "depth")  # what training reads of a scene
 
 
@@ -63,7 +78,7 @@ class Prepare:
     """Where the datasets go, one folder per scene and view count."""
     work: Path = Path("/tmp/bench_nvs")
     """Scratch folder for processing (databases, models)."""
-    prior: Literal["none", "files", "mast3r", "stereo"] = "stereo"
+    prior: PriorName = "stereo"
     """spars3r's dense prior (files needs --prior-dir). Stereo: the best that needs no downloaded
     weights (BENCHMARKS.md, 'Novel views')."""
     prior_dir: Path | None = None
@@ -202,6 +217,10 @@ def prepare(args: Prepare) -> None:
             )
         )
         copy_dataset(scene.root, output / "spars3r")
+        no_prior = process(
+            ProcessConfig(images=photos, output=work / "sfm_scene", test_views=tuple(test), prior="none")
+        )
+        copy_dataset(no_prior.root, output / "sfm")
         (work / "defaults").mkdir(exist_ok=True)
         defaults_dataset(args.scene, train, test, work / "defaults", output / "defaults")
         (output / "split.json").write_text(
@@ -226,16 +245,16 @@ def run(args: Run) -> None:
     for dataset in prepared_datasets(args.prepared):
         meta = json.loads((dataset / "split.json").read_text())
         for variant in args.variants:
-            method = "splatfacto" if variant.startswith("splatfacto") else "spars3r"
-            data = dataset / ("defaults" if variant == "splatfacto-defaults" else "spars3r")
+            method = "splatfacto" if variant in ("splatfacto", "splatfacto-defaults") else "spars3r"
+            data = dataset / DATASET_OF.get(variant, "spars3r")
             overrides = (
                 {}
                 if method == "splatfacto" or args.depth_loss_weight is None
                 else {"depth_loss_weight": args.depth_loss_weight}
             )
             overrides |= {
+                **MODEL_OVERRIDES,
                 "spars3r-mcmc": {"strategy": "mcmc", "max_gaussians": args.max_gaussians},
-                "spars3r-no-depth": {"depth_loss_weight": 0.0},
             }.get(variant, {})
             print(f"== {meta['scene']} {meta['views']} views: {variant}, {args.steps} steps", flush=True)
             pipeline = {"warped_views": True, "warped_views_until": args.steps} if variant == "spars3r-warped" else {}

@@ -18,7 +18,7 @@ import pytest
 import roma
 import torch
 import yaml
-from conftest import BIN, ENV, TEST_VIEWS, run_console_script
+from conftest import BIN, ENV, TEST_VIEWS, TRAIN_ARGS, run_console_script
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.utils.eval_utils import eval_setup
 from PIL import Image
@@ -325,6 +325,68 @@ def test_viewer_opens_looking_at_the_rendered_scene_in_a_browser(viewer_url, tmp
         finally:
             browser.close()
     assert share >= 0.6, f"the scene covers {share:.0%} of the view ({tmp_path / 'viewer.png'})"
+
+
+@pytest.fixture(scope="module")
+def portrait_run(tmp_path_factory) -> Path:
+    """config.yml of a 2-step spars3r run on portrait photos (taller than wide, as a phone held upright
+    takes them): what the viewer needs is the cameras and the seed points."""
+    from nerfstudio.scripts.train import entrypoint
+
+    from spars_ns.process import ProcessConfig, process
+    from spars_ns.synthetic import make_scene
+
+    folder = tmp_path_factory.mktemp("portrait")
+    make_scene(num_views=6, width=240, height=320, seed=3).write_images(folder / "photos")
+    scene = process(ProcessConfig(images=folder / "photos", output=folder / "scene"))
+    train_args = [*TRAIN_ARGS[: TRAIN_ARGS.index("--max-num-iterations") + 1], "2"]
+    train_args += TRAIN_ARGS[TRAIN_ARGS.index("--max-num-iterations") + 2 :]
+    argv = ["ns-train", "spars3r", "--data", str(scene.root), "--output-dir", str(folder / "runs")]
+    run_console_script(entrypoint, [*argv, "--timestamp", "run", *train_args])
+    return folder / "runs" / "scene" / "spars3r" / "run" / "config.yml"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Chromium (Debian package chromium)")
+def test_viewer_opens_upright_on_portrait_photos(portrait_run):
+    """The camera that a browser ends up with (as it reports it back to the viewer's server) looks
+    where the first training camera looks, with the same up: not rolled onto its side."""
+    import viser.transforms as vtf
+    from nerfstudio.viewer.viewer import Viewer
+    from playwright.sync_api import sync_playwright
+
+    from spars_ns.ns.run_config import load_run_config, setup_run
+
+    config = load_run_config(portrait_run)
+    pipeline = setup_run(config, test_mode="inference")
+    camera = pipeline.datamanager.train_dataset.cameras[0]
+    assert camera.height > camera.width
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        config.viewer.websocket_port = probe.getsockname()[1]
+    datapath = pipeline.datamanager.get_datapath()
+    viewer = Viewer(
+        config.viewer, log_filename=portrait_run.parent / "viewer_log.txt", datapath=datapath, pipeline=pipeline
+    )
+    try:
+        viewer.init_scene(train_dataset=pipeline.datamanager.train_dataset, train_state="completed")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.goto(f"http://127.0.0.1:{config.viewer.websocket_port}/")
+                page.wait_for_selector("text=Connected", timeout=60_000)
+                time.sleep(3)  # the browser applies the server's camera and reports its own back
+                (client,) = viewer.viser_server.get_clients().values()
+                rotation = vtf.SO3(client.camera.wxyz).as_matrix()  # viser's camera: x right, y down, z forward
+            finally:
+                browser.close()
+    finally:
+        viewer.viser_server.stop()
+    camera_to_world = camera.camera_to_worlds.numpy(force=True)  # OpenGL: y up, z backward
+    up, forward = -rotation[:, 1], rotation[:, 2]
+    assert math.degrees(math.acos(np.clip(up @ camera_to_world[:, 1], -1, 1))) < 2
+    assert math.degrees(math.acos(np.clip(forward @ -camera_to_world[:, 2], -1, 1))) < 2
 
 
 def visible_gaussians(config: Path) -> dict[str, np.ndarray]:
