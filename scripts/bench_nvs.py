@@ -29,7 +29,10 @@ Variants: `splatfacto-defaults` (stock splatfacto on `defaults/`), `splatfacto` 
 splatfacto on our cameras and points), `spars3r`, `spars3r-mcmc` (gsplat's MCMC strategy,
 `--max-gaussians`), `spars3r-no-depth` (depth loss off; differs from spars3r only where the
 scene has depth), `spars3r-warped` (warped-view supervision, its weight decaying to 0 over the
-run), `spars3r-sfm` (our cameras and SfM points, no prior: `prepare` writes `sfm/` too). Stock
+run), `spars3r-sfm` (our cameras and SfM points, no prior: `prepare` writes `sfm/` too),
+`spars3r-true-cameras` (spars3r's processing on the true cameras: `truth/`, our scene with SfM's
+cameras replaced by the ground truth's, its points triangulated again from the same verified
+matches, then prior, alignment, refinement and export run again; what camera error costs). Stock
 splatfacto and MCMC need CUDA. For the CPU, `splatfacto-defaults-cpu` stands in for stock
 splatfacto on `defaults/`: splatfacto's losses and densification in the spars3r model (depth
 loss off), rendered by the pure-PyTorch rasteriser; never compare it with a GPU row.
@@ -41,7 +44,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -53,10 +56,13 @@ from spars_ns.stages.prior.registry import PriorName  # no pycolmap: the GPU nod
 
 Variant = Literal[
     "splatfacto-defaults", "splatfacto", "spars3r", "spars3r-mcmc", "spars3r-no-depth", "spars3r-warped",
-    "spars3r-sfm", "splatfacto-defaults-cpu",
+    "spars3r-sfm", "spars3r-true-cameras", "splatfacto-defaults-cpu",
 ]  # fmt: skip
 # The prepared dataset each variant trains on (the others: spars3r/).
-DATASET_OF = {"splatfacto-defaults": "defaults", "splatfacto-defaults-cpu": "defaults", "spars3r-sfm": "sfm"}
+DATASET_OF = {
+    "splatfacto-defaults": "defaults", "splatfacto-defaults-cpu": "defaults", "spars3r-sfm": "sfm",
+    "spars3r-true-cameras": "truth",
+}  # fmt: skip
 # What each variant changes in the spars3r model (stock splatfacto variants: nothing).
 MODEL_OVERRIDES = {
     "spars3r-no-depth": {"depth_loss_weight": 0.0},
@@ -187,6 +193,60 @@ def defaults_dataset(scene: Path, train: list[str], test: list[str], work: Path,
     (output / "transforms.json").write_text(json.dumps(transforms, indent=1))
 
 
+def true_cameras_dataset(source: Path, processed: Path, test: list[str], work: Path, config, output: Path) -> None:
+    """`truth/`: the processed scene with every registered view at its true pose and intrinsics
+    (OPENCV), its points triangulated again on them from the same verified matches (the test views'
+    observations removed, so that they add no points), then the stages after SfM run again."""
+    import pycolmap
+
+    from spars_ns.metrics import load_true_poses
+    from spars_ns.process import process
+    from spars_ns.scene import SceneFolder
+    from spars_ns.stages.sfm.stage import database_path
+
+    target = work / "truth_scene"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(processed, target, symlinks=True)
+    scene = SceneFolder(target)
+    meta = json.loads((source / "transforms.json").read_text())
+    frames = {Path(f["file_path"]).name: f for f in meta["frames"]}
+    truth = load_true_poses(source / "transforms.json")
+    model = pycolmap.Reconstruction(scene.sparse_with_test_dir)
+    for image in model.images.values():
+
+        def value(key: str, frame=frames[image.name]) -> float:
+            return float(frame.get(key, meta.get(key, 0.0)))
+
+        camera = model.camera(image.camera_id)
+        camera.model = pycolmap.CameraModelId.OPENCV
+        camera.params = [value(k) for k in ("fl_x", "fl_y", "cx", "cy", "k1", "k2", "p1", "p2")]
+        pose = pycolmap.Rigid3d(pycolmap.Rotation3d(truth[image.name][:3, :3]), truth[image.name][:3, 3])
+        model.frame(image.frame_id).set_cam_from_world(image.camera_id, pose)
+    database = work / "truth.db"  # triangulation reads the cameras there too: a copy with the true ones
+    shutil.copyfile(database_path(scene), database)
+    db = pycolmap.Database.open(database)
+    try:
+        for camera in model.cameras.values():
+            db.update_camera(camera)
+    finally:
+        db.close()
+    model = pycolmap.triangulate_points(model, database, scene.images_dir, work / "triangulated")
+    for image in [im for im in model.images.values() if im.name in test]:
+        for index, point in enumerate(image.points2D):
+            if point.has_point3D():
+                model.delete_observation(image.image_id, index)
+    model.write(scene.sparse_with_test_dir)
+    for image in [im for im in model.images.values() if im.name in test]:
+        model.deregister_frame(image.frame_id)
+    model.write(scene.sparse_dir)
+    # The stages after SfM are forgotten, so that they run again on these cameras (SfM's own entry
+    # stays: its outputs are the ones just written).
+    manifest = json.loads(scene.manifest_path.read_text())
+    manifest["stages"] = {name: entry for name, entry in manifest["stages"].items() if name in ("ingest", "sfm")}
+    scene.manifest_path.write_text(json.dumps(manifest, indent=2))
+    copy_dataset(process(replace(config, output=target)).root, output)
+
+
 def prepare(args: Prepare) -> None:
     import pycolmap
 
@@ -205,22 +265,22 @@ def prepare(args: Prepare) -> None:
             if not (photos / photo).exists():
                 (photos / photo).symlink_to((args.scene / "images" / photo).resolve())
         print(f"{name}: train {train}\n  test {test}", flush=True)
-        scene = process(
-            ProcessConfig(
-                images=photos,
-                output=work / "spars3r_scene",
-                test_views=tuple(test),
-                prior=args.prior,
-                prior_options=PriorConfig(files=FilesConfig(dir=args.prior_dir)),
-                refine=args.refine if args.prior != "none" else "none",
-                max_dense_points=args.max_dense_points,
-            )
+        config = ProcessConfig(
+            images=photos,
+            output=work / "spars3r_scene",
+            test_views=tuple(test),
+            prior=args.prior,
+            prior_options=PriorConfig(files=FilesConfig(dir=args.prior_dir)),
+            refine=args.refine if args.prior != "none" else "none",
+            max_dense_points=args.max_dense_points,
         )
+        scene = process(config)
         copy_dataset(scene.root, output / "spars3r")
         no_prior = process(
             ProcessConfig(images=photos, output=work / "sfm_scene", test_views=tuple(test), prior="none")
         )
         copy_dataset(no_prior.root, output / "sfm")
+        true_cameras_dataset(args.scene, scene.root, test, work, config, output / "truth")
         (work / "defaults").mkdir(exist_ok=True)
         defaults_dataset(args.scene, train, test, work / "defaults", output / "defaults")
         (output / "split.json").write_text(
