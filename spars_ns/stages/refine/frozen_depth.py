@@ -164,7 +164,7 @@ def refine_depths(
     """Refine every view's prior into depth in the SfM frame's units: a scale and shift per view,
     then (`local`) the smooth grids, and the cameras if asked, of all views jointly."""
     neighbours = _overlapping_pairs(views, MIN_SHARED_POINTS)
-    fits = fit_globally(views, kind, neighbours)
+    fits = global_fits(views, kind, neighbours)
     torch.manual_seed(SEED)
     maps = _AffineMaps(views, [scale_shift or (1.0, 0.0) for scale_shift, _ in fits], config.grid, kind)
     local = mode == "local"
@@ -177,7 +177,7 @@ def refine_depths(
     return [_result(view, i, fit, canvas[i], maps, cameras) for i, (view, (_, fit)) in enumerate(zip(views, fits))]
 
 
-def fit_globally(
+def global_fits(
     views: list[RefineView], kind: str, neighbours: list[tuple[int, int]]
 ) -> list[tuple[tuple[float, float] | None, Fit]]:
     """Each view's scale and shift, and where they came from: its SfM points, or, for a view
