@@ -34,7 +34,7 @@ class PriorInputs:
     unregistered: list[str]
     """Training views SfM did not register; a backend that poses its views covers them too."""
     work: Path
-    """A scratch folder inside the stage's temporary output, removed with it."""
+    """A scratch folder for `predict`, removed by the stage afterwards."""
     cache: Path
     """The backend's folder in the scene's cache, kept across runs (`caches_outputs` backends only)."""
 
@@ -47,6 +47,8 @@ class PriorInputs:
 
 
 class PriorBackend:
+    """One dense prior: subclasses set `name`, `Config` and `libraries`, and implement `predict`."""
+
     name: ClassVar[str]
     Config: ClassVar[type]
     libraries: ClassVar[tuple[str, ...]] = ()

@@ -11,7 +11,6 @@ top-level names such as `models` and `utils`.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -381,5 +380,4 @@ class Mast3rPrior(PriorBackend):
         task = bar.add_task(f"MASt3R on {len(pairs)} pairs of {len(names)} views", total=len(pairs))
         network = load_model(config.checkpoint, config.device)
         priors = predict_priors(paths, network, config, cache, inputs.work, pairs, on_pair=lambda: bar.advance(task))
-        shutil.rmtree(inputs.work)
         return dict(zip(names, priors))

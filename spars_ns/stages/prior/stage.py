@@ -8,6 +8,7 @@ Test views get no prior: they must not add seed points.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from spars_ns.scene import SceneFolder, atomic_dir
@@ -59,6 +60,7 @@ class PriorStage(Stage):
         with atomic_dir(scene.prior_dir) as tmp, progress() as bar:
             inputs = PriorInputs(scene, model, images, unregistered, work=tmp / name, cache=scene.cache_dir(name))
             priors = self.backend.predict(inputs, bar)
+            shutil.rmtree(inputs.work, ignore_errors=True)  # inside the stage's output folder: not an output
             for view, prior in priors.items():
                 prior.save(tmp / prior_path(scene, view).name)
         return {"images": len(priors), "unregistered": sum(n in priors for n in unregistered)}
