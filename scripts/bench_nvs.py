@@ -29,10 +29,11 @@ Variants: `splatfacto-defaults` (stock splatfacto on `defaults/`), `splatfacto` 
 splatfacto on our cameras and points), `spars3r`, `spars3r-mcmc` (gsplat's MCMC strategy,
 `--max-gaussians`), `spars3r-no-depth` (depth loss off; differs from spars3r only where the
 scene has depth), `spars3r-warped` (warped-view supervision, its weight decaying to 0 over the
-run), `spars3r-sfm` (our cameras and SfM points, no prior: `prepare` writes `sfm/` too),
-`spars3r-true-cameras` (spars3r's processing on the true cameras: `truth/`, our scene with SfM's
-cameras replaced by the ground truth's, its points triangulated again from the same verified
-matches, then prior, alignment, refinement and export run again; what camera error costs). Stock
+run), `spars3r-sfm` (our cameras and SfM points, no prior: `sfm/`, `prepare --also sfm`),
+`spars3r-true-cameras` (spars3r's processing on the true cameras: `truth/`, `--also truth`; our
+scene with SfM's cameras replaced by the ground truth's, its points triangulated again from the
+same verified matches, then prior, alignment, refinement and export run again: what camera
+error costs). Stock
 splatfacto and MCMC need CUDA. For the CPU, `splatfacto-defaults-cpu` stands in for stock
 splatfacto on `defaults/`: splatfacto's losses and densification in the spars3r model (depth
 loss off), rendered by the pure-PyTorch rasteriser; never compare it with a GPU row.
@@ -91,6 +92,9 @@ class Prepare:
     refine: Literal["none", "global", "local"] = "global"
     """Refinement of the prior's depth, which gives the depth loss its targets (none without a prior)."""
     max_dense_points: int = 500_000
+    also: list[Literal["sfm", "truth"]] = field(default_factory=list)
+    """Datasets for the variants spars3r-sfm (`sfm/`: no prior) and spars3r-true-cameras (`truth/`);
+    off by default, to keep the GPU session's datasets small."""
 
 
 @dataclass
@@ -276,11 +280,11 @@ def prepare(args: Prepare) -> None:
         )
         scene = process(config)
         copy_dataset(scene.root, output / "spars3r")
-        no_prior = process(
-            ProcessConfig(images=photos, output=work / "sfm_scene", test_views=tuple(test), prior="none")
-        )
-        copy_dataset(no_prior.root, output / "sfm")
-        true_cameras_dataset(args.scene, scene.root, test, work, config, output / "truth")
+        if "sfm" in args.also:
+            no_prior = process(replace(config, output=work / "sfm_scene", prior="none", refine="none"))
+            copy_dataset(no_prior.root, output / "sfm")
+        if "truth" in args.also:
+            true_cameras_dataset(args.scene, scene.root, test, work, config, output / "truth")
         (work / "defaults").mkdir(exist_ok=True)
         defaults_dataset(args.scene, train, test, work / "defaults", output / "defaults")
         (output / "split.json").write_text(
