@@ -1,7 +1,7 @@
 """The camera benchmark every SfM change is judged by: many captures per view count, worst cases reported.
 
     python scripts/bench_cameras.py --output benchmarks/cameras.json
-    PYTHONPATH=/tmp/previous-main python scripts/bench_cameras.py --output benchmarks/cameras-previous.json
+    python scripts/at_revision.py /tmp/previous-main scripts/bench_cameras.py --output benchmarks/cameras-previous.json
     python scripts/bench_cameras.py --compare benchmarks/cameras-previous.json benchmarks/cameras.json
 
 Captures, for each K in --views:
@@ -18,8 +18,10 @@ SfM points' median distance to the true surfaces after a Sim3 fit of the camera 
 (scene units; the synthetic room is 8 units across).
 
 To hold a change against the previous main, check that commit out beside this one
-(`git worktree add /tmp/previous-main HEAD~1`) and run this script with its package first on
-PYTHONPATH, as above: `run_sfm`, `ingest_image` and `SfMConfig` are all it uses.
+(`git worktree add /tmp/previous-main HEAD~1`) and run this script on its package with
+`scripts/at_revision.py`, as above (PYTHONPATH alone does not: the editable install comes
+first). A capture is a silent wrong model when its median pair error exceeds WRONG_DEG and the
+model check found no doubtful image; a right model with doubtful images is a false alarm.
 """
 
 from __future__ import annotations
@@ -116,9 +118,10 @@ def measure(capture: Capture, work: Path) -> dict:
     records = [ingest_image(capture.image_dir / n, work, file_sha1(capture.image_dir / n)) for n in capture.names]
     start = time.perf_counter()
     try:
-        model = run_sfm(work, records, capture.names, [], work / "sfm", SfMConfig()).train
+        result = run_sfm(work, records, capture.names, [], work / "sfm", SfMConfig())
+        model, doubtful = result.train, result.check.doubtful_images
     except SfMError:
-        model = None
+        model, doubtful = None, []
     seconds = time.perf_counter() - start
     images = [im for im in model.images.values() if im.has_pose] if model else []
     estimated = {im.name: as_4x4(im.cam_from_world().matrix()) for im in images}
@@ -132,6 +135,7 @@ def measure(capture: Capture, work: Path) -> dict:
         "mAA@10": mean_average_accuracy(errors),
         "seconds": round(seconds, 2),
         "points": len(model.points3D) if model else 0,
+        "doubtful": doubtful,
     }
     if capture.focal and images:
         focals = [model.camera(im.camera_id).mean_focal_length() for im in images]
@@ -150,6 +154,9 @@ def points_to_surface(model, images, capture: Capture) -> float:
     points = np.stack([p.xyz for p in model.points3D.values()])
     mapped = scale * points @ rotation.T + translation
     return float(np.median(distance_to_quads(mapped, capture.quads)))
+
+
+WRONG_DEG = 5.0  # a capture whose median pair error exceeds this has a wrong model
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -181,6 +188,11 @@ def summarise(rows: list[dict]) -> list[dict]:
             "mAA@10_mean": float(np.mean([r["mAA@10"] for r in group])),
             "mAA@10_worst": float(np.min([r["mAA@10"] for r in group])),
             "seconds_mean": float(np.mean([r["seconds"] for r in group])),
+            # A model more than WRONG_DEG off that the model check finds no doubt in: a silent wrong model.
+            "silent_wrong": sum(
+                r["registered"] >= 2 and r["median_pair_error_deg"] > WRONG_DEG and not r.get("doubtful") for r in group
+            ),
+            "flagged_right": sum(r["median_pair_error_deg"] <= WRONG_DEG and bool(r.get("doubtful")) for r in group),
         }
         focal = [r["focal_error"] for r in group if "focal_error" in r]
         line["focal_error_median"], line["focal_error_worst_decile"] = median_and_worst(focal)
@@ -200,6 +212,8 @@ COLUMNS = [
     ("focal_error_median", "focal err median", "{:.2%}"),
     ("focal_error_worst_decile", "worst decile", "{:.2%}"),
     ("points_to_surface_median", "points to surface", "{:.3f}"),
+    ("silent_wrong", "silent wrong", "{}"),
+    ("flagged_right", "right, flagged", "{}"),
     ("seconds_mean", "s", "{:.1f}"),
 ]
 

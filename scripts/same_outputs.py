@@ -24,19 +24,9 @@ from pathlib import Path
 
 import tyro
 
-# Runs spars-ns from the code root given first, not from the editable install of this checkout.
-RUNNER = """
-import sys
-sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
-sys.path.insert(0, sys.argv.pop(1))
-if sys.argv[1] == "synthetic":
-    from pathlib import Path
-    from spars_ns.synthetic import make_scene
-    make_scene(num_views=8, seed=0).write_images(Path(sys.argv[2]))
-else:
-    from spars_ns.cli import entrypoint
-    entrypoint()
-"""
+from spars_ns.synthetic import make_scene
+
+AT_REVISION = Path(__file__).resolve().parent / "at_revision.py"
 FOX_VIEWS = ("0001", "0019", "0035", "0052", "0085", "0115")
 FOX_TEST_VIEW = "0014"
 VARIES_BETWEEN_RUNS = {".lock", "images.json", "database.db", "report.json"}
@@ -55,7 +45,8 @@ def process_all(code: Path, out: Path, photos: Path, fox: Path | None) -> dict[s
     """Every output file of the scenes processed by the code at `code`, by relative path: its SHA-256."""
 
     def spars_ns(*args: str) -> None:
-        subprocess.run([sys.executable, "-c", RUNNER, str(code), "process", *args], check=True, capture_output=True)
+        command = [sys.executable, str(AT_REVISION), str(code), "-m", "spars_ns.cli", "process", *args]
+        subprocess.run(command, check=True, capture_output=True)
 
     synthetic = ["--images", str(photos), "--test-every", "4"]
     spars_ns(*synthetic, "--output", str(out / "none"))
@@ -81,7 +72,7 @@ def main(args: Args) -> int:
     subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(base_code), args.base], check=True)
     try:
         photos = args.work / "photos"
-        subprocess.run([sys.executable, "-c", RUNNER, str(root), "synthetic", str(photos)], check=True)
+        make_scene(num_views=8, seed=0).write_images(photos)
         fox = None
         if args.fox is not None:
             fox = args.work / "fox"
