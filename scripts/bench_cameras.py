@@ -230,10 +230,8 @@ def table(summaries: list[tuple[str, list[dict]]]) -> str:
             if line is None:
                 continue
             cells = [source, str(k), str(line["captures"])] + ([label] if runs else [])
-            cells += [
-                fmt.format(line[key]) if not (isinstance(line[key], float) and np.isnan(line[key])) else "-"
-                for key, _, fmt in COLUMNS
-            ]
+            missing = [None, float("nan")]  # a run from before a column existed, or nothing to measure
+            cells += ["-" if line.get(key) in missing else fmt.format(line[key]) for key, _, fmt in COLUMNS]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
