@@ -243,11 +243,10 @@ def true_cameras_dataset(source: Path, processed: Path, test: list[str], work: P
     for image in [im for im in model.images.values() if im.name in test]:
         model.deregister_frame(image.frame_id)
     model.write(scene.sparse_dir)
-    # The stages after SfM are forgotten, so that they run again on these cameras (SfM's own entry
-    # stays: its outputs are the ones just written).
-    manifest = json.loads(scene.manifest_path.read_text())
-    manifest["stages"] = {name: entry for name, entry in manifest["stages"].items() if name in ("ingest", "sfm")}
-    scene.manifest_path.write_text(json.dumps(manifest, indent=2))
+    # The stages after SfM are cleared (outputs and entries, as a stage switched off is), so that
+    # they run again on these cameras; SfM's own entry stays: its outputs are the ones just written.
+    for stage in [name for name in scene.read_manifest()["stages"] if name not in ("ingest", "sfm")]:
+        scene.clear(stage, [])
     copy_dataset(process(replace(config, output=target)).root, output)
 
 
