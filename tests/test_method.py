@@ -28,20 +28,9 @@ from spars_ns.errors import InputError
 from spars_ns.ns.dataparser import SparsDataParserConfig
 from spars_ns.ns.dataset import SparsDataset
 from spars_ns.ns.model import VIEWER_BACKGROUND, LazyLPIPS, Spars3rModelConfig, depth_loss
-from spars_ns.ns.viewer import view_from_camera
+from spars_ns.ns.viewer import HEADLESS_CHROMIUM, serve_run, view_from_camera
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
-
-# As the project's machines need them: no sandbox for root, no GPU, no calls home on a closed network.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--enable-unsafe-swiftshader",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def mean_colour_psnr(images) -> float:
@@ -312,7 +301,7 @@ def test_viewer_opens_looking_at_the_rendered_scene_in_a_browser(viewer_url, tmp
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=HEADLESS_CHROMIUM)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(viewer_url)
@@ -352,37 +341,22 @@ def test_viewer_opens_upright_on_portrait_photos(portrait_run):
     """The camera that a browser ends up with (as it reports it back to the viewer's server) looks
     where the first training camera looks, with the same up: not rolled onto its side."""
     import viser.transforms as vtf
-    from nerfstudio.viewer.viewer import Viewer
     from playwright.sync_api import sync_playwright
 
-    from spars_ns.ns.run_config import load_run_config, setup_run
-
-    config = load_run_config(portrait_run)
-    pipeline = setup_run(config, test_mode="inference")
-    camera = pipeline.datamanager.train_dataset.cameras[0]
-    assert camera.height > camera.width
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        config.viewer.websocket_port = probe.getsockname()[1]
-    datapath = pipeline.datamanager.get_datapath()
-    viewer = Viewer(
-        config.viewer, log_filename=portrait_run.parent / "viewer_log.txt", datapath=datapath, pipeline=pipeline
-    )
-    try:
-        viewer.init_scene(train_dataset=pipeline.datamanager.train_dataset, train_state="completed")
+    with serve_run(portrait_run) as (viewer, pipeline, url):
+        camera = pipeline.datamanager.train_dataset.cameras[0]
+        assert camera.height > camera.width
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=HEADLESS_CHROMIUM)
             try:
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
-                page.goto(f"http://127.0.0.1:{config.viewer.websocket_port}/")
+                page.goto(url)
                 page.wait_for_selector("text=Connected", timeout=60_000)
                 time.sleep(3)  # the browser applies the server's camera and reports its own back
                 (client,) = viewer.viser_server.get_clients().values()
                 rotation = vtf.SO3(client.camera.wxyz).as_matrix()  # viser's camera: x right, y down, z forward
             finally:
                 browser.close()
-    finally:
-        viewer.viser_server.stop()
     camera_to_world = camera.camera_to_worlds.numpy(force=True)  # OpenGL: y up, z backward
     up, forward = -rotation[:, 1], rotation[:, 2]
     assert math.degrees(math.acos(np.clip(up @ camera_to_world[:, 1], -1, 1))) < 2

@@ -55,6 +55,39 @@ def test_larger_sets_stop_at_the_first_complete_model(processed, tmp_path, monke
     assert starts == 1 and model.num_reg_images() == len(train) == 6
 
 
+def fox_model(focal: float, k1: float) -> pycolmap.Reconstruction:
+    model = pycolmap.Reconstruction()
+    model.add_camera(pycolmap.Camera.create_from_model_name(1, "SIMPLE_RADIAL", focal, 540, 960))
+    model.camera(1).params = [focal, 270, 480, k1]
+    return model
+
+
+def test_models_with_intrinsics_no_lens_gives_are_implausible():
+    options = pycolmap.IncrementalMapperOptions()
+    assert not mapping.implausible_cameras(fox_model(688.0, 0.01), options)  # the fox's true focal length
+    assert mapping.implausible_cameras(fox_model(16_763.0, -85.0), options)  # measured on 0007, 0039, 0115
+    assert mapping.implausible_cameras(fox_model(688.0, -1.5), options)
+    assert mapping.implausible_cameras(fox_model(60.0, 0.0), options)
+
+
+def test_mapping_discards_models_with_implausible_intrinsics(processed, tmp_path, monkeypatch, caplog):
+    """With bounds that the scene's true camera (345.6 px for 384x288 photos) falls outside, no start's
+    model is kept, and the log says why."""
+    database = processed.sfm_dir / "database.db"
+    train = sorted(json.loads((processed.sfm_dir / "report.json").read_text())["registered_train"])
+    usual = mapping.mapper_options
+
+    def narrow_bounds(*args, **kwargs):
+        options = usual(*args, **kwargs)
+        options.mapper.min_focal_length_ratio = 1.0
+        return options
+
+    monkeypatch.setattr(mapping, "mapper_options", narrow_bounds)
+    model, _, starts = map_training_views(database, MatchGraph(database), processed.images_dir, train, tmp_path)
+    assert model is None
+    assert f"{starts} of {starts} starts gave models with implausible intrinsics" in caplog.text
+
+
 def keep_busy(stop) -> None:
     while not stop.is_set():
         pass

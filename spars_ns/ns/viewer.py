@@ -10,11 +10,26 @@ that its frustum is in view, looking along its axis at the seed points it sees.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import socket
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from nerfstudio.viewer.viewer_elements import ViewerControl
+
+HEADLESS_CHROMIUM = [  # the browser's flags where the viewer is checked: root, no GPU, a closed network
+    "--no-sandbox",
+    "--disable-gpu",
+    "--enable-unsafe-swiftshader",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 PULL_BACK = 0.15
 """How far behind the camera the view starts, as a share of the median depth of the points it sees."""
@@ -65,3 +80,31 @@ class SceneView(ViewerControl):
             client.camera.position = pose.position * VISER_NERFSTUDIO_SCALE_RATIO
             client.camera.look_at = pose.look_at * VISER_NERFSTUDIO_SCALE_RATIO
             client.camera.fov = pose.fov
+
+
+@contextlib.contextmanager
+def serve_run(config_path: Path, test_mode: Literal["test", "val", "inference"] = "inference"):
+    """nerfstudio's viewer on a trained run, in this process, on a free local port, as `ns-viewer`
+    shows it: yields (viewer, pipeline, url) and stops the server on exit."""
+    from nerfstudio.viewer.viewer import Viewer
+
+    from spars_ns.ns.run_config import load_run_config, setup_run
+
+    config = load_run_config(config_path)
+    pipeline = setup_run(config, test_mode=test_mode)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        config.viewer.websocket_port = probe.getsockname()[1]
+    log = tempfile.TemporaryDirectory()  # not in the run's folder: it may be someone else's
+    viewer = Viewer(
+        config.viewer,
+        log_filename=Path(log.name) / "viewer_log.txt",
+        datapath=pipeline.datamanager.get_datapath(),
+        pipeline=pipeline,
+    )
+    try:
+        viewer.init_scene(train_dataset=pipeline.datamanager.train_dataset, train_state="completed")
+        yield viewer, pipeline, f"http://127.0.0.1:{config.viewer.websocket_port}/"
+    finally:
+        viewer.viser_server.stop()
+        log.cleanup()

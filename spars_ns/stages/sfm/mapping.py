@@ -279,6 +279,7 @@ def map_training_views(
     queue: list[tuple[int, int] | None] = [None, *graph.strongest_pairs(train_ids)[: MAX_INIT_PAIRS - 1]]
     tried: list[tuple[int, int] | None] = []
     best, best_rank, best_check = None, None, None
+    implausible: list[pycolmap.Reconstruction] = []
     many_views = len(train_names) > ALL_STARTS_UP_TO
     while queue and len(tried) < MAX_INIT_PAIRS + MAX_EXTRA_STARTS:
         pair = queue.pop(0)
@@ -294,6 +295,9 @@ def map_training_views(
         out = work_dir / f"attempt_{len(tried) - 1}"
         out.mkdir(parents=True, exist_ok=True)
         for model in pycolmap.incremental_mapping(database, image_dir, out, options).values():
+            if implausible_cameras(model, options.mapper):
+                implausible.append(model)
+                continue
             check = check_model_of(model, graph)
             rank = (model.num_reg_images(), -len(check.unexplained), -model.compute_mean_reprojection_error())
             if best is None or rank > best_rank:
@@ -303,7 +307,34 @@ def map_training_views(
                 candidate = tuple(sorted((graph.image_ids[p.image1], graph.image_ids[p.image2])))
                 if candidate not in tried and candidate not in queue:
                     queue.append(candidate)
+    if implausible:
+        log.warning(
+            "%d of %d starts gave models with implausible intrinsics (%s), discarded: the photos may share "
+            "too little 3D structure to fix the focal length.",
+            len(implausible),
+            len(tried),
+            "; ".join(sorted({describe_cameras(model) for model in implausible})),
+        )
     return best, best_check, len(tried)
+
+
+def implausible_cameras(model: pycolmap.Reconstruction, options: pycolmap.IncrementalMapperOptions) -> bool:
+    """Whether a camera has intrinsics no lens gives, by COLMAP's own bounds (a focal length of 0.1-10
+    times the photo's larger side, distortion parameters up to 1), which its mapper applies only
+    from 20 registered images on: three fox photos far apart gave a model at 16,763 px for a true
+    688, with k1 = -85, 100 degrees off."""
+    return any(
+        camera.has_bogus_params(options.min_focal_length_ratio, options.max_focal_length_ratio, options.max_extra_param)
+        for camera in model.cameras.values()
+    )
+
+
+def describe_cameras(model: pycolmap.Reconstruction) -> str:
+    return ", ".join(
+        f"focal length {camera.mean_focal_length():.0f} px for {camera.width}x{camera.height} photos, "
+        f"extra parameters {np.round(camera.params[camera.extra_params_idxs()], 3).tolist()}"
+        for camera in model.cameras.values()
+    )
 
 
 def check_model_of(model: pycolmap.Reconstruction, graph: MatchGraph) -> ModelCheck:
