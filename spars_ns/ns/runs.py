@@ -43,10 +43,12 @@ def train_run(
     steps: int,
     model_overrides: dict | None = None,
     pipeline_overrides: dict | None = None,
+    optimizers: dict | None = None,
 ) -> dict:
-    """Train `method` with nerfstudio's trainer. Returns `config` (the run's config.yml),
-    `train_seconds` and `peak_gpu_gib`. Without CUDA, images are used
-    at a quarter of their size (the CPU rasteriser's cost grows with pixels)."""
+    """Train `method` with nerfstudio's trainer; `optimizers` replaces entries of the trainer's
+    (as `{"camera_opt": {"optimizer": ..., "scheduler": ...}}`). Returns `config` (the run's
+    config.yml), `train_seconds` and `peak_gpu_gib`. Without CUDA, images are used at a quarter
+    of their size (the CPU rasteriser's cost grows with pixels)."""
     from nerfstudio.scripts.train import main as train
 
     on_cpu = not torch.cuda.is_available()
@@ -66,6 +68,7 @@ def train_run(
         setattr(model, name, value)
     for name, value in (pipeline_overrides or {}).items():
         setattr(config.pipeline, name, value)
+    config.optimizers |= optimizers or {}
     if on_cpu:
         config.pipeline.datamanager.camera_res_scale_factor = 0.25
         model.num_downscales = 0
