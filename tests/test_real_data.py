@@ -45,3 +45,21 @@ def test_three_neighbouring_video_frames_get_cameras_and_seed_points(tmp_path):
     estimated = {im.name: im.cam_from_world().matrix() for im in result.train.images.values() if im.has_pose}
     assert len(estimated) == 3 and result.train.num_points3D() >= 1000 and result.low_parallax
     assert max(pair_errors_deg(estimated, {n: truth[n] for n in names}).values()) < 3.5
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SPARS_NS_LONG_CHECKS"), reason="1 min: set SPARS_NS_LONG_CHECKS=1 (README)")
+def test_three_far_apart_photos_give_no_camera_that_no_lens_has(tmp_path):
+    """Three fox photos far apart around it gave a model at 16,763 px (true: 688) with k1 = -85,
+    100 degrees off and not flagged; COLMAP's bounds on intrinsics now discard such models."""
+    names = ("0007.jpg", "0039.jpg", "0115.jpg")
+    scene = SHARED_DATA / "fox"
+    if not (scene / "transforms.json").exists():
+        pytest.skip(f"{scene} not present")
+    truth = load_true_poses(scene / "transforms.json")
+    records = [ingest_image(scene / "images" / n, tmp_path, file_sha1(scene / "images" / n)) for n in names]
+    result = run_sfm(tmp_path, records, list(names), [], tmp_path / "sfm", SfMConfig())
+    estimated = {im.name: im.cam_from_world().matrix() for im in result.train.images.values() if im.has_pose}
+    (camera,) = result.train.cameras.values()
+    assert 0.5 < camera.mean_focal_length() / 687.76 < 2.0
+    assert max(pair_errors_deg(estimated, {n: truth[n] for n in names}).values()) < 20
