@@ -63,15 +63,6 @@ LOW_PARALLAX_MIN_ANGLE = 0.5  # degrees a point needs to be triangulated and kep
 LOW_PARALLAX_MIN_POINTS = 50  # fewer points than this: too few seeds, map again
 LOW_PARALLAX_MIN_MATCHES = 200  # only where every training image has a pair this strong, unlike a
 # wide-baseline capture that fails for want of matches, which the lower angles would not help
-# COLMAP's global bundle adjustment weighs every observation fully, and a track may keep one
-# 4 px off (its filter): a few false matches that slipped in pull a sparse model. A last
-# adjustment with a robust loss at about the keypoints' noise level lets them go: on 58 new
-# captures (K = 3-4) the median pair error went 0.46 -> 0.41 degrees and the focal length's
-# error 0.81% -> 0.45% (1 and 2 px gained less). Below about 200 points it let too much go
-# (7 of 12 such models got worse, fountain 0001/0008/0010: 0.98 -> 1.91 degrees), so those
-# keep COLMAP's adjustment (BENCHMARKS.md, "A robust last adjustment").
-ROBUST_LOSS_SCALE = 0.5  # pixels, Cauchy
-ROBUST_MIN_POINTS = 200
 
 
 @dataclass
@@ -482,9 +473,6 @@ def run_sfm(
                 LOW_PARALLAX_MIN_ANGLE,
             )
 
-    if train is not None and train.num_points3D() >= ROBUST_MIN_POINTS:
-        refine_robustly(train)
-        check = check_model_of(train, graph)
     registered = sorted(train.image(i).name for i in train.reg_image_ids()) if train else []
     unregistered = {
         n: explain_unregistered(graph, n, registered, train_names) for n in train_names if n not in registered
@@ -534,18 +522,6 @@ def run_sfm(
     for name, why in test_left_out.items():
         log.warning("Test image %s not registered: %s", name, why)
     return SfMResult(train, with_test, {**unregistered, **test_left_out}, attempts, check, seconds, low_parallax)
-
-
-def refine_robustly(model: pycolmap.Reconstruction) -> None:
-    """Bundle adjustment of poses, focal length, distortion and points with a Cauchy loss of
-    `ROBUST_LOSS_SCALE` pixels, on one thread (the same sums in the same order every run)."""
-    options = pycolmap.BundleAdjustmentOptions()
-    options.print_summary = False
-    options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
-    options.ceres.loss_function_scale = ROBUST_LOSS_SCALE
-    options.ceres.solver_options.num_threads = 1
-    options.ceres.solver_options.max_num_iterations = 500
-    pycolmap.bundle_adjustment(model, options)
 
 
 def too_few_points(model: pycolmap.Reconstruction | None) -> bool:
