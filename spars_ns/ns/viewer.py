@@ -6,6 +6,8 @@ training cameras are specks in the distance. `SceneView` is a `ViewerControl`, w
 viewer finds on the model and sets up for `ns-train` and `ns-viewer` alike; each browser
 that connects is moved to the first training camera's viewpoint, drawn back a little so
 that its frustum is in view, looking along its axis at the seed points it sees.
+`serve_run` serves a trained run the way `ns-viewer` does, in this process (for a browser test
+and for the README's picture, `scripts/viewer_picture.py`).
 """
 
 from __future__ import annotations
