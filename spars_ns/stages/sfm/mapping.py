@@ -279,7 +279,7 @@ def map_training_views(
     queue: list[tuple[int, int] | None] = [None, *graph.strongest_pairs(train_ids)[: MAX_INIT_PAIRS - 1]]
     tried: list[tuple[int, int] | None] = []
     best, best_rank, best_check = None, None, None
-    implausible: list[pycolmap.Reconstruction] = []
+    implausible: list[str] = []  # the discarded models' cameras, described
     many_views = len(train_names) > ALL_STARTS_UP_TO
     while queue and len(tried) < MAX_INIT_PAIRS + MAX_EXTRA_STARTS:
         pair = queue.pop(0)
@@ -296,7 +296,7 @@ def map_training_views(
         out.mkdir(parents=True, exist_ok=True)
         for model in pycolmap.incremental_mapping(database, image_dir, out, options).values():
             if implausible_cameras(model, options.mapper):
-                implausible.append(model)
+                implausible.append(describe_cameras(model))
                 continue
             check = check_model_of(model, graph)
             rank = (model.num_reg_images(), -len(check.unexplained), -model.compute_mean_reprojection_error())
@@ -313,7 +313,7 @@ def map_training_views(
             "too little 3D structure to fix the focal length.",
             len(implausible),
             len(tried),
-            "; ".join(sorted({describe_cameras(model) for model in implausible})),
+            "; ".join(sorted(set(implausible))),
         )
     return best, best_check, len(tried)
 
