@@ -223,12 +223,14 @@ class MatchGraph:
         finally:
             db.close()
         self.inliers: dict[tuple[int, int], np.ndarray] = {}
+        self.configs: dict[tuple[int, int], pycolmap.TwoViewGeometryConfiguration] = {}
         for pair_id, geometry in zip(pair_ids, geometries):
             matches = np.asarray(geometry.inlier_matches)
             if len(matches):
                 id1, id2 = pycolmap.pair_id_to_image_pair(pair_id)
                 self.inliers[(id1, id2)] = matches
                 self.inliers[(id2, id1)] = matches[:, ::-1]
+                self.configs[(id1, id2)] = self.configs[(id2, id1)] = geometry.config
 
     def num_inliers(self, id1: int, id2: int) -> int:
         return len(self.inliers.get((id1, id2), ()))
@@ -391,6 +393,15 @@ def register_test_views(
     return with_test, left_out
 
 
+# Two-view geometries where a homography fits the matches as well as the epipolar geometry: a
+# rotation on the spot or a plane, no parallax to triangulate from.
+HOMOGRAPHY_CONFIGS = {
+    pycolmap.TwoViewGeometryConfiguration.PLANAR,
+    pycolmap.TwoViewGeometryConfiguration.PANORAMIC,
+    pycolmap.TwoViewGeometryConfiguration.PLANAR_OR_PANORAMIC,
+}
+
+
 def explain_unregistered(graph: MatchGraph, name: str, registered: list[str], train_names: list[str]) -> str:
     """Why `name` is not in the model: against the registered images, or, when there is no model
     at all, against the other training images (the mapper then found no initial pair)."""
@@ -407,10 +418,15 @@ def explain_unregistered(graph: MatchGraph, name: str, registered: list[str], tr
         which = "registered" if registered else "other training"
         return f"no verified matches (>= {MIN_NUM_INLIERS}) with any {which} image"
     if not registered:
+        if graph.configs[(image_id, graph.image_ids[best_name])] in HOMOGRAPHY_CONFIGS:
+            return (
+                f"{best} verified matches with {best_name}, but one homography explains most of them (photos "
+                "taken from one spot, or of one flat surface): they give no depth to start a model from"
+            )
         return (
             f"{best} verified matches with {best_name}, but no pair could start the model: an initial pair needs "
-            f"{INIT_MIN_NUM_INLIERS} inliers seen at {INIT_MIN_TRI_ANGLE} degrees of triangulation angle "
-            "(photos taken from nearly the same place give too little)"
+            f"{INIT_MIN_NUM_INLIERS} inliers seen at {INIT_MIN_TRI_ANGLE} degrees of triangulation angle (photos "
+            "from nearly one place give too little; photos far apart, too few matches that agree on one geometry)"
         )
     return f"{best} verified matches with {best_name}, but its pose could not be estimated from them"
 
@@ -481,13 +497,9 @@ def run_sfm(
         lines = "\n".join(f"  {n}: {why}" for n, why in unregistered.items())
         raise SfMError(
             f"Structure-from-Motion registered {len(registered)} of {len(train_names)} training images "
-            f"after {attempts} initial pairs ({', '.join(registered) or 'none'}).\n{lines}\n"
-            + (
-                "Try: photos taken from further apart (a step or two sideways between shots) as well as overlapping; "
-                if not registered
-                else ""
-            )
-            + "Try: photos with more overlap (neighbouring views should share most of their content), "
+            f"after {attempts} initial pairs ({', '.join(registered) or 'none'}).\n{lines}\nTry: "
+            + ("photos taken from further apart (a step or two sideways between shots), " if not registered else "")
+            + "photos with more overlap (neighbouring views should share most of their content), "
             "less blur, more texture; or more photos of the same scene."
         )
     if too_few_points(train):
