@@ -46,6 +46,8 @@ class Args:
     features: list[FeatureType] = field(default_factory=lambda: ["sift"])
     """Feature types of our SfM stage, one row each (overrides --sfm-options.features)."""
     sfm_options: SfMConfig = field(default_factory=SfMConfig)
+    defaults: bool = True
+    """Also run pycolmap's defaults (--no-defaults: ours only, to time the two apart)."""
 
 
 def poses_of(model: pycolmap.Reconstruction | None) -> dict[str, np.ndarray]:
@@ -108,7 +110,7 @@ def main(args: Args) -> None:
         for k in args.views:
             names = evenly_spaced(list(truth_all), k)
             truth = {n: truth_all[n] for n in names}
-            for method in [f"spars-ns {f}" for f in args.features] + ["pycolmap defaults"]:
+            for method in [f"spars-ns {f}" for f in args.features] + ["pycolmap defaults"] * args.defaults:
                 with tempfile.TemporaryDirectory() as tmp:
                     start = time.perf_counter()
                     try:
