@@ -113,6 +113,13 @@ def test_the_robust_last_adjustment_lets_false_observations_go(processed, scene)
     assert robust_error - clean_error < 0.5 * (plain_error - clean_error)  # measured: 0.04 against 0.17 degrees
     assert robust_focal - clean_focal < 0.25 * (plain_focal - clean_focal)  # 0.02% against 0.45%
 
+    pointless = pycolmap.Reconstruction(processed.sparse_dir)  # low parallax can leave a model no points
+    for point_id in list(pointless.point3D_ids()):
+        pointless.delete_point3D(point_id)
+    mapping.refine_robustly(pointless)
+    before = model_poses(pycolmap.Reconstruction(processed.sparse_dir))
+    assert all(np.array_equal(pose, before[name]) for name, pose in model_poses(pointless).items())
+
 
 def keep_busy(stop) -> None:
     while not stop.is_set():

@@ -550,10 +550,13 @@ def refine_robustly(model: pycolmap.Reconstruction) -> None:
     """Bundle adjustment of poses, focal length, distortion and points with a Cauchy loss of
     `ROBUST_SCALE_IN_MEDIANS` times the model's median reprojection error, on one thread (the
     same sums in the same order every run)."""
+    errors = reprojection_errors(model)
+    if not len(errors):
+        return
     options = pycolmap.BundleAdjustmentOptions()
     options.print_summary = False
     options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
-    options.ceres.loss_function_scale = ROBUST_SCALE_IN_MEDIANS * float(np.median(reprojection_errors(model)))
+    options.ceres.loss_function_scale = ROBUST_SCALE_IN_MEDIANS * float(np.median(errors))
     options.ceres.solver_options.num_threads = 1
     options.ceres.solver_options.max_num_iterations = 500
     pycolmap.bundle_adjustment(model, options)
