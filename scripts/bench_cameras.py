@@ -119,9 +119,9 @@ def measure(capture: Capture, work: Path) -> dict:
     start = time.perf_counter()
     try:
         result = run_sfm(work, records, capture.names, [], work / "sfm", SfMConfig())
-        model, doubtful = result.train, result.check.doubtful_images
+        model, doubtful, robust = result.train, result.check.doubtful_images, result.robust_adjustment
     except SfMError:
-        model, doubtful = None, []
+        model, doubtful, robust = None, [], False
     seconds = time.perf_counter() - start
     images = [im for im in model.images.values() if im.has_pose] if model else []
     estimated = {im.name: as_4x4(im.cam_from_world().matrix()) for im in images}
@@ -136,6 +136,7 @@ def measure(capture: Capture, work: Path) -> dict:
         "seconds": round(seconds, 2),
         "points": len(model.points3D) if model else 0,
         "doubtful": doubtful,
+        "robust_adjustment": robust,
     }
     if capture.focal and images:
         focals = [model.camera(im.camera_id).mean_focal_length() for im in images]

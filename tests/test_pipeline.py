@@ -88,39 +88,6 @@ def test_mapping_discards_models_with_implausible_intrinsics(processed, tmp_path
     assert f"{starts} of {starts} starts gave models with implausible intrinsics" in caplog.text
 
 
-def test_the_robust_last_adjustment_lets_false_observations_go(processed, scene):
-    """One observation in twenty moved 3 px (false matches that COLMAP's 4 px filter keeps): a plain
-    adjustment follows them, the robust one stays near the model made without them."""
-    rng = np.random.default_rng(0)
-    corrupted = pycolmap.Reconstruction(processed.sparse_dir)
-    for image in corrupted.images.values():
-        for point in image.points2D:
-            if point.has_point3D() and rng.random() < 0.05:
-                point.xy = point.xy + 3.0 * np.array([np.cos(angle := rng.uniform(0, 2 * np.pi)), np.sin(angle)])
-    plain = pycolmap.Reconstruction(corrupted)
-    options = pycolmap.BundleAdjustmentOptions()
-    options.print_summary = False
-    pycolmap.bundle_adjustment(plain, options)
-    robust = pycolmap.Reconstruction(corrupted)
-    mapping.refine_robustly(robust)
-
-    def errors(model):
-        pairs = pair_errors_deg(model_poses(model), true_poses(scene))
-        return np.median(list(pairs.values())), abs(model.cameras[1].params[0] / scene.intrinsics[0, 0] - 1)
-
-    clean_error, clean_focal = errors(pycolmap.Reconstruction(processed.sparse_dir))
-    (plain_error, plain_focal), (robust_error, robust_focal) = errors(plain), errors(robust)
-    assert robust_error - clean_error < 0.5 * (plain_error - clean_error)  # measured: 0.04 against 0.17 degrees
-    assert robust_focal - clean_focal < 0.25 * (plain_focal - clean_focal)  # 0.02% against 0.45%
-
-    pointless = pycolmap.Reconstruction(processed.sparse_dir)  # low parallax can leave a model no points
-    for point_id in list(pointless.point3D_ids()):
-        pointless.delete_point3D(point_id)
-    mapping.refine_robustly(pointless)
-    before = model_poses(pycolmap.Reconstruction(processed.sparse_dir))
-    assert all(np.array_equal(pose, before[name]) for name, pose in model_poses(pointless).items())
-
-
 def keep_busy(stop) -> None:
     while not stop.is_set():
         pass

@@ -28,6 +28,7 @@ import pycolmap
 from spars_ns.errors import SfMError
 from spars_ns.stages.base import SEED
 from spars_ns.stages.ingest.images import ImageRecord
+from spars_ns.stages.sfm.adjustment import refine_robustly
 from spars_ns.stages.sfm.config import SfMConfig
 from spars_ns.stages.sfm.features import extract, global_descriptor, load_extractor, load_matcher, match
 from spars_ns.stages.sfm.model_check import ModelCheck, check_model
@@ -63,13 +64,6 @@ LOW_PARALLAX_MIN_ANGLE = 0.5  # degrees a point needs to be triangulated and kep
 LOW_PARALLAX_MIN_POINTS = 50  # fewer points than this: too few seeds, map again
 LOW_PARALLAX_MIN_MATCHES = 200  # only where every training image has a pair this strong, unlike a
 # wide-baseline capture that fails for want of matches, which the lower angles would not help
-# COLMAP's bundle adjustment weighs every observation fully and keeps observations up to 4 px off:
-# the few false matches a sparse capture keeps pull its cameras and focal length. A last adjustment
-# with a Cauchy loss lets them go. Its scale follows the model's own noise (a median reprojection
-# error of 0.1-0.2 px on Strecha photos, 0.6 px on the fox's video frames): a fixed 0.5 px helped
-# Strecha and synthetic scenes but down-weighted most of the fox's true observations and cost it
-# 0.1 degrees (BENCHMARKS.md, "A robust last adjustment").
-ROBUST_SCALE_IN_MEDIANS = 3.0
 
 
 @dataclass
@@ -85,6 +79,8 @@ class SfMResult:
     """Time of each step: features and matches, mapping, test views."""
     low_parallax: bool = False
     """The model came from mapping again with low-parallax angles (LOW_PARALLAX_*)."""
+    robust_adjustment: bool = False
+    """The model's residuals were heavy-tailed and it got the robust last adjustment (adjustment.py)."""
 
 
 def extract_and_match(
@@ -496,8 +492,8 @@ def run_sfm(
                 LOW_PARALLAX_MIN_ANGLE,
             )
 
-    if train is not None:
-        refine_robustly(train)
+    robust_adjustment = train is not None and refine_robustly(train)
+    if robust_adjustment:
         check = check_model_of(train, graph)
     registered = sorted(train.image(i).name for i in train.reg_image_ids()) if train else []
     unregistered = {
@@ -543,37 +539,9 @@ def run_sfm(
     lap("test_views")
     for name, why in test_left_out.items():
         log.warning("Test image %s not registered: %s", name, why)
-    return SfMResult(train, with_test, {**unregistered, **test_left_out}, attempts, check, seconds, low_parallax)
-
-
-def refine_robustly(model: pycolmap.Reconstruction) -> None:
-    """Bundle adjustment of poses, focal length, distortion and points with a Cauchy loss of
-    `ROBUST_SCALE_IN_MEDIANS` times the model's median reprojection error, on one thread (the
-    same sums in the same order every run)."""
-    errors = reprojection_errors(model)
-    if not len(errors):
-        return
-    options = pycolmap.BundleAdjustmentOptions()
-    options.print_summary = False
-    options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
-    options.ceres.loss_function_scale = ROBUST_SCALE_IN_MEDIANS * float(np.median(errors))
-    options.ceres.solver_options.num_threads = 1
-    options.ceres.solver_options.max_num_iterations = 500
-    pycolmap.bundle_adjustment(model, options)
-
-
-def reprojection_errors(model: pycolmap.Reconstruction) -> np.ndarray:
-    """Pixel distance of every observation from its point's projection."""
-    errors = []
-    for image in model.images.values():
-        if not image.has_pose:
-            continue
-        observed = [(p.xy, model.point3D(p.point3D_id).xyz) for p in image.points2D if p.has_point3D()]
-        if observed:
-            keypoints, points = (np.array(a) for a in zip(*observed))
-            projected = model.camera(image.camera_id).img_from_cam(image.cam_from_world() * points)
-            errors.append(np.linalg.norm(projected - keypoints, axis=1))
-    return np.concatenate(errors) if errors else np.zeros(0)
+    return SfMResult(
+        train, with_test, {**unregistered, **test_left_out}, attempts, check, seconds, low_parallax, robust_adjustment
+    )
 
 
 def too_few_points(model: pycolmap.Reconstruction | None) -> bool:

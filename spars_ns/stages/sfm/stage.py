@@ -95,6 +95,7 @@ class SfMStage(Stage):
                     "cameras": {int(c.camera_id): c.summary() for c in result.train.cameras.values()},
                     "model_check": result.check.report(),
                     "low_parallax": result.low_parallax,
+                    "robust_adjustment": result.robust_adjustment,
                     "seconds": result.seconds,
                 }
                 atomic_write_text(work / "report.json", json.dumps(report, indent=2))
