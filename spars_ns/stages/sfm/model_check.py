@@ -15,9 +15,14 @@ is in doubt), and so do the mapper's other starts (sfm.py ranks its models by th
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import combinations
 
 import numpy as np
 import pycolmap
+
+# Photos judged together by `ModelCheck.doubtful_images`: groups of 3 caught a fox model 46 degrees
+# off that groups of 2 missed; on 265 captures groups of 4 flagged nothing more (BENCHMARKS.md).
+DOUBT_GROUP_SIZE = 3
 
 
 @dataclass(frozen=True)
@@ -43,41 +48,36 @@ class ModelCheck:
 
     @property
     def doubtful_images(self) -> list[str]:
-        """Images placed against most of their own evidence: their unexplained pairs hold at
-        least as many verified matches as their explained ones. An unexplained pair of images
-        that the rest of their matches support is the pair's fault (it matched a wrong copy),
-        not the model's: on 12 fox photos, 0001.jpg's four unexplained pairs (51-115 matches)
-        are unexplained by the true cameras too, while its 1,239-match pair agrees.
+        """Photos placed against most of their own evidence: a group of up to `DOUBT_GROUP_SIZE`
+        photos (and at most half of them), none in doubt in a smaller group, whose pairs with the
+        other photos hold at least as many unexplained verified matches as explained ones. An
+        unexplained pair of images that the rest of their matches support is the pair's fault (it
+        matched a wrong copy), not the model's: on 12 fox photos, 0001.jpg's four unexplained
+        pairs (51-115 matches) are unexplained by the true cameras too, while its 1,239-match
+        pair agrees.
 
-        The same vote is taken for two photos that are each other's strongest pair (and that pair
-        explained), neither in doubt on its own: they are placed together, and both are doubtful
-        when their pairs with the other photos are mostly unexplained. One photo's own vote misses
-        a wrong pair of photos: of six fox photos, a model 40 degrees off placed 0103 and 0110
-        (997 matches between them, which outvote everything else for each) on 378 false matches
-        to the rest, against 774 that it left at 0% explained (BENCHMARKS.md, "Cameras on many captures")."""
-        strongest: dict[str, PairCheck] = {}
+        One photo's own vote misses photos placed together: of six fox photos, a model 40 degrees
+        off placed 0103 and 0110 (997 matches between them, which outvote everything else for
+        each) on 378 false matches to the rest, against 774 that it left at 0% explained; another
+        joined two right halves of three photos 46 degrees apart, each photo outvoted by the pairs
+        within its half (BENCHMARKS.md, "The model check's vote")."""
+        names = sorted({name for p in self.pairs for name in (p.image1, p.image2)})
+        index = {name: i for i, name in enumerate(names)}
+        explained, unexplained = np.zeros((2, len(names), len(names)))
         for p in self.pairs:
-            for name in (p.image1, p.image2):
-                if name not in strongest or p.matches > strongest[name].matches:
-                    strongest[name] = p
-        doubtful = {name for name in strongest if self._against_most({name})}
-        for p in self.pairs:  # a pair placed together, neither of them in doubt on its own
-            together = strongest[p.image1] is p and strongest[p.image2] is p and p.explained >= self.min_explained
-            if together and not doubtful & {p.image1, p.image2} and self._against_most({p.image1, p.image2}):
-                doubtful |= {p.image1, p.image2}
+            votes = explained if p.explained >= self.min_explained else unexplained
+            votes[index[p.image1], index[p.image2]] = votes[index[p.image2], index[p.image1]] = p.matches
+        doubtful: set[str] = set()
+        for size in range(1, min(DOUBT_GROUP_SIZE, len(names) // 2 if len(names) > 2 else 1) + 1):
+            groups = np.array(list(combinations(range(len(names)), size)))
+            inside = np.zeros((len(groups), len(names)))
+            inside[np.arange(len(groups))[:, None], groups] = 1
+            against = np.einsum("gi,ij,gj->g", inside, unexplained, 1 - inside)
+            support = np.einsum("gi,ij,gj->g", inside, explained, 1 - inside)
+            for group in groups[(against > 0) & (against >= support)]:
+                if not doubtful & {names[i] for i in group}:  # a doubtful photo drags in any group it joins
+                    doubtful.update(names[i] for i in group)
         return sorted(doubtful)
-
-    def _against_most(self, group: set[str]) -> bool:
-        """Whether the pairs between `group` and the other photos hold at least as many unexplained
-        matches as explained ones (and some)."""
-        explained, unexplained = 0, 0
-        for p in self.pairs:
-            if (p.image1 in group) != (p.image2 in group):
-                if p.explained < self.min_explained:
-                    unexplained += p.matches
-                else:
-                    explained += p.matches
-        return unexplained > 0 and unexplained >= explained
 
     def report(self) -> dict:
         """What `sfm/report.json` and the manifest say of the check."""
