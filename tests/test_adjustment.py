@@ -2,14 +2,10 @@
 
 import numpy as np
 import pycolmap
-from conftest import true_poses
+from conftest import model_poses, true_poses
 
 from spars_ns.metrics import pair_errors_deg
 from spars_ns.stages.sfm import adjustment
-
-
-def model_poses(model):
-    return {im.name: im.cam_from_world().matrix() for im in model.images.values() if im.has_pose}
 
 
 def test_false_matches_make_residuals_heavy_tailed_and_gaussian_noise_does_not():

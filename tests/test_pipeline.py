@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pycolmap
 import pytest
-from conftest import sfm_from_true, true_poses
+from conftest import model_poses, sfm_from_true, true_poses
 from PIL import Image
 from plyfile import PlyData
 
@@ -26,10 +26,6 @@ from spars_ns.stages.sfm import mapping
 from spars_ns.stages.sfm.mapping import MatchGraph, map_training_views
 
 TEST_VIEWS = ["view_000.png", "view_004.png"]
-
-
-def model_poses(model):
-    return {im.name: im.cam_from_world().matrix() for im in model.images.values() if im.has_pose}
 
 
 def test_every_view_registers_with_accurate_poses(processed, scene):

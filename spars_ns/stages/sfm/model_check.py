@@ -49,7 +49,7 @@ class ModelCheck:
     @property
     def doubtful_images(self) -> list[str]:
         """Photos placed against most of their own evidence: a group of up to `DOUBT_GROUP_SIZE`
-        photos (and at most half of them), none in doubt in a smaller group, whose pairs with the
+        photos (and at most half of them), none already in doubt, smallest first, whose pairs with the
         other photos hold at least as many unexplained verified matches as explained ones. An
         unexplained pair of images that the rest of their matches support is the pair's fault (it
         matched a wrong copy), not the model's: on 12 fox photos, 0001.jpg's four unexplained
@@ -68,7 +68,7 @@ class ModelCheck:
             votes = explained if p.explained >= self.min_explained else unexplained
             votes[index[p.image1], index[p.image2]] = votes[index[p.image2], index[p.image1]] = p.matches
         doubtful: set[str] = set()
-        for size in range(1, min(DOUBT_GROUP_SIZE, len(names) // 2 if len(names) > 2 else 1) + 1):
+        for size in range(1, min(DOUBT_GROUP_SIZE, len(names) // 2) + 1):
             groups = np.array(list(combinations(range(len(names)), size)))
             inside = np.zeros((len(groups), len(names)))
             inside[np.arange(len(groups))[:, None], groups] = 1
