@@ -119,9 +119,10 @@ def measure(capture: Capture, work: Path) -> dict:
     start = time.perf_counter()
     try:
         result = run_sfm(work, records, capture.names, [], work / "sfm", SfMConfig())
-        model, doubtful, robust = result.train, result.check.doubtful_images, result.robust_adjustment
+        model, doubtful = result.train, result.check.doubtful_images
+        robust, second_term = result.robust_adjustment, result.second_radial_term
     except SfMError:
-        model, doubtful, robust = None, [], False
+        model, doubtful, robust, second_term = None, [], False, False
     seconds = time.perf_counter() - start
     images = [im for im in model.images.values() if im.has_pose] if model else []
     estimated = {im.name: as_4x4(im.cam_from_world().matrix()) for im in images}
@@ -137,6 +138,7 @@ def measure(capture: Capture, work: Path) -> dict:
         "points": len(model.points3D) if model else 0,
         "doubtful": doubtful,
         "robust_adjustment": robust,
+        "second_radial_term": second_term,
     }
     if capture.focal and images:
         focals = [model.camera(im.camera_id).mean_focal_length() for im in images]

@@ -1,4 +1,5 @@
-"""The last bundle adjustment of the kept model: robust where its residuals show false matches.
+"""The last bundle adjustment of the kept model: robust where its residuals show false matches,
+with a second radial distortion term where they show a lens that one term cannot follow.
 
 COLMAP's bundle adjustment weighs every observation fully, and its filter keeps observations up
 to 4 px off: the few false matches a sparse capture keeps pull its cameras and its focal length.
@@ -8,6 +9,12 @@ on the fox's video frames). It is used only where the residuals are heavy-tailed
 matches make them: where a Gaussian explains them about as well (the fox, whose lens distortion
 one k1 cannot follow, spreads every residual instead), it moved 3-view models off by 0.1-0.6
 degrees. BENCHMARKS.md, "A robust last adjustment".
+
+Residuals that a Gaussian explains but that are larger than keypoint noise (0.6 px on the fox's
+frames) are a lens model's misfit: COLMAP's SIMPLE_RADIAL has one radial term, the fox's lens
+needs two (k1 0.058, k2 -0.081). There a second term (RADIAL) is kept where an F-test says it
+explains the residuals beyond chance, from 4 photos on: it halved the fox's focal length error
+and lowered its median pair error at every K from 4 to 8. BENCHMARKS.md, "A second radial term".
 """
 
 from __future__ import annotations
@@ -19,12 +26,18 @@ import pycolmap
 # residuals better than a Gaussian by 0.34-1.81 nats per observation, on the fox by -0.11-0.27.
 ROBUST_SCALE_IN_MEDIANS = 3.0  # the Cauchy loss's scale, in median reprojection errors
 HEAVY_TAIL_NATS = 0.3  # per observation, Cauchy over Gaussian log-likelihood, to adjust robustly
+# The F statistic a second radial term must reach: F(1, inf) at the 1% level (conservative for several
+# cameras). The fox reached 29-538 at 5-8 views, 0-208 at 3-4.
+SECOND_RADIAL_TERM_MIN_F = 6.63
+# Registered photos a second radial term needs: from 3 the fox's went either way, by up to 1 degree
+# (F 7-71, no threshold between the better and the worse), from 4 on it helped (BENCHMARKS.md).
+SECOND_RADIAL_TERM_MIN_VIEWS = 4
 
 
 def refine_robustly(model: pycolmap.Reconstruction) -> bool:
     """Bundle adjustment of poses, focal length, distortion and points with a Cauchy loss of
-    `ROBUST_SCALE_IN_MEDIANS` median reprojection errors, on one thread (the same sums in the
-    same order every run), where the residuals are heavy-tailed. Returns whether it adjusted."""
+    `ROBUST_SCALE_IN_MEDIANS` median reprojection errors, where the residuals are heavy-tailed.
+    Returns whether it adjusted."""
     residuals = reprojection_residuals(model)
     if not heavy_tailed(residuals):
         return False
@@ -32,10 +45,40 @@ def refine_robustly(model: pycolmap.Reconstruction) -> bool:
     options.print_summary = False
     options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
     options.ceres.loss_function_scale = ROBUST_SCALE_IN_MEDIANS * float(np.median(np.linalg.norm(residuals, axis=1)))
+    adjust(model, options)
+    return True
+
+
+def with_second_radial_term(model: pycolmap.Reconstruction) -> pycolmap.Reconstruction | None:
+    """A copy of `model` whose one-term radial cameras (SIMPLE_RADIAL) have a second term (RADIAL),
+    adjusted by least squares with everything else, where the F-test of the two fits reaches
+    `SECOND_RADIAL_TERM_MIN_F` on `SECOND_RADIAL_TERM_MIN_VIEWS` photos or more; else None. Both fits
+    are adjusted from `model` alike, so that the test weighs the term and not the mapper's last
+    iterations."""
+    simple = [c.camera_id for c in model.cameras.values() if c.model == pycolmap.CameraModelId.SIMPLE_RADIAL]
+    if not simple or not len(model.points3D) or model.num_reg_images() < SECOND_RADIAL_TERM_MIN_VIEWS:
+        return None
+    one_term, two_terms = pycolmap.Reconstruction(model), pycolmap.Reconstruction(model)
+    for camera_id in simple:
+        camera = two_terms.camera(camera_id)
+        focal, cx, cy, k1 = camera.params
+        camera.model = pycolmap.CameraModelId.RADIAL
+        camera.params = [focal, cx, cy, k1, 0.0]
+    for fit in (one_term, two_terms):
+        options = pycolmap.BundleAdjustmentOptions()
+        options.print_summary = False
+        adjust(fit, options)
+    residuals = reprojection_residuals(two_terms)
+    one, two = float(np.sum(reprojection_residuals(one_term) ** 2)), float(np.sum(residuals**2))
+    f_statistic = (one - two) / len(simple) / max(two / (residuals.size - len(simple)), 1e-300)
+    return two_terms if f_statistic >= SECOND_RADIAL_TERM_MIN_F else None
+
+
+def adjust(model: pycolmap.Reconstruction, options: pycolmap.BundleAdjustmentOptions) -> None:
+    """Poses, intrinsics and points, on one thread (the same sums in the same order every run)."""
     options.ceres.solver_options.num_threads = 1
     options.ceres.solver_options.max_num_iterations = 500
     pycolmap.bundle_adjustment(model, options)
-    return True
 
 
 def reprojection_residuals(model: pycolmap.Reconstruction) -> np.ndarray:

@@ -28,7 +28,7 @@ import pycolmap
 from spars_ns.errors import SfMError
 from spars_ns.stages.base import SEED
 from spars_ns.stages.ingest.images import ImageRecord
-from spars_ns.stages.sfm.adjustment import refine_robustly
+from spars_ns.stages.sfm.adjustment import refine_robustly, with_second_radial_term
 from spars_ns.stages.sfm.config import SfMConfig
 from spars_ns.stages.sfm.features import extract, global_descriptor, load_extractor, load_matcher, match
 from spars_ns.stages.sfm.model_check import ModelCheck, check_model
@@ -81,6 +81,8 @@ class SfMResult:
     """The model came from mapping again with low-parallax angles (LOW_PARALLAX_*)."""
     robust_adjustment: bool = False
     """The model's residuals were heavy-tailed and it got the robust last adjustment (adjustment.py)."""
+    second_radial_term: bool = False
+    """The camera got a second radial distortion term (RADIAL), which the residuals supported (adjustment.py)."""
 
 
 def extract_and_match(
@@ -493,7 +495,13 @@ def run_sfm(
             )
 
     robust_adjustment = train is not None and refine_robustly(train)
-    if robust_adjustment:
+    two_terms = None if train is None or robust_adjustment else with_second_radial_term(train)
+    second_radial_term = two_terms is not None and not implausible_cameras(
+        two_terms, pycolmap.IncrementalMapperOptions()
+    )
+    if second_radial_term:
+        train = two_terms
+    if robust_adjustment or second_radial_term:
         check = check_model_of(train, graph)
     registered = sorted(train.image(i).name for i in train.reg_image_ids()) if train else []
     unregistered = {
@@ -540,7 +548,15 @@ def run_sfm(
     for name, why in test_left_out.items():
         log.warning("Test image %s not registered: %s", name, why)
     return SfMResult(
-        train, with_test, {**unregistered, **test_left_out}, attempts, check, seconds, low_parallax, robust_adjustment
+        train,
+        with_test,
+        {**unregistered, **test_left_out},
+        attempts,
+        check,
+        seconds,
+        low_parallax,
+        robust_adjustment,
+        second_radial_term,
     )
 
 

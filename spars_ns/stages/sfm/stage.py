@@ -96,6 +96,7 @@ class SfMStage(Stage):
                     "model_check": result.check.report(),
                     "low_parallax": result.low_parallax,
                     "robust_adjustment": result.robust_adjustment,
+                    "second_radial_term": result.second_radial_term,
                     "seconds": result.seconds,
                 }
                 atomic_write_text(work / "report.json", json.dumps(report, indent=2))
