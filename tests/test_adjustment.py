@@ -89,9 +89,9 @@ def observed_through(model: pycolmap.Reconstruction, lens: pycolmap.Camera, nois
 
 def test_a_lens_one_radial_term_cannot_follow_gets_a_second(processed):
     """Keypoints seen through a two-term lens (k1 0.04, k2 -0.06: a few pixels at the corners, as
-        the fox's) with 0.1 px of noise: the second term is kept and estimated, and the poses and focal
-        length come closer to the truth than the one-term fit's (over three draws of the noise: one
-        draw can go either way). Through a one-term lens the F-test leaves the model as it is, and so
+    the fox's) with 0.1 px of noise: the second term is kept and estimated, and the poses and focal
+    length come closer to the truth than the one-term fit's (over three draws of the noise: one
+    draw can go either way). Through a one-term lens the F-test leaves the model as it is, and so
     does a model of three photos, too few to tell the second term from the focal length."""
     truth = pycolmap.Reconstruction(processed.sparse_dir)
     camera = next(iter(truth.cameras.values()))
