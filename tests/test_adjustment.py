@@ -54,30 +54,30 @@ def test_the_robust_last_adjustment_lets_false_observations_go(processed, scene)
 def test_a_model_whose_residuals_are_gaussian_is_left_as_colmap_adjusted_it(processed):
     """Every keypoint at its point's projection plus Gaussian noise of 0.6 px (as the fox's frames,
     whose residuals a Gaussian explains): no robust adjustment, the model bit-identical."""
-    rng = np.random.default_rng(0)
-    noisy = pycolmap.Reconstruction(processed.sparse_dir)
-    for image in noisy.images.values():
-        camera = noisy.camera(image.camera_id)
-        for point in image.points2D:
-            if point.has_point3D():
-                xyz = noisy.point3D(point.point3D_id).xyz
-                point.xy = camera.img_from_cam(image.cam_from_world() * xyz) + rng.normal(0, 0.6, 2)
+    model = pycolmap.Reconstruction(processed.sparse_dir)
+    noisy = reprojected(model, next(iter(model.cameras.values())), 0.6, seed=0)
     before = model_poses(noisy)
     assert not adjustment.refine_robustly(noisy)
     assert all(np.array_equal(pose, before[name]) for name, pose in model_poses(noisy).items())
 
 
-def observed_through(model: pycolmap.Reconstruction, lens: pycolmap.Camera, noise_px: float, seed: int):
-    """A copy of `model` whose every keypoint is its point's projection through `lens` plus Gaussian
-    noise, adjusted with a one-term radial camera (SIMPLE_RADIAL) as COLMAP's mapper leaves it: the
-    model's own poses and focal length are the truth to measure against."""
+def reprojected(model: pycolmap.Reconstruction, lens: pycolmap.Camera, noise_px: float, seed: int):
+    """A copy of `model` whose every keypoint is its point's projection through `lens` plus
+    Gaussian noise of `noise_px`."""
     rng = np.random.default_rng(seed)
-    observed = pycolmap.Reconstruction(model)
-    for image in observed.images.values():
+    copy = pycolmap.Reconstruction(model)
+    for image in copy.images.values():
         for point in image.points2D:
             if point.has_point3D():
-                xyz = observed.point3D(point.point3D_id).xyz
+                xyz = copy.point3D(point.point3D_id).xyz
                 point.xy = lens.img_from_cam(image.cam_from_world() * xyz) + rng.normal(0, noise_px, 2)
+    return copy
+
+
+def observed_through(model: pycolmap.Reconstruction, lens: pycolmap.Camera, noise_px: float, seed: int):
+    """`reprojected` through `lens`, adjusted with a one-term radial camera (SIMPLE_RADIAL) as
+    COLMAP's mapper leaves it: the model's own poses and focal length are the truth to measure against."""
+    observed = reprojected(model, lens, noise_px, seed)
     for camera in observed.cameras.values():
         camera.model = pycolmap.CameraModelId.SIMPLE_RADIAL
         camera.params = [lens.mean_focal_length(), lens.principal_point_x, lens.principal_point_y, 0.0]

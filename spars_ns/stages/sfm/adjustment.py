@@ -42,7 +42,6 @@ def refine_robustly(model: pycolmap.Reconstruction) -> bool:
     if not heavy_tailed(residuals):
         return False
     options = pycolmap.BundleAdjustmentOptions()
-    options.print_summary = False
     options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
     options.ceres.loss_function_scale = ROBUST_SCALE_IN_MEDIANS * float(np.median(np.linalg.norm(residuals, axis=1)))
     adjust(model, options)
@@ -65,17 +64,18 @@ def with_second_radial_term(model: pycolmap.Reconstruction) -> pycolmap.Reconstr
         camera.model = pycolmap.CameraModelId.RADIAL
         camera.params = [focal, cx, cy, k1, 0.0]
     for fit in (one_term, two_terms):
-        options = pycolmap.BundleAdjustmentOptions()
-        options.print_summary = False
-        adjust(fit, options)
+        adjust(fit)
     residuals = reprojection_residuals(two_terms)
     one, two = float(np.sum(reprojection_residuals(one_term) ** 2)), float(np.sum(residuals**2))
     f_statistic = (one - two) / len(simple) / max(two / (residuals.size - len(simple)), 1e-300)
     return two_terms if f_statistic >= SECOND_RADIAL_TERM_MIN_F else None
 
 
-def adjust(model: pycolmap.Reconstruction, options: pycolmap.BundleAdjustmentOptions) -> None:
-    """Poses, intrinsics and points, on one thread (the same sums in the same order every run)."""
+def adjust(model: pycolmap.Reconstruction, options: pycolmap.BundleAdjustmentOptions | None = None) -> None:
+    """Poses, intrinsics and points, by least squares unless `options` say otherwise, on one thread
+    (the same sums in the same order every run)."""
+    options = options or pycolmap.BundleAdjustmentOptions()
+    options.print_summary = False
     options.ceres.solver_options.num_threads = 1
     options.ceres.solver_options.max_num_iterations = 500
     pycolmap.bundle_adjustment(model, options)
