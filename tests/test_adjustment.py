@@ -28,9 +28,7 @@ def test_the_robust_last_adjustment_lets_false_observations_go(processed, scene)
             if point.has_point3D() and rng.random() < 0.05:
                 point.xy = point.xy + 3.0 * np.array([np.cos(angle := rng.uniform(0, 2 * np.pi)), np.sin(angle)])
     plain = pycolmap.Reconstruction(corrupted)
-    options = pycolmap.BundleAdjustmentOptions()
-    options.print_summary = False
-    pycolmap.bundle_adjustment(plain, options)
+    adjustment.adjust(plain)
     robust = pycolmap.Reconstruction(corrupted)
     assert adjustment.refine_robustly(robust)
 
@@ -81,9 +79,7 @@ def observed_through(model: pycolmap.Reconstruction, lens: pycolmap.Camera, nois
     for camera in observed.cameras.values():
         camera.model = pycolmap.CameraModelId.SIMPLE_RADIAL
         camera.params = [lens.mean_focal_length(), lens.principal_point_x, lens.principal_point_y, 0.0]
-    options = pycolmap.BundleAdjustmentOptions()
-    options.print_summary = False
-    pycolmap.bundle_adjustment(observed, options)
+    adjustment.adjust(observed)
     return observed
 
 
