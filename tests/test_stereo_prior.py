@@ -16,8 +16,8 @@ from spars_ns.process import ProcessConfig, process
 from spars_ns.stages.prior import stereo
 from spars_ns.stages.prior.stereo import (
     StereoConfig,
-    choose_partners,
     pair_depth,
+    partner_candidates,
     rays,
     rectify_map,
     stereo_prior,
@@ -41,9 +41,9 @@ def true_depth(scene, name: str, scale: float) -> np.ndarray:
 
 def test_stereo_depth_matches_the_true_depth_in_every_training_view(stereo_views, scene):
     views, scale = stereo_views
-    partners = choose_partners(views, StereoConfig().partners)
+    candidates = partner_candidates(views, StereoConfig().partners)
     for name, view in views.items():
-        prior = stereo_prior(view, [views[p] for p in partners[name]], StereoConfig())
+        prior = stereo_prior(view, [views[p] for p in candidates[name]], StereoConfig())
         truth = prior.resample(true_depth(scene, name, scale))
         kept = prior.conf > 0
         on_surface = kept & np.isfinite(truth)
@@ -131,22 +131,53 @@ def test_process_with_the_stereo_prior_seeds_dense_points_on_the_true_surfaces(p
     assert kept.mean() > 0.5 and np.median(error) < 0.01 and (error > 0.05).mean() < 0.05
 
 
+def turned(view, degrees: float):
+    """`view` with its camera turned about its y axis: a pose error that still rectifies."""
+    angle = np.deg2rad(degrees)
+    turn = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    return replace(view, cam_from_world=turn @ view.cam_from_world)
+
+
+def share_off(prior, truth) -> float:
+    """The share of the prior's kept pixels on a surface whose depth is over 5% off."""
+    kept = (prior.conf > 0) & np.isfinite(truth)
+    return float((np.abs(prior.pts3d[..., 2][kept] - truth[kept]) > 0.05 * truth[kept]).mean())
+
+
 def test_a_pair_that_contradicts_the_sfm_points_is_dropped(stereo_views, scene, monkeypatch):
     """A partner whose pose is 1.5 degrees off matches well (its images still rectify) but every
     depth from it is wrong; SfM's points show it, and the view keeps what its other partners give."""
     views, scale = stereo_views
-    angle = np.deg2rad(1.5)
-    turn = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
-    wrong = views["view_003.png"]
-    wrong = replace(wrong, cam_from_world=turn @ wrong.cam_from_world)
-    partners = [views["view_001.png"], wrong]
+    partners = [views["view_001.png"], turned(views["view_003.png"], 1.5)]
     truth = true_depth(scene, "view_002.png", scale)
-
-    def share_off() -> float:
-        prior = stereo_prior(views["view_002.png"], partners, StereoConfig())
-        kept = (prior.conf > 0) & np.isfinite(truth)
-        return float((np.abs(prior.pts3d[..., 2][kept] - truth[kept]) > 0.05 * truth[kept]).mean())
-
-    assert share_off() < 0.05
+    assert share_off(stereo_prior(views["view_002.png"], partners, StereoConfig()), truth) < 0.05
     monkeypatch.setattr(stereo, "MAX_PAIR_DISAGREEMENT", 1.0)
-    assert share_off() > 0.2  # unchecked, the wrong pair's depth is kept
+    # Unchecked, the wrong pair's depth is kept.
+    assert share_off(stereo_prior(views["view_002.png"], partners, StereoConfig()), truth) > 0.2
+
+
+def test_the_reserve_serves_a_view_none_of_whose_partners_passes(stereo_views, scene):
+    """One partner asked for, and it is wrong (a pose 1.5 degrees off): the view's depth is what
+    the first right view of its reserve gives alone; with no right view anywhere, no depth."""
+    views, scale = stereo_views
+    ref, right = views["view_002.png"], views["view_001.png"]
+    one = StereoConfig(partners=1)
+    wrong = [turned(views["view_003.png"], 1.5), turned(views["view_003.png"], -1.5)]
+    prior = stereo_prior(ref, [*wrong, right], one)
+    assert (prior.conf > 0).mean() > 0.3
+    assert share_off(prior, true_depth(scene, "view_002.png", scale)) < 0.05
+    np.testing.assert_array_equal(prior.conf, stereo_prior(ref, [right], one).conf)
+    assert (stereo_prior(ref, wrong, one).conf == 0).all()
+
+
+def test_the_reserve_stays_unused_where_a_partner_passes(stereo_views):
+    """Two partners asked for, one right and one wrong: the reserve (a right view) is not drawn
+    on, so that weaker, wider pairs never stand beside good ones."""
+    views, _ = stereo_views
+    ref, right, reserve = views["view_002.png"], views["view_001.png"], views["view_003.png"]
+    two = StereoConfig(partners=2)
+    partners = [right, turned(reserve, 1.5)]
+    with_reserve = stereo_prior(ref, [*partners, reserve], two)
+    np.testing.assert_array_equal(with_reserve.conf, stereo_prior(ref, partners, two).conf)
+    assert with_reserve.conf.max() == 0.5  # the one right partner of two
+    assert not np.array_equal(with_reserve.conf, stereo_prior(ref, [right, reserve], two).conf)

@@ -36,7 +36,8 @@ class StereoConfig:
     max_size: int = 640
     """Long side of the working resolution (the prior's and the matcher's)."""
     partners: int = 3
-    """Views matched with each view: those sharing the most SfM points with it."""
+    """Views matched with each view: those sharing the most SfM points with it (others in reserve
+    where none of those gives depth that passes the check against SfM's points)."""
 
 
 # Measured with scripts/bench_stereo.py on fox and the Strecha scenes (BENCHMARKS.md, "Stereo prior"):
@@ -45,6 +46,11 @@ AGREEMENT = 0.02  # relative depth difference within which partners agree
 # A pair's depth is dropped when it places more than this share of the SfM points it has depth at
 # over 5% off: a wrong rectification or a repeated pattern, wrong beyond those points.
 MAX_PAIR_DISAGREEMENT = 0.2
+# Views kept in reserve per partner, next in order of shared SfM points, for a view none of whose
+# partners gives depth that passes the check (fox 12: 0089's three partners match the wallpaper
+# wrongly, its fourth, its neighbour 0078, is right). Only then: reserve pairs added beside good
+# ones cost fox 6 0.6 dB (BENCHMARKS.md, "Partners in reserve").
+CANDIDATES_PER_PARTNER = 2
 MIN_TEXTURE = 1.0  # grey-level standard deviation over 3x3 pixels below which a pixel is too flat to match
 BLOCK_SIZE = 5  # matching window of semi-global block matching, in working pixels (odd)
 # The search spans the SfM points' disparities (1st to 99th percentile), widened by this share of
@@ -269,29 +275,44 @@ def disagreement_with_points(depth: np.ndarray, view: StereoView, size: tuple[in
     return float((np.abs(found[known] - truth[known]) > 0.05 * truth[known]).mean()) if known.any() else 0.0
 
 
-def stereo_prior(ref: StereoView, partners: list[StereoView], config: StereoConfig) -> DensePrior:
-    """The stereo prior of `ref` (camera-frame points at the working resolution)."""
+def checked_pair_depths(ref: StereoView, others: list[StereoView], config: StereoConfig) -> list[np.ndarray]:
+    """Pair depths of `ref` with `others`, in order, that pass the check against SfM's points; at
+    most `config.partners` of them."""
     size = working_size(ref.camera, config.max_size)
-    depths = (
-        np.stack([pair_depth(ref, other, config) for other in partners]) if partners else np.empty((0, *size[::-1]))
-    )
-    for pair in depths:
-        if disagreement_with_points(pair, ref, size) > MAX_PAIR_DISAGREEMENT:
-            pair[:] = np.nan  # a pair that contradicts SfM's points is wrong in many more places
-    depth, conf = fuse(depths)
+    depths = []
+    for other in others:
+        if len(depths) == config.partners:
+            break
+        pair = pair_depth(ref, other, config)
+        # A pair that contradicts SfM's points is wrong in many more places.
+        if np.isfinite(pair).any() and disagreement_with_points(pair, ref, size) <= MAX_PAIR_DISAGREEMENT:
+            depths.append(pair)
+    return depths
+
+
+def stereo_prior(ref: StereoView, candidates: list[StereoView], config: StereoConfig) -> DensePrior:
+    """The stereo prior of `ref` (camera-frame points at the working resolution) from its first
+    `config.partners` candidates, or from the rest where none of those passes the check."""
+    size = working_size(ref.camera, config.max_size)
+    partners, reserve = candidates[: config.partners], candidates[config.partners :]
+    depths = checked_pair_depths(ref, partners, config) or checked_pair_depths(ref, reserve, config)
+    # Unmatched rows up to the partners asked for, so that conf stays the share of them that agree.
+    depths += [np.full(size[::-1], np.nan)] * (min(config.partners, len(candidates)) - len(depths))
+    depth, conf = fuse(np.stack(depths) if depths else np.empty((0, *size[::-1])))
     conf[~textured(load_gray(ref, size))] = 0.0
     points = rays(ref.camera, size) * depth[..., None]
     scale = (ref.camera.width / size[0], ref.camera.height / size[1])
     return DensePrior(points.astype(np.float32), conf.astype(np.float32), scale, (0.0, 0.0))
 
 
-def choose_partners(views: dict[str, StereoView], count: int) -> dict[str, list[str]]:
-    """Each view's `count` views with the most SfM points in common (ties by name)."""
+def partner_candidates(views: dict[str, StereoView], partners: int) -> dict[str, list[str]]:
+    """Each view's `CANDIDATES_PER_PARTNER * partners` views with the most SfM points in common
+    (ties by name), most first."""
     chosen = {}
     for name, view in views.items():
         shared = {other: int(np.isin(view.point_ids, v.point_ids).sum()) for other, v in views.items() if other != name}
         ranked = sorted((o for o in shared if shared[o] > 0), key=lambda o: (-shared[o], o))
-        chosen[name] = ranked[:count]
+        chosen[name] = ranked[: CANDIDATES_PER_PARTNER * partners]
     return chosen
 
 
@@ -323,10 +344,10 @@ class StereoPrior(PriorBackend):
 
     def predict(self, inputs: PriorInputs, bar) -> dict[str, DensePrior]:
         views = views_from_model(inputs.model, inputs.registered, inputs.scene.images_dir)
-        partners = choose_partners(views, self.config.partners)
+        candidates = partner_candidates(views, self.config.partners)
         task = bar.add_task(f"Stereo on {len(views)} views, {self.config.partners} partners each", total=len(views))
         priors = {}
         for name, view in views.items():
-            priors[name] = stereo_prior(view, [views[p] for p in partners[name]], self.config)
+            priors[name] = stereo_prior(view, [views[p] for p in candidates[name]], self.config)
             bar.advance(task)
         return priors
