@@ -109,7 +109,7 @@ def score(scene, config) -> dict:
 
 def captures(args: Args) -> list[tuple[Path, int, list[str]]]:
     """(scene, K, training views): the evenly spaced views of `bench_nvs.py prepare`, or with --subsets the
-    random spread subsets that `bench_cameras.py` draws with the same --seed, --views and --scene."""
+    random spread subsets that `bench_cameras.py` draws with the same --seed, --subsets, --views and --scene."""
     if not args.subsets:
         return [(scene, k, split(scene, k, args.test_every)[0]) for scene in args.scene for k in args.views]
     rng = np.random.default_rng(args.seed)
