@@ -12,6 +12,7 @@ import pycolmap
 import pytest
 from conftest import sfm_from_true
 
+from spars_ns.geometry import axis_angle_rotation
 from spars_ns.process import ProcessConfig, process
 from spars_ns.stages.prior import stereo
 from spars_ns.stages.prior.stereo import (
@@ -78,8 +79,7 @@ def test_rectification_goes_through_the_distorted_camera_both_ways():
     camera = pycolmap.Camera.create_from_model_name(1, "RADIAL", 500.0, 640, 480)
     camera.params = [500.0, 330.0, 230.0, -0.2, 0.05]
     size = (320, 240)
-    angle = np.deg2rad(10)
-    rect_from_cam = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    rect_from_cam = axis_angle_rotation(np.array([0, 1, 0]), np.deg2rad(10))
     projection = np.array([[260.0, 0, 150, 0], [0, 260.0, 110, 0], [0, 0, 1, 0]])
     map_x, map_y = rectify_map(camera, size, rect_from_cam, projection, size)
     ray = rays(camera, size)[60:180:20, 60:260:20] @ rect_from_cam.T
@@ -133,8 +133,7 @@ def test_process_with_the_stereo_prior_seeds_dense_points_on_the_true_surfaces(p
 
 def turned(view, degrees: float):
     """`view` with its camera turned about its y axis: a pose error that still rectifies."""
-    angle = np.deg2rad(degrees)
-    turn = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    turn = axis_angle_rotation(np.array([0, 1, 0]), np.deg2rad(degrees))
     return replace(view, cam_from_world=turn @ view.cam_from_world)
 
 
