@@ -16,6 +16,8 @@ import json
 import os
 import shutil
 import time
+import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -30,6 +32,7 @@ from spars_ns.errors import InputError
 MANIFEST_VERSION = 1
 WRITTEN_BY = "spars-ns"  # in every manifest: what makes a folder a scene of ours
 LOCK_NAME = ".lock"
+DEFLATED_AT_MOST = 0.7  # a record's array is deflated where a sample shrinks below this share
 
 
 def fingerprint(*parts: Any) -> str:
@@ -127,13 +130,29 @@ class NpzRecord:
 
     def save(self, path: Path) -> None:
         tmp = temporary_path(path, ".npz")
-        np.savez_compressed(tmp, **{f.name: getattr(self, f.name) for f in fields(self)})
+        with zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
+            for field in fields(self):
+                array = np.asanyarray(getattr(self, field.name))
+                member = zipfile.ZipInfo(f"{field.name}.npy")
+                member.compress_type = zipfile.ZIP_DEFLATED if deflates(array) else zipfile.ZIP_STORED
+                with archive.open(member, "w", force_zip64=True) as stream:
+                    np.lib.format.write_array(stream, array, allow_pickle=False)
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path):
         with np.load(path) as data:
             return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+def deflates(array: np.ndarray, samples: int = 16, sample_bytes: int = 4096) -> bool:
+    """Whether deflating `array` is worth its time, judged on a few samples spread over its bytes.
+    Labels, masks, constant confidence and nan-filled maps deflate 50-700 times; a prior's points
+    and depth by 15-25% only, at 5 ms a megabyte: a third of a prior run's time went to that."""
+    data = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    starts = np.linspace(0, max(len(data) - sample_bytes, 0), samples).astype(int)
+    sample = b"".join(data[start : start + sample_bytes].tobytes() for start in np.unique(starts))
+    return len(zlib.compress(sample, 1)) < DEFLATED_AT_MOST * len(sample)
 
 
 def depth_confidence_path(depth_path: Path) -> Path:

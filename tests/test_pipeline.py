@@ -20,6 +20,7 @@ from spars_ns.metrics import pair_errors_deg
 from spars_ns.options import PriorConfig
 from spars_ns.process import ProcessConfig, process, split_names
 from spars_ns.scene import SceneFolder
+from spars_ns.stages.align.stage import AlignedPrior
 from spars_ns.stages.ingest.images import file_sha1
 from spars_ns.stages.prior.files import FilesConfig
 from spars_ns.stages.sfm import mapping
@@ -320,6 +321,22 @@ def test_named_test_views_override_test_every():
     train, test = split_names(names, test_every=2, test_views=("view_005.png", "view_002"))
     assert test == ["view_005.jpg", "view_002.jpg"]  # matched by stem: photos may be rewritten as PNG
     assert train == ["view_000.jpg", "view_001.jpg", "view_003.jpg", "view_004.jpg"]
+
+
+def test_a_record_reads_back_exactly_whatever_its_arrays_types(tmp_path):
+    rng = np.random.default_rng(0)
+    record = AlignedPrior(
+        rng.normal(size=(24, 32, 3)).astype(np.float32),
+        rng.uniform(1, 5, (24, 32)).astype(np.float32),
+        rng.uniform(0, 1, (24, 32)).astype(np.float32),
+        rng.integers(-1, 4, (24, 32)).astype(np.int32),
+        rng.random((24, 32)) < 0.3,
+    )
+    record.save(tmp_path / "record.npz")
+    loaded = AlignedPrior.load(tmp_path / "record.npz")
+    for name in ("points", "depth", "conf", "region_ids", "inlier_mask"):
+        assert getattr(loaded, name).dtype == getattr(record, name).dtype, name
+        assert np.array_equal(getattr(loaded, name), getattr(record, name)), name
 
 
 @pytest.mark.slow

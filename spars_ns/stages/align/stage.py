@@ -110,7 +110,7 @@ class AlignStage(Stage):
                     aligned.residual_final,
                     result.threshold,
                 )
-                picture.save(tmp / "residuals" / f"{stem}.png")
+                picture.save(tmp / "residuals" / f"{stem}.png", compress_level=1)  # half the time of 6, 19% larger
             report = {
                 "inlier_threshold": result.threshold,
                 "images": {name: a.report for name, a in result.images.items()},
