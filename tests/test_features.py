@@ -10,12 +10,13 @@ import pycolmap
 import pytest
 import torch
 from conftest import true_poses
+from PIL import Image
 
 from spars_ns.errors import InputError
 from spars_ns.metrics import pair_errors_deg
 from spars_ns.stages.ingest.images import file_sha1, ingest_image
 from spars_ns.stages.sfm import pairs as pairs_module
-from spars_ns.stages.sfm.features import LearnedFeaturesConfig, load_extractor
+from spars_ns.stages.sfm.features import LearnedFeaturesConfig, extract, load_extractor
 from spars_ns.stages.sfm.mapping import (
     MatchGraph,
     SfMConfig,
@@ -52,6 +53,25 @@ def random_checkpoints(kind: str, folder) -> LearnedFeaturesConfig:
         matcher_checkpoint=folder / "matcher.pth",
         device="cpu",
     )
+
+
+@pytest.mark.parametrize("kind", ["aliked+lightglue", "disk+lightglue"])
+def test_keypoints_found_on_a_reduced_photo_are_placed_in_the_photo_by_its_scale(kind, photos, tmp_path):
+    """A photo wider than `resize_max` is detected at a reduced size: its keypoints, in the photo's
+    pixels (COLMAP's convention: a pixel's centre at +0.5), are those found on that reduced image
+    given as it is, times the photo's size over the reduced size on each axis (here 650 / 320 across,
+    487 / 240 down). A keypoint at a pixel's centre in the reduced image is at that pixel's centre,
+    scaled, in the photo, not half a pixel beside it."""
+    learned = random_checkpoints(kind, tmp_path)
+    extractor = load_extractor(kind, learned)
+    with Image.open(photos / "view_001.png") as photo:
+        large = photo.convert("RGB").resize((650, 487), Image.Resampling.BICUBIC)
+    large.save(tmp_path / "large.png")
+    large.resize((320, 240), Image.Resampling.BILINEAR).save(tmp_path / "reduced.png")  # what extract detects on
+    on_large = extract(extractor, tmp_path / "large.png", learned)
+    on_reduced = extract(extractor, tmp_path / "reduced.png", learned)
+    assert on_large.image_size == (650, 487) and len(on_large.keypoints) > 50
+    np.testing.assert_allclose(on_large.keypoints, on_reduced.keypoints * [650 / 320, 487 / 240], atol=1e-3)
 
 
 @pytest.mark.parametrize("kind", ["aliked+lightglue", "disk+lightglue"])

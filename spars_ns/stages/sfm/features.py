@@ -93,13 +93,14 @@ def extract(extractor: torch.nn.Module, path: Path, config: LearnedFeaturesConfi
     scale = min(1.0, config.resize_max / max(width, height))
     if scale < 1.0:
         rgb = rgb.resize((round(width * scale), round(height * scale)), Image.Resampling.BILINEAR)
+    to_photo = np.array([width, height]) / rgb.size  # per axis: the reduced size is rounded
     device = next(extractor.parameters()).device
     tensor = torch.from_numpy(np.asarray(rgb, np.float32) / 255.0).permute(2, 0, 1)[None].to(device)
     if isinstance(extractor, KF.DISK):
         found = extractor(tensor, n=config.max_keypoints, pad_if_not_divisible=True)[0]
     else:
         found = extractor(tensor)[0]
-    keypoints = found.keypoints.cpu().numpy() / scale + 0.5  # kornia: pixel centres at integers
+    keypoints = (found.keypoints.cpu().numpy() + 0.5) * to_photo  # kornia: pixel centres at integers
     return Features(keypoints.astype(np.float32), found.descriptors.cpu().numpy().astype(np.float32), (width, height))
 
 
