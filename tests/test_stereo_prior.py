@@ -96,16 +96,22 @@ def test_rectification_goes_through_the_distorted_camera_both_ways():
 def test_compressed_writes_survive_opencv_loaded_after_pycolmap(tmp_path):
     """pycolmap exports the zlib it links statically; a libz.so.1 loaded after it (OpenCV's
     libraries load one) binds to that copy and the next np.savez_compressed corrupted the heap.
-    spars_ns loads zlib first. A fresh process: this one has long loaded both."""
+    spars_ns loads zlib first. A fresh process: this one has long loaded both. Both writes deflate:
+    numpy's, and a scene record's (its labels and masks)."""
     code = (
-        "import spars_ns, pycolmap, cv2, numpy as np, sys; "
-        "np.savez_compressed(sys.argv[1], a=np.random.default_rng(0).random((300, 400, 3)))"
+        "import spars_ns, pycolmap, cv2, numpy as np, sys; from pathlib import Path; "
+        "from spars_ns.stages.align.stage import AlignedPrior; r = np.random.default_rng(0); "
+        "np.savez_compressed(sys.argv[1], a=r.random((300, 400, 3))); "
+        "maps = [r.random((300, 400)) for _ in range(3)]; "
+        "AlignedPrior(*maps, r.integers(0, 9, (300, 400)), r.random((300, 400)) < 0.5).save(Path(sys.argv[2]))"
     )
+    paths = [str(tmp_path / "a.npz"), str(tmp_path / "record.npz")]
     result = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "a.npz")], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert np.load(tmp_path / "a.npz")["a"].shape == (300, 400, 3)
+    assert np.load(tmp_path / "record.npz")["region_ids"].shape == (300, 400)
 
 
 def test_process_with_the_stereo_prior_seeds_dense_points_on_the_true_surfaces(processed, photos, scene, tmp_path):
