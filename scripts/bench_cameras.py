@@ -9,13 +9,16 @@ Captures, for each K in --views:
   subsets of K photos, spread out as users shoot (sorted by name, neighbouring picks at least
   n / 2K frames apart), drawn by --seed;
 - --synthetic scenes of `spars_ns.synthetic` (no EXIF; other seeds give other textures and
-  camera heights), K views on their arc: their truth includes the focal length and the surfaces.
+  camera heights), K views on their arc: their truth includes the focal length and the surfaces;
+- --walkaround scenes (`make_walkaround`: boxes walked around over --arc degrees, 45-120 degrees
+  between neighbouring views at K = 3..8; seeds draw textures, boxes, focal length and camera
+  placement), the wide captures SfM finds hardest, with the same truth.
 Each capture runs the SfM stage (`run_sfm`) on every photo as a training view. Per source and K
 the table gives: registered images (mean share, and captures with all of them), the median pair
 error of each capture (median over captures and worst decile), mAA@10 (mean and worst
 capture), the focal length's error (where the truth has one), and for synthetic scenes the
 SfM points' median distance to the true surfaces after a Sim3 fit of the camera centres
-(scene units; the synthetic room is 8 units across).
+(scene units; the synthetic room is 8 units across, the walk-around's yard 16).
 
 To hold a change against the previous main, check that commit out beside this one
 (`git worktree add /tmp/previous-main HEAD~1`) and run this script on its package with
@@ -43,7 +46,7 @@ from spars_ns.metrics import load_true_poses, mean_average_accuracy, pair_errors
 from spars_ns.stages.ingest.images import file_sha1, ingest_image
 from spars_ns.stages.sfm.mapping import SfMConfig, run_sfm
 from spars_ns.surface.evaluate import distance_to_quads
-from spars_ns.synthetic import make_scene
+from spars_ns.synthetic import make_scene, make_walkaround
 
 
 @dataclass
@@ -61,6 +64,10 @@ class Args:
     """Random subsets per real scene and K."""
     synthetic: int = 5
     """Synthetic scenes (seeds 0, 1, ...) per K."""
+    walkaround: int = 0
+    """Walk-around scenes (seeds 0, 1, ...) per K."""
+    arc: float = 360.0
+    """Degrees the walk-around's cameras spread over."""
     seed: int = 0
     output: Path | None = None
     """JSON with every capture's figures and the summary."""
@@ -77,6 +84,7 @@ class Capture:
     focal: float | None  # true focal length in pixels of the photos
     image_dir: Path
     quads: list | None = None  # synthetic surfaces
+    kind: str = ""  # the summary's source: the scene, or all synthetic scenes of one layout
 
 
 def spread_subsets(names: list[str], k: int, count: int, rng: np.random.Generator) -> list[list[str]]:
@@ -106,12 +114,18 @@ def real_captures(scene: Path, k: int, count: int, rng: np.random.Generator) -> 
     ]
 
 
-def synthetic_capture(seed: int, k: int, folder: Path) -> Capture:
-    scene = make_scene(num_views=k, width=384, height=288, seed=seed)
+def synthetic_capture(seed: int, k: int, folder: Path, walkaround_arc: float | None = None) -> Capture:
+    """`make_scene`'s room, or with `walkaround_arc` `make_walkaround`'s yard over that arc."""
+    if walkaround_arc is None:
+        scene, kind = make_scene(num_views=k, width=384, height=288, seed=seed), "synthetic"
+    else:
+        scene = make_walkaround(num_views=k, arc_degrees=walkaround_arc, seed=seed)
+        kind = f"walk-around {walkaround_arc:g}"
     scene.write_images(folder)
     names = [scene.image_name(i) for i in range(k)]
     truth = {name: as_4x4(scene.cam_from_world[i]) for i, name in enumerate(names)}
-    return Capture(f"synthetic {seed}", k, names, truth, float(scene.intrinsics[0, 0]), folder, scene.quads)
+    focal = float(scene.intrinsics[0, 0])
+    return Capture(f"{kind} {seed}", k, names, truth, focal, folder, scene.quads, kind)
 
 
 def measure(capture: Capture, work: Path) -> dict:
@@ -129,6 +143,7 @@ def measure(capture: Capture, work: Path) -> dict:
     errors = list(pair_errors_deg(estimated, capture.truth).values())
     row = {
         "source": capture.source,
+        "kind": capture.kind or capture.source,
         "views": capture.views,
         "names": capture.names,
         "registered": len(estimated),
@@ -166,7 +181,8 @@ def summarise(rows: list[dict]) -> list[dict]:
     """One line per source kind (each real scene, all synthetic scenes) and K."""
     groups: dict[tuple[str, int], list[dict]] = {}
     for row in rows:
-        kind = "synthetic" if row["source"].startswith("synthetic") else row["source"]
+        # runs from before rows had a kind had only the room among synthetic sources
+        kind = row.get("kind") or ("synthetic" if row["source"].startswith("synthetic") else row["source"])
         groups.setdefault((kind, row["views"]), []).append(row)
 
     def median_and_worst(values):
@@ -253,6 +269,8 @@ def main(args: Args) -> None:
         for k in args.views:
             for seed in range(args.synthetic):
                 captures.append(synthetic_capture(seed, k, Path(tmp) / f"synthetic_{seed}_{k}"))
+            for seed in range(args.walkaround):
+                captures.append(synthetic_capture(seed, k, Path(tmp) / f"walkaround_{seed}_{k}", args.arc))
         for i, capture in enumerate(captures):
             work = Path(tmp) / f"capture_{i}"
             work.mkdir()
@@ -271,6 +289,8 @@ def main(args: Args) -> None:
                         "views": args.views,
                         "subsets": args.subsets,
                         "synthetic": args.synthetic,
+                        "walkaround": args.walkaround,
+                        "arc": args.arc,
                         "seed": args.seed,
                     },
                     "summary": summary,

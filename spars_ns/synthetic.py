@@ -97,14 +97,15 @@ class SyntheticScene:
         path.write_text(json.dumps(meta, indent=2))
 
 
-def noise_texture(rng: np.random.Generator, size: int, octaves: int = 5) -> np.ndarray:
-    """Coloured multi-octave value noise in [0, 1], contrast-stretched."""
+def noise_texture(rng: np.random.Generator, size: int, octaves: int = 5, falloff: float = 1.4) -> np.ndarray:
+    """Coloured multi-octave value noise in [0, 1], contrast-stretched; each octave `falloff`
+    times fainter than the one before (1: as strong at every scale)."""
     texture = np.zeros((size, size, 3), np.float32)
     for octave in range(octaves):
         cells = 4 * 2**octave
         coarse = (rng.random((cells, cells, 3)) * 255).astype(np.uint8)
         up = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), np.float32) / 255.0
-        texture += up / (1.4**octave)
+        texture += up / (falloff**octave)
     texture -= texture.min(axis=(0, 1))
     texture /= texture.max(axis=(0, 1))
     return texture
@@ -167,6 +168,59 @@ def make_scene(
         eye = np.array([6.0 * np.cos(a), 0.8 + 6.0 * np.sin(a) * 0.9, 2.2 + 0.3 * np.sin(1.7 * i)])
         cams.append(look_at(eye, target, up=np.array([0.0, 0.0, 1.0])))
     return SyntheticScene(quads, intrinsics, width, height, np.stack(cams), num_objects=3 + len(boxes))
+
+
+def make_walkaround(
+    num_views: int = 8,
+    width: int = 384,
+    height: int = 288,
+    arc_degrees: float = 360.0,
+    seed: int = 0,
+) -> SyntheticScene:
+    """Boxes in the middle of a walled yard, photographed walking around them: `num_views`
+    handheld cameras spread over `arc_degrees` of a circle about the middle (360: all round).
+
+    Unlike `make_scene`'s 60-degree arc, neighbouring views here are 45-120 degrees apart at
+    3-8 views all round (26-90 over 180 degrees): the wide captures SfM finds hardest. The seed
+    draws the textures, the boxes, the focal length (0.7-1.1 of the width) and each camera's
+    place, aim and roll.
+    Object ids: 0 ground, 1-4 walls, 5.. boxes.
+    """
+    rng = np.random.default_rng(seed)
+    half, wall_height = 8.0, 5.0
+
+    def texture():  # finer and stronger detail than make_scene's room: 256 cells across 16 units
+        return noise_texture(rng, 1024, octaves=7, falloff=1.1)
+
+    def box_texture():
+        return noise_texture(rng, 512, octaves=6, falloff=1.1)
+
+    ground = Quad(np.array([-half, -half, 0.0]), np.array([2 * half, 0, 0]), np.array([0, 2 * half, 0]), texture(), 0)
+    corners = [np.array(c) for c in ([-half, -half, 0.0], [half, -half, 0.0], [half, half, 0.0], [-half, half, 0.0])]
+    up = np.array([0.0, 0.0, wall_height])
+    walls = [Quad(a, b - a, up, texture(), 1 + i) for i, (a, b) in enumerate(zip(corners, corners[1:] + corners[:1]))]
+    quads = [ground, *walls]
+    num_boxes = 5
+    for k in range(num_boxes):
+        size = rng.uniform([0.5, 0.5, 0.4], [1.4, 1.4, 1.8])
+        radius, angle = rng.uniform(0, 1.8), rng.uniform(0, 2 * np.pi)
+        center = (radius * np.cos(angle), radius * np.sin(angle), size[2] / 2)
+        quads += box_quads(center, size, rng.uniform(0, np.pi), box_texture, 5 + k)
+
+    focal = rng.uniform(0.7, 1.1) * width
+    intrinsics = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
+    full_circle = arc_degrees >= 360
+    step = np.deg2rad(arc_degrees) / (num_views if full_circle else max(num_views - 1, 1))
+    angles = rng.uniform(0, 2 * np.pi) + step * np.arange(num_views) + rng.uniform(-0.1, 0.1, num_views) * step
+    cams = []
+    for a in angles:
+        eye = np.array([5.0 * np.cos(a), 5.0 * np.sin(a), 0.0]) * rng.uniform(0.9, 1.1)
+        eye[2] = rng.uniform(1.4, 2.0)
+        aim = np.array([*rng.uniform(-0.4, 0.4, 2), rng.uniform(0.5, 0.9)])
+        cam = look_at(eye, aim, up=np.array([0.0, 0.0, 1.0]))
+        roll = axis_angle_rotation(np.array([0.0, 0.0, 1.0]), np.deg2rad(rng.normal(0, 2)))
+        cams.append(roll @ cam)
+    return SyntheticScene(quads, intrinsics, width, height, np.stack(cams), num_objects=5 + num_boxes)
 
 
 def render_view(

@@ -1,5 +1,8 @@
 import numpy as np
 
+from spars_ns.geometry import camera_center, inverse_transform, pixel_centres, unproject
+from spars_ns.synthetic import make_walkaround
+
 
 def test_depth_and_ids_agree_with_the_scene_geometry(scene):
     """Unprojected depth lands on the plane of each object id (ground z=0, back wall y=3)."""
@@ -21,3 +24,24 @@ def test_views_are_textured_enough_for_features(scene):
     image = scene.render(0).image.astype(float)
     grad = np.abs(np.diff(image, axis=1)).mean()
     assert grad > 2.0
+
+
+def test_a_walkaround_spreads_its_views_round_the_boxes_and_each_sees_them():
+    """Six views all round: neighbouring cameras 60 degrees apart about the middle (give or take
+    their jitter of a tenth of a step), each aimed at the boxes, which every view sees in front
+    of the yard's walls (x or y at +-8)."""
+    scene = make_walkaround(num_views=6, width=192, height=144, arc_degrees=360, seed=3)
+    centres = np.stack([camera_center(c) for c in scene.cam_from_world])
+    azimuths = np.rad2deg(np.arctan2(centres[:, 1], centres[:, 0]))
+    steps = (np.diff(np.r_[azimuths, azimuths[0] + 360]) + 360) % 360
+    np.testing.assert_allclose(steps, 60, atol=12.1)
+    for index in range(scene.num_views):
+        view = scene.render(index)
+        points = unproject(pixel_centres(scene.height, scene.width), view.depth, scene.intrinsics)
+        world = inverse_transform(points[np.isfinite(view.depth)], scene.cam_from_world[index])
+        ids = view.object_ids[np.isfinite(view.depth)]
+        walls = (ids >= 1) & (ids <= 4)
+        np.testing.assert_allclose(np.abs(world[walls][:, :2]).max(axis=1), 8.0, atol=1e-3)
+        np.testing.assert_allclose(world[ids == 0][:, 2], 0.0, atol=1e-3)
+        assert len(np.unique(ids[ids >= 5])) >= 2
+        assert (ids >= 5).mean() > 0.05
