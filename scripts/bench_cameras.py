@@ -10,9 +10,9 @@ Captures, for each K in --views:
   n / 2K frames apart), drawn by --seed;
 - --synthetic scenes of `spars_ns.synthetic` (no EXIF; other seeds give other textures and
   camera heights), K views on their arc: their truth includes the focal length and the surfaces;
-- --walkaround scenes (`make_walkaround`: boxes walked around over --arc degrees, 45-120 degrees
-  between neighbouring views at K = 3..8; seeds draw textures, boxes, focal length and camera
-  placement), the wide captures SfM finds hardest, with the same truth.
+- --walkaround scenes (`make_walkaround`: boxes walked around over --arc degrees, neighbouring
+  views 360 / K degrees apart all round, 180 / (K - 1) over 180; seeds draw textures, boxes,
+  focal length and camera placement), the wide captures SfM finds hardest, with the same truth.
 Each capture runs the SfM stage (`run_sfm`) on every photo as a training view. Per source and K
 the table gives: registered images (mean share, and captures with all of them), the median pair
 error of each capture (median over captures and worst decile), mAA@10 (mean and worst
