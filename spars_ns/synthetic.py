@@ -129,6 +129,11 @@ def box_quads(center, size, yaw: float, texture_fn, object_id: int) -> list[Quad
     return [Quad(o, u, v, texture_fn(), object_id) for o, u, v in faces]
 
 
+def centred_pinhole(focal: float, width: int, height: int) -> np.ndarray:
+    """Intrinsics (3x3) of a pinhole camera with its principal point at the photo's centre."""
+    return np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
+
+
 def make_scene(
     num_views: int = 8,
     width: int = 320,
@@ -160,7 +165,7 @@ def make_scene(
         quads += box_quads(center, size, yaw, texture, 3 + k)
 
     focal = 0.9 * width
-    intrinsics = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
+    intrinsics = centred_pinhole(focal, width, height)
     target = np.array([0.0, 0.8, 0.6])
     angles = np.deg2rad(np.linspace(-arc_degrees / 2, arc_degrees / 2, num_views)) - np.pi / 2
     cams = []
@@ -208,7 +213,7 @@ def make_walkaround(
         quads += box_quads(center, size, rng.uniform(0, np.pi), box_texture, 5 + k)
 
     focal = rng.uniform(0.7, 1.1) * width
-    intrinsics = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
+    intrinsics = centred_pinhole(focal, width, height)
     full_circle = arc_degrees >= 360
     step = np.deg2rad(arc_degrees) / (num_views if full_circle else max(num_views - 1, 1))
     angles = rng.uniform(0, 2 * np.pi) + step * np.arange(num_views) + rng.uniform(-0.1, 0.1, num_views) * step

@@ -1,7 +1,7 @@
 import numpy as np
 
-from spars_ns.geometry import camera_center, inverse_transform, pixel_centres, unproject
-from spars_ns.synthetic import make_walkaround
+from spars_ns.geometry import camera_center, inverse_transform
+from spars_ns.synthetic import camera_points, make_walkaround
 
 
 def test_depth_and_ids_agree_with_the_scene_geometry(scene):
@@ -36,8 +36,7 @@ def test_a_walkaround_spreads_its_views_round_the_boxes_and_each_sees_them():
     steps = (np.diff(np.r_[azimuths, azimuths[0] + 360]) + 360) % 360
     np.testing.assert_allclose(steps, 60, atol=12.1)
     for index in range(scene.num_views):
-        view = scene.render(index)
-        points = unproject(pixel_centres(scene.height, scene.width), view.depth, scene.intrinsics)
+        points, view = camera_points(scene, index)
         world = inverse_transform(points[np.isfinite(view.depth)], scene.cam_from_world[index])
         ids = view.object_ids[np.isfinite(view.depth)]
         walls = (ids >= 1) & (ids <= 4)
