@@ -47,8 +47,11 @@ def prior_files(scene, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def dense_scene(photos, prior_files, tmp_path_factory):
-    output = tmp_path_factory.mktemp("dense_scene")
+def dense_scene(processed, photos, prior_files, tmp_path_factory):
+    """The synthetic photos with the prior files aligned. Made from a copy of `processed`, so that
+    SfM is not run again (its stage is current there)."""
+    output = tmp_path_factory.mktemp("dense_scene") / "scene"
+    shutil.copytree(processed.root, output)
     return process(
         ProcessConfig(
             images=photos,
@@ -106,17 +109,20 @@ def depth_scene(dense_scene, photos, prior_files, tmp_path_factory):
     )
 
 
-def run_console_script(entrypoint, argv: list[str], env: dict[str, str] | None = None) -> None:
+def run_console_script(entrypoint, argv: list[str], env: dict[str, str] | None = None, exit_code: int = 0) -> None:
     """A console script's entry point (`nerfstudio.scripts.train.entrypoint` for `ns-train`) run in
-    this process as `argv` would run it: a fresh process spends 10-12 s importing torch and nerfstudio."""
+    this process as `argv` would run it, asserting its exit status: a fresh process spends 10-12 s
+    importing torch and nerfstudio."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", argv)
         for key, value in {"COLUMNS": "200", **(env or {})}.items():
             patch.setenv(key, value)
         try:
             entrypoint()
+            code = 0
         except SystemExit as exit_status:
-            assert exit_status.code in (0, None), f"{argv[0]} exited with {exit_status.code}"
+            code = exit_status.code or 0
+        assert code == exit_code, f"{argv[0]} exited with {code}"
 
 
 @pytest.fixture(scope="session")

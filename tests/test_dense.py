@@ -52,7 +52,8 @@ def test_fused_points_are_dense_accurate_and_labelled(dense_scene, scene):
     assert (region_ids > 0).any()
 
 
-def test_alignment_none_keeps_sfm_seeds_only(photos, prior_files, tmp_path):
+def test_alignment_none_keeps_sfm_seeds_only(dense_scene, photos, prior_files, tmp_path):
+    shutil.copytree(dense_scene.root, tmp_path / "s")  # SfM and the prior current: alignment switched off
     scene = process(
         ProcessConfig(
             images=photos,

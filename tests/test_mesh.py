@@ -12,7 +12,7 @@ import pycolmap
 import pytest
 import trimesh
 import yaml
-from conftest import BIN, ENV, sfm_from_true
+from conftest import run_console_script, sfm_from_true
 from scipy.ndimage import map_coordinates
 from scipy.spatial import cKDTree
 
@@ -139,30 +139,18 @@ def true_frame_scores(mesh_path, scene, processed_scene, model):
 
 
 @pytest.mark.slow
-def test_scene_mesh_matches_the_true_surfaces(depth_scene, scene, tmp_path):
+def test_scene_mesh_matches_the_true_surfaces(depth_scene, scene, tmp_path, capsys):
     """Through the command line, at 128^3. Of the refined depth's pixels, 90% lie within 1% of the
     extent of the true surface (the prior errs as learned ones do, and the fixture refines
     globally); fusing the six training views gives F-score 0.95 at 1% and a Chamfer distance of
     0.33% of the extent (measured, scripts/bench_mesh.py); the bounds leave room for another SfM
     solution."""
-    out = subprocess.run(
-        [
-            str(BIN / "spars-ns"),
-            "mesh",
-            "--scene",
-            str(depth_scene.root),
-            "--output-dir",
-            str(tmp_path),
-            "--resolution",
-            "128",
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        check=False,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "Wrote" in out.stderr and "mesh.ply" in out.stderr
+    from spars_ns.cli import entrypoint
+
+    argv = ["spars-ns", "mesh", "--scene", str(depth_scene.root), "--output-dir", str(tmp_path), "--resolution", "128"]
+    run_console_script(entrypoint, argv)
+    printed = " ".join(capsys.readouterr().err.split())
+    assert "Wrote" in printed and "mesh.ply" in printed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mesh.ply", "sdf.npz"]  # no temporaries left
 
     scores = true_frame_scores(

@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import ENV, run_console_script
 
+import spars_ns.cli as cli
 from spars_ns.ns.dataparser import SparsDataParserConfig, default_scene_dir, resolve_scene
 from spars_ns.options import PriorConfig
 from spars_ns.process import ProcessOptions
@@ -91,39 +92,21 @@ def test_dataparser_processes_a_photo_folder_on_first_use(photos, tmp_path):
     assert parser.config.data == scene_dir  # the parser's private copy, not the user's config
 
 
-def test_cli_reports_bad_input_without_a_traceback(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "spars_ns.cli",
-            "process",
-            "--images",
-            str(tmp_path / "missing"),
-            "--output",
-            str(tmp_path / "o"),
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        check=False,
-    )
-    assert out.returncode == 1
-    assert "missing does not exist" in out.stderr and "Traceback" not in out.stderr
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    argv = ["spars-ns", "process", "--images", str(tmp_path / "missing"), "--output", str(tmp_path / "o")]
+    run_console_script(cli.entrypoint, argv, exit_code=1)  # an exception other than our errors would escape
+    err = capsys.readouterr().err
+    assert "missing does not exist" in err and "Traceback" not in err
 
 
-def test_cli_reports_an_os_error_as_one_line_naming_the_path(photos, tmp_path):
+def test_cli_reports_an_os_error_as_one_line_naming_the_path(photos, tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    out = subprocess.run(
-        [sys.executable, "-m", "spars_ns.cli", "process", "--images", str(photos), "--output", str(blocker / "scene")],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        check=False,
-    )
-    assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert f"error: {blocker / 'scene'}: Not a directory" in " ".join(out.stderr.split())
+    argv = ["spars-ns", "process", "--images", str(photos), "--output", str(blocker / "scene")]
+    run_console_script(cli.entrypoint, argv, exit_code=1)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"error: {blocker / 'scene'}: Not a directory" in " ".join(err.split())
 
 
 @pytest.fixture
