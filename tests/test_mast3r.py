@@ -96,8 +96,10 @@ def test_tiny_mast3r_gives_one_prior_per_image_at_its_working_resolution(tiny_ch
         assert prior.scale == (5.0, 5.0) and prior.offset == (0.0, 0.0)
 
 
-def test_tiny_mast3r_through_the_pipeline_writes_prior_files(processed, tiny_checkpoint, photos, tmp_path):
-    output = tmp_path / "scene"
+@pytest.fixture(scope="module")
+def mast3r_scene(processed, tiny_checkpoint, photos, tmp_path_factory):
+    """The synthetic photos processed with the tiny MASt3R as the prior (SfM reused from `processed`)."""
+    output = tmp_path_factory.mktemp("mast3r_scene") / "scene"
     shutil.copytree(processed.root, output)
     config = ProcessConfig(
         images=photos,
@@ -106,7 +108,11 @@ def test_tiny_mast3r_through_the_pipeline_writes_prior_files(processed, tiny_che
         prior="mast3r",
         prior_options=PriorConfig(mast3r=Mast3rConfig(checkpoint=str(tiny_checkpoint), **TINY_CONFIG)),
     )
-    scene = process(config)
+    return process(config), config
+
+
+def test_tiny_mast3r_through_the_pipeline_writes_prior_files(mast3r_scene, processed, tmp_path):
+    scene, config = mast3r_scene
     assert scene.read_manifest()["stages"]["sfm"] == processed.read_manifest()["stages"]["sfm"]  # SfM reused
     files = sorted(p.name for p in scene.prior_dir.glob("*.npz"))
     assert files == [f"view_00{i}.npz" for i in (1, 2, 3, 5, 6, 7)]  # training views only
@@ -115,7 +121,8 @@ def test_tiny_mast3r_through_the_pipeline_writes_prior_files(processed, tiny_che
     assert scene.stage_entry("prior")["versions"]["instantsplat"] != "not installed"
     assert len(list(scene.cache_dir("mast3r").rglob("forward/*/*.pth"))) == 2 * 15  # 6 views: every pair, both ways
 
-    scene = process(replace(config, prior="none"))
+    shutil.copytree(scene.root, tmp_path / "scene")
+    scene = process(replace(config, output=tmp_path / "scene", prior="none"))
     assert not scene.cache_dir("mast3r").exists() and not scene.prior_dir.exists()  # switched off: cache gone too
 
 
@@ -234,7 +241,7 @@ def test_a_checkpoint_name_in_the_hub_cache_passes_the_check_offline(tmp_path, m
 
 
 @pytest.mark.slow
-def test_ns_train_spars3r_runs_the_whole_recipe_by_default(processed, photos, tiny_checkpoint, tmp_path, caplog):
+def test_ns_train_spars3r_runs_the_whole_recipe_by_default(mast3r_scene, photos, tiny_checkpoint, tmp_path, caplog):
     """`ns-train spars3r --data photos/` with only the checkpoint given: MASt3R prior, two-stage
     alignment (superpixels, with a notice, as no SAM weights are cached), refined depth for the
     depth loss, then training."""
@@ -245,9 +252,7 @@ def test_ns_train_spars3r_runs_the_whole_recipe_by_default(processed, photos, ti
     mast3r = Mast3rConfig(checkpoint=str(tiny_checkpoint), **TINY_CONFIG)
     options = replace(SPARS3R_PROCESSING, test_every=4, prior_options=PriorConfig(mast3r=mast3r), max_dense_points=2000)
     scene_dir = default_scene_dir(folder, options)
-    shutil.copytree(
-        processed.root, scene_dir
-    )  # ingest and SfM as this processing would make them: only they are reused
+    shutil.copytree(mast3r_scene[0].root, scene_dir)  # ingest, SfM and the prior as this processing makes them
     prefix = "--processing."  # the dataparser's options, after its name
     flags = [
         "spars-data",
@@ -286,7 +291,9 @@ def test_ns_train_spars3r_runs_the_whole_recipe_by_default(processed, photos, ti
     assert any("superpixel regions, not SAM" in r.getMessage() for r in caplog.records)
 
     stages = json.loads((scene_dir / "manifest.json").read_text())["stages"]
-    assert stages["sfm"] == processed.read_manifest()["stages"]["sfm"]  # the same folder: SfM reused
+    assert {stage: stages[stage] for stage in ("sfm", "prior")} == {
+        stage: mast3r_scene[0].read_manifest()["stages"][stage] for stage in ("sfm", "prior")
+    }  # reused: the default recipe asks for what the fixture made
     assert stages["prior"]["config"]["prior"] == "mast3r"
     assert stages["align"]["config"]["align"] == "two-stage" and stages["align"]["config"]["regions"] == "superpixels"
     assert stages["refine"]["config"]["refine"] == "global"
