@@ -93,6 +93,7 @@ def test_rectification_goes_through_the_distorted_camera_both_ways():
     np.testing.assert_allclose(sampled_y, rows.ravel(), atol=0.6)
 
 
+@pytest.mark.slow
 def test_compressed_writes_survive_opencv_loaded_after_pycolmap(tmp_path):
     """pycolmap exports the zlib it links statically; a libz.so.1 loaded after it (OpenCV's
     libraries load one) binds to that copy and the next np.savez_compressed corrupted the heap.
