@@ -83,6 +83,7 @@ def test_dataparser_loads_a_processed_scene(processed):
     assert points.abs().median() < 1.0
 
 
+@pytest.mark.slow  # a full processing run
 def test_dataparser_processes_a_photo_folder_on_first_use(photos, tmp_path):
     scene_dir = tmp_path / "processed"
     parser = SparsDataParserConfig(data=photos, scene_dir=scene_dir, processing=ProcessOptions(test_every=4)).setup()

@@ -15,7 +15,7 @@ from plyfile import PlyData
 import spars_ns.stages.export.stage as export_stage
 import spars_ns.stages.sfm.stage as sfm_stage
 from spars_ns.errors import InputError, SfMError
-from spars_ns.geometry import opengl_c2w_to_opencv
+from spars_ns.geometry import opengl_c2w_to_opencv, rotation_angle_deg
 from spars_ns.metrics import pair_errors_deg
 from spars_ns.options import PriorConfig
 from spars_ns.process import ProcessConfig, process, split_names
@@ -25,6 +25,7 @@ from spars_ns.stages.ingest.images import file_sha1
 from spars_ns.stages.prior.files import FilesConfig
 from spars_ns.stages.sfm import mapping
 from spars_ns.stages.sfm.mapping import MatchGraph, map_training_views
+from spars_ns.synthetic import make_walkaround
 
 TEST_VIEWS = ["view_000.png", "view_004.png"]
 
@@ -180,6 +181,7 @@ def test_rerun_skips_and_changed_split_reruns_sfm(processed, photos):
     assert entry["seconds"] > 0 and entry["config"]["features"] == "sift" and len(entry["config"]["train"]) == 6
 
 
+@pytest.mark.slow  # a full processing run
 def test_killed_run_resumes_and_leaves_no_half_written_outputs(photos, tmp_path, monkeypatch):
     output = tmp_path / "scene"
     sources = {p.name: (file_sha1(p), p.stat().st_mtime_ns) for p in photos.iterdir()}
@@ -264,7 +266,28 @@ def test_two_photos_from_one_place_are_reported_as_no_initial_pair(photos, tmp_p
         process(ProcessConfig(images=folder, output=tmp_path / "scene"))
     message = " ".join(str(err.value).split())
     assert re.search(r"a\.png: \d{3,} verified matches with b\.png, but one homography explains most", message), message
-    assert "no verified matches" not in message and "further apart" in message
+    assert "no verified matches" not in message and "further apart" in message and "in between" not in message
+
+
+@pytest.mark.slow
+def test_photos_far_apart_around_the_scene_ask_for_photos_in_between(tmp_path):
+    """Four photos all round the boxes, 76-97 degrees apart: neighbours match (45-144 verified matches)
+    but share next to no points with a third photo, so no model starts (BENCHMARKS.md, "Walked all
+    round"). The error says so and asks for photos in between, not from further apart."""
+    scene = make_walkaround(num_views=4, arc_degrees=360, seed=0)
+    turns = [
+        rotation_angle_deg(scene.cam_from_world[(i + 1) % 4][:, :3] @ scene.cam_from_world[i][:, :3].T)
+        for i in range(4)
+    ]
+    assert min(turns) > 60
+    scene.write_images(tmp_path / "photos")
+    with pytest.raises(SfMError) as err:
+        process(ProcessConfig(images=tmp_path / "photos", output=tmp_path / "scene", test_every=0))
+    message = " ".join(str(err.value).split())
+    assert re.search(
+        r"verified matches with view_00\d\.png, but only \d+ of them are matched in a third photo", message
+    )
+    assert "more photos in between" in message and "further apart" not in message, message
 
 
 def test_bad_options_are_refused(photos, tmp_path):

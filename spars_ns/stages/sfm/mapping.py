@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from itertools import groupby
 from pathlib import Path
 
@@ -254,6 +255,18 @@ class MatchGraph:
                     points3d.append(model.point3D(observation.point3D_id).xyz)
         return np.reshape(points2d, (-1, 2)).astype(float), np.reshape(points3d, (-1, 3)).astype(float)
 
+    def seen_in_a_third(self, id1: int, id2: int) -> int:
+        """How many of the pair's verified matches have a keypoint matched in a third image too:
+        the tracks a model can start from (COLMAP's first pair triangulates none seen in two photos
+        only, and needs 15 points)."""
+
+        def matched_elsewhere(image: int, other: int) -> set[int]:
+            return {k for (i, j), m in self.inliers.items() if i == image and j != other for k in m[:, 0].tolist()}
+
+        first, second = matched_elsewhere(id1, id2), matched_elsewhere(id2, id1)
+        pair = self.inliers.get((id1, id2), np.zeros((0, 2), int))
+        return sum(k1 in first or k2 in second for k1, k2 in pair.tolist())
+
     def strongest_pairs(self, image_ids: list[int]) -> list[tuple[int, int]]:
         pairs = [(a, b) for i, a in enumerate(image_ids) for b in image_ids[i + 1 :] if self.num_inliers(a, b)]
         return sorted(pairs, key=lambda p: -self.num_inliers(*p))
@@ -407,12 +420,22 @@ HOMOGRAPHY_CONFIGS = {
 }
 
 
-def explain_unregistered(graph: MatchGraph, name: str, registered: list[str], train_names: list[str]) -> str:
-    """Why `name` is not in the model: against the registered images, or, when there is no model
-    at all, against the other training images (the mapper then found no initial pair)."""
+class Remedy(Enum):
+    """What the photos need, said when they do not register (run_sfm's error lists each that applies)."""
+
+    FURTHER_APART = "photos taken from further apart (a step or two sideways between shots)"
+    IN_BETWEEN = "more photos in between those you have (neighbouring views 30 degrees apart or closer)"
+
+
+def explain_unregistered(
+    graph: MatchGraph, name: str, model: pycolmap.Reconstruction | None, train_names: list[str]
+) -> tuple[str, Remedy | None]:
+    """Why `name` is not in `model`, and what would help: against the registered images, or, when
+    there is no model at all, against the other training images (the mapper found no initial pair)."""
     image_id = graph.image_ids[name]
     if graph.num_keypoints[image_id] < 50:
-        return f"only {graph.num_keypoints[image_id]} features (blurred, dark or textureless?)"
+        return f"only {graph.num_keypoints[image_id]} features (blurred, dark or textureless?)", None
+    registered = [model.image(i).name for i in model.reg_image_ids()] if model else []
     others = registered or [n for n in train_names if n != name]
     best, best_name = 0, None
     for other in others:
@@ -421,19 +444,39 @@ def explain_unregistered(graph: MatchGraph, name: str, registered: list[str], tr
             best, best_name = n, other
     if best_name is None:
         which = "registered" if registered else "other training"
-        return f"no verified matches (>= {MIN_NUM_INLIERS}) with any {which} image"
-    if not registered:
-        if graph.configs[(image_id, graph.image_ids[best_name])] in HOMOGRAPHY_CONFIGS:
+        return f"no verified matches (>= {MIN_NUM_INLIERS}) with any {which} image", None
+    matches = f"{best} verified matches with {best_name}"
+    if registered:
+        at_points = len(graph.points_seen(model, image_id)[0])
+        if at_points < ABS_POSE_MIN_NUM_INLIERS:
             return (
-                f"{best} verified matches with {best_name}, but one homography explains most of them (photos "
-                "taken from one spot, or of one flat surface): they give no depth to start a model from"
+                f"{matches}, but only {at_points} of its matches to the model are at its points (registering needs "
+                f"{ABS_POSE_MIN_NUM_INLIERS}): it shares too little with the registered photos",
+                Remedy.IN_BETWEEN,
             )
+        return f"{matches}, but its pose could not be estimated from them", None
+    in_a_third = graph.seen_in_a_third(image_id, graph.image_ids[best_name])
+    if len(train_names) > 2 and in_a_third < INIT_MIN_NUM_INLIERS:
+        # Before the homography: walk-arounds with views 45 degrees apart and more (BENCHMARKS.md,
+        # "Walked all round") have 0-37 of 45-255 (at 20-35 degrees apart, 68-218), and their pairs
+        # are often explained by a homography of the far walls, which further apart would not help.
         return (
-            f"{best} verified matches with {best_name}, but no pair could start the model: an initial pair needs "
-            f"{INIT_MIN_NUM_INLIERS} inliers seen at {INIT_MIN_TRI_ANGLE} degrees of triangulation angle (photos "
-            "from nearly one place give too little; photos far apart, too few matches that agree on one geometry)"
+            f"{matches}, but only {in_a_third} of them are matched in a third photo too, and a model starts from "
+            "points seen in three photos (photos far apart around the scene share few)",
+            Remedy.IN_BETWEEN,
         )
-    return f"{best} verified matches with {best_name}, but its pose could not be estimated from them"
+    if graph.configs[(image_id, graph.image_ids[best_name])] in HOMOGRAPHY_CONFIGS:
+        return (
+            f"{matches}, but one homography explains most of them (photos taken from one spot, or of one flat "
+            "surface): they give no depth to start a model from",
+            Remedy.FURTHER_APART,
+        )
+    return (
+        f"{matches}, but no pair could start the model: an initial pair needs {INIT_MIN_NUM_INLIERS} inliers seen at "
+        f"{INIT_MIN_TRI_ANGLE} degrees of triangulation angle (photos from nearly one place give too little; photos "
+        "far apart, too few matches that agree on one geometry)",
+        Remedy.FURTHER_APART,
+    )
 
 
 def run_sfm(
@@ -504,15 +547,15 @@ def run_sfm(
     if robust_adjustment or second_radial_term:
         check = check_model_of(train, graph)
     registered = sorted(train.image(i).name for i in train.reg_image_ids()) if train else []
-    unregistered = {
-        n: explain_unregistered(graph, n, registered, train_names) for n in train_names if n not in registered
-    }
+    explained = {n: explain_unregistered(graph, n, train, train_names) for n in train_names if n not in registered}
+    unregistered = {n: why for n, (why, _) in explained.items()}
     if train is None or train.num_reg_images() < 2:
         lines = "\n".join(f"  {n}: {why}" for n, why in unregistered.items())
+        remedies = [r.value for r in Remedy if r in {remedy for _, remedy in explained.values()}]
         raise SfMError(
             f"Structure-from-Motion registered {len(registered)} of {len(train_names)} training images "
             f"after {attempts} initial pairs ({', '.join(registered) or 'none'}).\n{lines}\nTry: "
-            + ("photos taken from further apart (a step or two sideways between shots), " if not registered else "")
+            + "".join(f"{remedy}, " for remedy in remedies)
             + "photos with more overlap (neighbouring views should share most of their content), "
             "less blur, more texture; or more photos of the same scene."
         )
