@@ -303,6 +303,26 @@ def test_photos_far_apart_around_the_scene_ask_for_photos_in_between(tmp_path):
         assert remedy is mapping.Remedy.IN_BETWEEN, why
 
 
+def test_a_photo_left_out_of_a_model_is_told_how_little_it_shares_with_it(processed):
+    """view_003 taken out of the synthetic model, then every point but 10 of those it saw deleted: it
+    has at most 10 matches at the model's points where registering needs 15, and is asked for photos
+    in between; with the points kept, what failed is its pose."""
+    graph = MatchGraph(processed.sfm_dir / "database.db")
+    train = [f"view_00{i}.png" for i in (1, 2, 3, 5, 6, 7)]
+    model = pycolmap.Reconstruction(processed.sparse_dir)
+    left_out = model.image(graph.image_ids["view_003.png"])
+    seen = sorted({p.point3D_id for p in left_out.points2D if p.has_point3D()})
+    model.deregister_frame(left_out.frame_id)
+    why, remedy = mapping.explain_unregistered(graph, "view_003.png", model, train)
+    assert why.endswith("but its pose could not be estimated from them") and remedy is None, why
+    kept = [i for i in seen if model.exists_point3D(i)][:10]  # its two-view points went with it
+    for point_id in set(model.point3D_ids()) - set(kept):
+        model.delete_point3D(point_id)
+    why, remedy = mapping.explain_unregistered(graph, "view_003.png", model, train)
+    assert re.search(r"but only (\d+) of its matches to the model are at its points \(registering needs 15\)", why)
+    assert int(re.search(r"only (\d+)", why).group(1)) <= 10 and remedy is mapping.Remedy.IN_BETWEEN, why
+
+
 def test_bad_options_are_refused(photos, tmp_path):
     with pytest.raises(InputError, match="test-every"):
         process(ProcessConfig(images=photos, output=tmp_path / "s", test_every=1))
