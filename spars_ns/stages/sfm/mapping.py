@@ -457,9 +457,10 @@ def explain_unregistered(
         return f"{matches}, but its pose could not be estimated from them", None
     in_a_third = graph.seen_in_a_third(image_id, graph.image_ids[best_name])
     if len(train_names) > 2 and in_a_third < INIT_MIN_NUM_INLIERS:
-        # Before the homography: walk-arounds with views 45 degrees apart and more (BENCHMARKS.md,
-        # "Walked all round") have 0-37 of 45-255 (at 20-35 degrees apart, 68-218), and their pairs
-        # are often explained by a homography of the far walls, which further apart would not help.
+        # Before the homography: in walk-arounds with views 48-97 degrees apart (BENCHMARKS.md,
+        # "Walked all round") 0-37 of a neighbouring pair's 45-255 verified matches are (the room's
+        # neighbours, 22-33 degrees apart: 85-218), and their pairs are often explained by a
+        # homography of the far walls, which photos further apart would not help.
         return (
             f"{matches}, but only {in_a_third} of them are matched in a third photo too, and a model starts from "
             "points seen in three photos (photos far apart around the scene share few)",
