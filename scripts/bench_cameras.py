@@ -133,7 +133,7 @@ def measure(capture: Capture, work: Path) -> dict:
     start = time.perf_counter()
     try:
         result = run_sfm(work, records, capture.names, [], work / "sfm", SfMConfig())
-        model, doubtful = result.train, result.check.doubtful_images
+        model, doubtful = result.train, result.doubtful_images
         robust, second_term = result.robust_adjustment, result.second_radial_term
     except SfMError:
         model, doubtful, robust, second_term = None, [], False, False

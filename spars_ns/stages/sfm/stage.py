@@ -94,6 +94,7 @@ class SfMStage(Stage):
                     "mean_reprojection_error_px": result.train.compute_mean_reprojection_error(),
                     "cameras": {int(c.camera_id): c.summary() for c in result.train.cameras.values()},
                     "model_check": result.check.report(),
+                    "doubtful_images": result.doubtful_images,
                     "low_parallax": result.low_parallax,
                     "robust_adjustment": result.robust_adjustment,
                     "second_radial_term": result.second_radial_term,
@@ -110,6 +111,6 @@ class SfMStage(Stage):
             "test_total": len(test),
             "points3D": report["points3D"],
             "init_pairs_tried": result.init_pairs_tried,
-            "doubtful_images": result.check.doubtful_images,
+            "doubtful_images": result.doubtful_images,
             "low_parallax": result.low_parallax,
         }
