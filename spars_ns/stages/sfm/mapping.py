@@ -461,9 +461,9 @@ def explain_unregistered(
     in_a_third = graph.seen_in_a_third(image_id, graph.image_ids[best_name])
     if len(train_names) > 2 and in_a_third < INIT_MIN_NUM_INLIERS:
         # Before the homography: in walk-arounds with views 48-97 degrees apart (BENCHMARKS.md,
-        # "Walked all round") 0-37 of a neighbouring pair's 45-255 verified matches are (the room's
-        # neighbours, 22-33 degrees apart: 85-218), and their pairs are often explained by a
-        # homography of the far walls, which photos further apart would not help.
+        # "Walked all round") 0-37 of a neighbouring pair's 45-255 verified matches are seen in a
+        # third photo (the room's neighbours, 22-33 degrees apart: 85-218), and their pairs are
+        # often explained by a homography of the far walls, which photos further apart would not help.
         return (
             f"{matches}, but only {in_a_third} of them are matched in a third photo too, and a model starts from "
             "points seen in three photos (photos far apart around the scene share few)",
