@@ -135,8 +135,9 @@ def measure(capture: Capture, work: Path) -> dict:
         result = run_sfm(work, records, capture.names, [], work / "sfm", SfMConfig())
         model, doubtful = result.train, result.doubtful_images
         robust, second_term = result.robust_adjustment, result.second_radial_term
+        global_mapping = result.global_mapping
     except SfMError:
-        model, doubtful, robust, second_term = None, [], False, False
+        model, doubtful, robust, second_term, global_mapping = None, [], False, False, False
     seconds = time.perf_counter() - start
     images = [im for im in model.images.values() if im.has_pose] if model else []
     estimated = {im.name: as_4x4(im.cam_from_world().matrix()) for im in images}
@@ -154,6 +155,7 @@ def measure(capture: Capture, work: Path) -> dict:
         "doubtful": doubtful,
         "robust_adjustment": robust,
         "second_radial_term": second_term,
+        "global_mapping": global_mapping,
     }
     if capture.focal and images:
         focals = [model.camera(im.camera_id).mean_focal_length() for im in images]

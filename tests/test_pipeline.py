@@ -97,7 +97,7 @@ def test_mapping_gives_bit_identical_cameras_beside_busy_processes(processed, tm
     """COLMAP bundle-adjusts on several threads above 50,000 residuals (photos of 768x512 and
     more reach it), and their sums then depend on which thread finishes first. Forced on here
     for the small synthetic scene; with the machine busy too, the cameras and points must be
-    the same bit for bit."""
+    the same bit for bit, and so must global mapping's."""
     import multiprocessing
 
     real_options = pycolmap.IncrementalPipelineOptions
@@ -120,12 +120,16 @@ def test_mapping_gives_bit_identical_cameras_beside_busy_processes(processed, tm
             model, _, _ = map_training_views(
                 database, MatchGraph(database), processed.images_dir, train, tmp_path / str(len(results))
             )
+            globally = mapping.map_globally(database, processed.images_dir, train, tmp_path / f"global{len(results)}")
         finally:
             stop.set()
             for worker in workers:
                 worker.join()
-        points = np.array(sorted(tuple(p.xyz) for p in model.points3D.values()))
-        results.append((sorted((name, pose.tobytes()) for name, pose in model_poses(model).items()), points.tobytes()))
+        results.append([])
+        for found in (model, globally):
+            points = np.array(sorted(tuple(p.xyz) for p in found.points3D.values()))
+            poses = sorted((name, pose.tobytes()) for name, pose in model_poses(found).items())
+            results[-1] += [poses, points.tobytes()]
     assert all(result == results[0] for result in results[1:])
 
 
@@ -337,6 +341,44 @@ def test_a_model_of_two_photos_of_many_on_few_points_is_in_doubt(processed):
         model.delete_point3D(point_id)
     assert mapping.rests_on_two_of_many(model, 6) and mapping.rests_on_two_of_many(model, 3)
     assert not mapping.rests_on_two_of_many(model, 2)
+
+
+def test_photos_far_apart_that_incremental_mapping_leaves_out_are_placed_by_global_mapping(tmp_path):
+    """Six photos over 180 degrees, 36 apart: incremental mapping registers 5 of them (BENCHMARKS.md,
+    "Walked all round"); global mapping places all six, within a third of a degree of the truth,
+    on enough points seen in three photos that nothing is in doubt."""
+    scene = make_walkaround(num_views=6, arc_degrees=180, seed=2)
+    scene.write_images(tmp_path / "photos")
+    (tmp_path / "images").mkdir()
+    records = [
+        ingest_image(path, tmp_path / "images", file_sha1(path)) for path in sorted((tmp_path / "photos").iterdir())
+    ]
+    names = [record.name for record in records]
+    result = mapping.run_sfm(tmp_path / "images", records, names, [], tmp_path / "sfm", SfMConfig())
+    assert result.global_mapping and not result.doubtful_images
+    errors = pair_errors_deg(model_poses(result.train), true_poses(scene))
+    assert len(errors) == 15 and max(errors.values()) < 0.35, errors
+    assert mapping.multiview_points(result.train) >= mapping.GLOBAL_MIN_MULTIVIEW_POINTS
+
+
+def test_a_global_model_on_pairs_alone_is_in_doubt_and_ranks_below_a_complete_one(processed):
+    """A global model with under 30 points seen in three photos rests on its pairs, which a wrong
+    focal length satisfies too (on the walk-arounds such models were 6-60 degrees off): every
+    photo is in doubt. The synthetic model, its multi-view points cut to 29."""
+    graph = MatchGraph(processed.sfm_dir / "database.db")
+    model = pycolmap.Reconstruction(processed.sparse_dir)
+    names = sorted(model.image(i).name for i in model.reg_image_ids())
+    check = mapping.check_model_of(model, graph)
+    assert not mapping.doubtful_photos(model, check, names, global_mapping=True)
+    multiview = sorted(i for i, point in model.points3D.items() if point.track.length() >= 3)
+    for point_id in multiview[29:]:
+        model.delete_point3D(point_id)
+    assert mapping.multiview_points(model) == 29
+    assert not mapping.doubtful_photos(model, check, names)  # an incremental model: its check decides
+    assert mapping.doubtful_photos(model, check, names, global_mapping=True) == names
+    in_doubt = mapping.standing(model, check, names, global_mapping=True)
+    assert in_doubt < mapping.standing(model, check, names, global_mapping=False)
+    assert in_doubt > mapping.standing(None, None, names, global_mapping=False)
 
 
 def test_bad_options_are_refused(photos, tmp_path):

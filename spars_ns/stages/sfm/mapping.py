@@ -6,7 +6,8 @@ images whose 2D-3D inlier count is under 30. Here the thresholds are lowered to 
 sparse capture gives; for a few wide-baseline photos SIFT is affine-covariant with
 domain-size pooling and matching is guided; the mapper starts from several initial pairs,
 and the model that registers most images, explains the verified matches of every pair
-(model_check.py) and has the lowest reprojection error is kept.
+(model_check.py) and has the lowest reprojection error is kept. Where that model leaves photos
+out or in doubt (photos far apart), global mapping gives the other hypothesis.
 
 Only training views are mapped. Test views are registered afterwards by absolute pose
 against the training model's points, with nothing else refined, so a test view never
@@ -66,6 +67,13 @@ LOW_PARALLAX_MIN_POINTS = 50  # fewer points than this: too few seeds, map again
 LOW_PARALLAX_MIN_MATCHES = 200  # only where every training image has a pair this strong, unlike a
 # wide-baseline capture that fails for want of matches, which the lower angles would not help
 
+# Photos 45 degrees apart or more share few points three at a time, which incremental mapping starts
+# from and registers on; global mapping from the pairs alone placed them (BENCHMARKS.md, "Global
+# mapping where incremental mapping falls short"). Its model rests on the pairs where fewer than this
+# many of its points are seen in three photos or more (the inliers an initial pair needs): its
+# silent wrong models (6-60 degrees off) had 0-11.
+GLOBAL_MIN_MULTIVIEW_POINTS = INIT_MIN_NUM_INLIERS
+
 
 @dataclass
 class SfMResult:
@@ -87,6 +95,8 @@ class SfMResult:
     """The model's residuals were heavy-tailed and it got the robust last adjustment (adjustment.py)."""
     second_radial_term: bool = False
     """The camera got a second radial distortion term (RADIAL), which the residuals supported (adjustment.py)."""
+    global_mapping: bool = False
+    """The model came from global mapping (`map_globally`), incremental mapping having fallen short."""
 
 
 def extract_and_match(
@@ -360,6 +370,36 @@ def describe_cameras(model: pycolmap.Reconstruction) -> str:
     )
 
 
+def map_globally(
+    database: Path, image_dir: Path, train_names: list[str], work_dir: Path
+) -> pycolmap.Reconstruction | None:
+    """Global mapping of the training views (GLOMAP: rotations averaged over the verified pairs, then
+    positions and points together), the points seen in only two photos kept as tracks. COLMAP's and
+    GLOMAP's defaults keep tracks of three photos or more, which photos far apart hardly have; the
+    pairs alone still fix the rotations and the directions between the photos. Returns the model
+    with most photos; None under two photos or with intrinsics no lens has."""
+    options = pycolmap.GlobalPipelineOptions()
+    options.image_names = train_names
+    options.min_num_matches = MIN_NUM_INLIERS
+    options.num_threads = options.mapper.num_threads = 1  # one thread, as `mapper_options` says why
+    options.random_seed = options.mapper.random_seed = SEED
+    options.mapper.track_min_num_views_per_track = 2
+    options.mapper.global_positioning.min_num_view_per_track = 2
+    options.mapper.bundle_adjustment.min_track_length = 2
+    options.mapper.retriangulation.ignore_two_view_tracks = False
+    work_dir.mkdir(parents=True, exist_ok=True)
+    models = pycolmap.global_mapping(database, image_dir, work_dir, options).values()
+    best = max(models, key=lambda model: model.num_reg_images(), default=None)
+    if best is None or best.num_reg_images() < 2 or implausible_cameras(best, pycolmap.IncrementalMapperOptions()):
+        return None
+    return best
+
+
+def multiview_points(model: pycolmap.Reconstruction) -> int:
+    """Points seen in three photos or more."""
+    return sum(point.track.length() >= 3 for point in model.points3D.values())
+
+
 def check_model_of(model: pycolmap.Reconstruction, graph: MatchGraph) -> ModelCheck:
     return check_model(model, graph.inliers, graph.keypoints, min_matches=CHECK_MIN_MATCHES)
 
@@ -540,6 +580,13 @@ def run_sfm(
                 train.num_points3D(),
                 LOW_PARALLAX_MIN_ANGLE,
             )
+    global_mapping = False
+    if train is None or train.num_reg_images() < len(train_names) or doubtful_photos(train, check, train_names):
+        globally = map_globally(database, image_dir, train_names, work_dir / "models_global")
+        if globally is not None:
+            global_check = check_model_of(globally, graph)
+            if standing(globally, global_check, train_names, True) > standing(train, check, train_names, False):
+                train, check, global_mapping = globally, global_check, True
 
     robust_adjustment = train is not None and refine_robustly(train)
     two_terms = None if train is None or robust_adjustment else with_second_radial_term(train)
@@ -571,9 +618,21 @@ def run_sfm(
         )
     for name, why in unregistered.items():
         log.warning("Training image %s not registered: %s", name, why)
-    doubtful = set(check.doubtful_images)
+    doubtful = set(doubtful_photos(train, check, train_names, global_mapping))
+    if global_mapping:
+        log.warning(
+            "Incremental mapping left photos out or in doubt; the cameras come from global mapping, which places "
+            "the photos from their pairs (sfm/report.json, global_mapping)."
+        )
+    if global_mapping and rests_on_pairs(train):
+        log.warning(
+            "The cameras of %s may be wrong: only %d points are seen in three photos or more, so they rest on the "
+            "pairs alone. Photos in between (neighbouring views 30 degrees apart or closer) give cameras that "
+            "the photos check.",
+            ", ".join(registered),
+            multiview_points(train),
+        )
     if rests_on_two_of_many(train, len(train_names)):
-        doubtful |= set(registered)
         log.warning(
             "The cameras of %s may be wrong: the model rests on 2 of the %d photos and %d points, one pair that "
             "nothing else checks.",
@@ -614,7 +673,36 @@ def run_sfm(
         low_parallax,
         robust_adjustment,
         second_radial_term,
+        global_mapping,
     )
+
+
+def doubtful_photos(
+    model: pycolmap.Reconstruction, check: ModelCheck, train_names: list[str], global_mapping: bool = False
+) -> list[str]:
+    """The check's doubtful photos, or every photo of a model that rests on one pair of many
+    (`rests_on_two_of_many`) or, from global mapping, on the pairs alone (`rests_on_pairs`)."""
+    if rests_on_two_of_many(model, len(train_names)) or (global_mapping and rests_on_pairs(model)):
+        return sorted(model.image(i).name for i in model.reg_image_ids())
+    return check.doubtful_images
+
+
+def standing(
+    model: pycolmap.Reconstruction | None, check: ModelCheck | None, train_names: list[str], global_mapping: bool
+) -> tuple[int, int, int]:
+    """How a mapper's model ranks against another's: by photos registered, then by fewer in doubt, then
+    by fewer pairs left unexplained."""
+    if model is None:
+        return (0, 0, 0)
+    doubtful = doubtful_photos(model, check, train_names, global_mapping)
+    return (model.num_reg_images(), -len(doubtful), -len(check.unexplained))
+
+
+def rests_on_pairs(model: pycolmap.Reconstruction) -> bool:
+    """Under GLOBAL_MIN_MULTIVIEW_POINTS points seen in three photos or more: the cameras rest on the
+    pairs of photos alone, which a wrong focal length or a wrong copy of a repeated structure satisfies
+    as well as the right one."""
+    return multiview_points(model) < GLOBAL_MIN_MULTIVIEW_POINTS
 
 
 def rests_on_two_of_many(model: pycolmap.Reconstruction, num_train: int) -> bool:

@@ -98,6 +98,7 @@ class SfMStage(Stage):
                     "low_parallax": result.low_parallax,
                     "robust_adjustment": result.robust_adjustment,
                     "second_radial_term": result.second_radial_term,
+                    "global_mapping": result.global_mapping,
                     "seconds": result.seconds,
                 }
                 atomic_write_text(work / "report.json", json.dumps(report, indent=2))
@@ -113,4 +114,5 @@ class SfMStage(Stage):
             "init_pairs_tried": result.init_pairs_tried,
             "doubtful_images": result.doubtful_images,
             "low_parallax": result.low_parallax,
+            "global_mapping": result.global_mapping,
         }
