@@ -361,7 +361,7 @@ def test_photos_far_apart_that_incremental_mapping_leaves_out_are_placed_by_glob
     assert mapping.multiview_points(result.train) >= mapping.GLOBAL_MIN_MULTIVIEW_POINTS
 
 
-def test_a_global_model_on_pairs_alone_is_in_doubt_and_ranks_below_a_complete_one(processed):
+def test_a_global_model_on_pairs_alone_is_in_doubt_and_yields_to_a_model_without_doubt(processed):
     """A global model with under 30 points seen in three photos rests on its pairs, which a wrong
     focal length satisfies too (on the walk-arounds such models were 6-60 degrees off): every
     photo is in doubt. The synthetic model, its multi-view points cut to 29."""
