@@ -343,6 +343,7 @@ def test_a_model_of_two_photos_of_many_on_few_points_is_in_doubt(processed):
     assert not mapping.rests_on_two_of_many(model, 2)
 
 
+@pytest.mark.slow
 def test_photos_far_apart_that_incremental_mapping_leaves_out_are_placed_by_global_mapping(tmp_path):
     """Six photos over 180 degrees, 36 apart: incremental mapping registers 5 of them (BENCHMARKS.md,
     "Walked all round"); global mapping places all six, within a third of a degree of the truth,
