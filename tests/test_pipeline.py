@@ -364,7 +364,7 @@ def test_photos_far_apart_that_incremental_mapping_leaves_out_are_placed_by_glob
 
 def test_a_global_model_on_pairs_alone_is_in_doubt_and_yields_to_a_model_without_doubt(processed):
     """A global model with under 30 points seen in three photos rests on its pairs, which a wrong
-    focal length satisfies too (on the walk-arounds such models were 6-60 degrees off): every
+    focal length satisfies too (on the walk-arounds such models were 6-67 degrees off): every
     photo is in doubt. The synthetic model, its multi-view points cut to 29."""
     graph = MatchGraph(processed.sfm_dir / "database.db")
     model = pycolmap.Reconstruction(processed.sparse_dir)
