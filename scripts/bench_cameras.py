@@ -214,6 +214,7 @@ def summarise(rows: list[dict]) -> list[dict]:
                 r["registered"] >= 2 and r["median_pair_error_deg"] > WRONG_DEG and not r.get("doubtful") for r in group
             ),
             "flagged_right": sum(r["median_pair_error_deg"] <= WRONG_DEG and bool(r.get("doubtful")) for r in group),
+            "global_mapping": sum(bool(r.get("global_mapping")) for r in group),
         }
         focal = [r["focal_error"] for r in group if "focal_error" in r]
         line["focal_error_median"], line["focal_error_worst_decile"] = median_and_worst(focal)
@@ -235,6 +236,7 @@ COLUMNS = [
     ("points_to_surface_median", "points to surface", "{:.3f}"),
     ("silent_wrong", "silent wrong", "{}"),
     ("flagged_right", "right, flagged", "{}"),
+    ("global_mapping", "global", "{}"),
     ("seconds_mean", "s", "{:.1f}"),
 ]
 
