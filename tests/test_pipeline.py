@@ -280,6 +280,13 @@ def test_two_photos_from_one_place_are_reported_as_no_initial_pair(photos, tmp_p
     assert "no verified matches" not in message and "further apart" in message and "in between" not in message
 
 
+def ingested(scene, folder):
+    """The scene's photos written to `folder`/photos and ingested into `folder`/images, as SfM reads them."""
+    scene.write_images(folder / "photos")
+    (folder / "images").mkdir()
+    return [ingest_image(path, folder / "images", file_sha1(path)) for path in sorted((folder / "photos").iterdir())]
+
+
 def test_photos_far_apart_around_the_scene_ask_for_photos_in_between(tmp_path):
     """Four photos all round the boxes, over 60 degrees apart: neighbours match (101-144 verified
     matches) but share no point with a third photo, so no model starts (the mapper's four starts
@@ -291,11 +298,7 @@ def test_photos_far_apart_around_the_scene_ask_for_photos_in_between(tmp_path):
         for i in range(4)
     ]
     assert min(turns) > 60
-    scene.write_images(tmp_path / "photos")
-    (tmp_path / "images").mkdir()
-    records = [
-        ingest_image(path, tmp_path / "images", file_sha1(path)) for path in sorted((tmp_path / "photos").iterdir())
-    ]
+    records = ingested(scene, tmp_path)
     mapping.extract_and_match(tmp_path / "database.db", tmp_path / "images", records, SfMConfig())
     graph = MatchGraph(tmp_path / "database.db")
     names = [record.name for record in records]
@@ -349,11 +352,7 @@ def test_photos_far_apart_that_incremental_mapping_leaves_out_are_placed_by_glob
     "Walked all round"); global mapping places all six, within a third of a degree of the truth,
     on enough points seen in three photos that nothing is in doubt."""
     scene = make_walkaround(num_views=6, arc_degrees=180, seed=2)
-    scene.write_images(tmp_path / "photos")
-    (tmp_path / "images").mkdir()
-    records = [
-        ingest_image(path, tmp_path / "images", file_sha1(path)) for path in sorted((tmp_path / "photos").iterdir())
-    ]
+    records = ingested(scene, tmp_path)
     names = [record.name for record in records]
     result = mapping.run_sfm(tmp_path / "images", records, names, [], tmp_path / "sfm", SfMConfig())
     assert result.global_mapping and not result.doubtful_images

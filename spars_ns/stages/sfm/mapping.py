@@ -581,11 +581,12 @@ def run_sfm(
                 LOW_PARALLAX_MIN_ANGLE,
             )
     global_mapping = False
-    if train is None or train.num_reg_images() < len(train_names) or doubtful_photos(train, check, train_names):
+    incremental = standing(train, check, train_names, False)
+    if incremental < (len(train_names), True):  # photos left out or in doubt
         globally = map_globally(database, image_dir, train_names, work_dir / "models_global")
         if globally is not None:
             global_check = check_model_of(globally, graph)
-            if standing(globally, global_check, train_names, True) > standing(train, check, train_names, False):
+            if standing(globally, global_check, train_names, True) > incremental:
                 train, check, global_mapping = globally, global_check, True
 
     robust_adjustment = train is not None and refine_robustly(train)
