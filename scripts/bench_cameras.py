@@ -135,9 +135,9 @@ def measure(capture: Capture, work: Path) -> dict:
         result = run_sfm(work, records, capture.names, [], work / "sfm", SfMConfig())
         model, doubtful = result.train, result.doubtful_images
         robust, second_term = result.robust_adjustment, result.second_radial_term
-        global_mapping = result.global_mapping
+        global_mapping, disagreement = result.global_mapping, result.mappings_disagreement_deg
     except SfMError:
-        model, doubtful, robust, second_term, global_mapping = None, [], False, False, False
+        model, doubtful, robust, second_term, global_mapping, disagreement = None, [], False, False, False, None
     seconds = time.perf_counter() - start
     images = [im for im in model.images.values() if im.has_pose] if model else []
     estimated = {im.name: as_4x4(im.cam_from_world().matrix()) for im in images}
@@ -156,6 +156,7 @@ def measure(capture: Capture, work: Path) -> dict:
         "robust_adjustment": robust,
         "second_radial_term": second_term,
         "global_mapping": global_mapping,
+        "mappings_disagreement_deg": disagreement,
     }
     if capture.focal and images:
         focals = [model.camera(im.camera_id).mean_focal_length() for im in images]

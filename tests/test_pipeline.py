@@ -356,9 +356,27 @@ def test_photos_far_apart_that_incremental_mapping_leaves_out_are_placed_by_glob
     names = [record.name for record in records]
     result = mapping.run_sfm(tmp_path / "images", records, names, [], tmp_path / "sfm", SfMConfig())
     assert result.global_mapping and not result.doubtful_images
+    assert result.mappings_disagreement_deg < mapping.MAX_MAPPINGS_DISAGREEMENT_DEG  # the 5 it registered agree
     errors = pair_errors_deg(model_poses(result.train), true_poses(scene))
     assert len(errors) == 15 and max(errors.values()) < 0.35, errors
     assert mapping.multiview_points(result.train) >= mapping.GLOBAL_MIN_MULTIVIEW_POINTS
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SPARS_NS_LONG_CHECKS"), reason="20 s: set SPARS_NS_LONG_CHECKS=1 (README)")
+def test_a_global_model_that_the_incremental_one_contradicts_is_in_doubt(tmp_path):
+    """Five photos over 180 degrees, 45 apart: incremental mapping registers 3 of them with nothing
+    in doubt, global mapping all 5 with nothing in doubt either, but over 5 degrees off the truth
+    (BENCHMARKS.md, "Two mappings that disagree"). The two models place the three photos more than
+    5 degrees apart: the pairs cannot decide between them, and every photo is in doubt."""
+    scene = make_walkaround(num_views=5, arc_degrees=180, seed=12)
+    records = ingested(scene, tmp_path)
+    names = [record.name for record in records]
+    result = mapping.run_sfm(tmp_path / "images", records, names, [], tmp_path / "sfm", SfMConfig())
+    errors = pair_errors_deg(model_poses(result.train), true_poses(scene))
+    assert result.global_mapping and len(errors) == 10 and max(errors.values()) > 5, errors
+    assert result.mappings_disagreement_deg > mapping.MAX_MAPPINGS_DISAGREEMENT_DEG
+    assert result.doubtful_images == names
 
 
 def test_a_global_model_on_pairs_alone_is_in_doubt_and_yields_to_a_model_without_doubt(processed):
@@ -379,6 +397,67 @@ def test_a_global_model_on_pairs_alone_is_in_doubt_and_yields_to_a_model_without
     in_doubt = mapping.standing(model, check, names, global_mapping=True)
     assert in_doubt < mapping.standing(model, check, names, global_mapping=False)
     assert in_doubt > mapping.standing(None, None, names, global_mapping=False)
+
+
+def turned(model: pycolmap.Reconstruction, image_id: int, degrees: float) -> pycolmap.Reconstruction:
+    """A copy of `model` with one photo turned about its own centre."""
+    copy = pycolmap.Reconstruction(model)
+    image = copy.image(image_id)
+    pose = image.cam_from_world().matrix()
+    turn = pycolmap.Rotation3d(np.array([0.6, 0.8, 0.0]) * np.deg2rad(degrees)).matrix()
+    copy.frame(image.frame_id).set_cam_from_world(
+        image.camera_id, pycolmap.Rigid3d(np.hstack([turn @ pose[:, :3], (turn @ pose[:, 3])[:, None]]))
+    )
+    return copy
+
+
+def test_two_mappings_disagree_by_the_turn_of_a_photo_they_place_differently(processed):
+    """The synthetic model against a copy with one photo turned 8 degrees about its own centre: the
+    two disagree by those 8 degrees on the photo's pairs, by nothing once one of them leaves the
+    photo out, and say nothing on under two shared photos."""
+    model = pycolmap.Reconstruction(processed.sparse_dir)
+    image_id = sorted(model.reg_image_ids())[2]
+    other = turned(model, image_id, 8.0)
+    assert mapping.mappings_disagreement(other, model) == pytest.approx(8.0, abs=1e-6)
+    assert mapping.mappings_disagreement(model, other) == pytest.approx(8.0, abs=1e-6)
+    other.deregister_frame(other.image(image_id).frame_id)
+    assert mapping.mappings_disagreement(other, model) < 1e-4
+    for left_out in sorted(other.reg_image_ids())[1:]:
+        other.deregister_frame(other.image(left_out).frame_id)
+    assert mapping.mappings_disagreement(other, model) is None
+
+
+def test_a_global_model_the_incremental_one_contradicts_is_kept_with_every_photo_in_doubt(processed):
+    """The synthetic model as the two mappers' models: an incremental one with 4 of its 6 photos and
+    none in doubt, and a global one with all 6 and one photo turned, which the check puts in doubt.
+    The global one ranks higher (more photos) and is kept; 3 degrees apart on the shared photos the
+    check's one photo is in doubt, 8 degrees apart every photo. Where the incremental model has a
+    photo in doubt itself, it is no witness."""
+    graph = MatchGraph(processed.sfm_dir / "database.db")
+    model = pycolmap.Reconstruction(processed.sparse_dir)
+    names = sorted(model.image(i).name for i in model.reg_image_ids())
+    ids = sorted(model.reg_image_ids())
+    incremental = pycolmap.Reconstruction(model)
+    for image_id in ids[4:]:
+        incremental.deregister_frame(incremental.image(image_id).frame_id)
+    incremental_check = mapping.check_model_of(incremental, graph)
+    assert mapping.standing(incremental, incremental_check, names, False) == (4, True)
+    for degrees, in_doubt in ((0.0, []), (3.0, [names[2]]), (8.0, names)):
+        globally = turned(model, ids[2], degrees)
+        check = mapping.check_model_of(globally, graph)
+        kept, disagreement = mapping.prefer_global(incremental, incremental_check, globally, check, names)
+        assert kept and disagreement == pytest.approx(degrees, abs=1e-3)
+        assert mapping.doubtful_photos(globally, check, names, True, disagreement) == in_doubt
+    doubted = turned(model, ids[2], 8.0)
+    doubted_check = mapping.check_model_of(doubted, graph)
+    assert doubted_check.doubtful_images == [names[2]]
+    assert mapping.prefer_global(doubted, doubted_check, model, mapping.check_model_of(model, graph), names) == (
+        True,
+        None,
+    )
+    assert mapping.prefer_global(
+        model, mapping.check_model_of(model, graph), model, mapping.check_model_of(model, graph), names
+    ) == (False, None)
 
 
 def test_bad_options_are_refused(photos, tmp_path):

@@ -28,6 +28,7 @@ import numpy as np
 import pycolmap
 
 from spars_ns.errors import SfMError
+from spars_ns.metrics import pair_errors_deg
 from spars_ns.stages.base import SEED
 from spars_ns.stages.ingest.images import ImageRecord
 from spars_ns.stages.sfm.adjustment import refine_robustly, with_second_radial_term
@@ -73,6 +74,13 @@ LOW_PARALLAX_MIN_MATCHES = 200  # only where every training image has a pair thi
 # many of its points are seen in three photos or more (the inliers an initial pair needs): its
 # models the check found nothing against yet 6-67 degrees off had 0-19.
 GLOBAL_MIN_MULTIVIEW_POINTS = INIT_MIN_NUM_INLIERS
+# Where the global model is kept over an incremental one with no photo in doubt, each explains the
+# pairs; if they place two photos both register further apart than this (a pair's rotation or
+# direction, degrees: what the benchmark calls wrong), one of them is wrong and the pairs cannot say
+# which, so every photo is in doubt. Of 90 global models kept on 208 captures, 9 were kept over such
+# a model: the one 17.7 degrees off disagreed by 7.2, the right ones on 30 points or more by 0.2-4.7
+# (BENCHMARKS.md, "Two mappings that disagree").
+MAX_MAPPINGS_DISAGREEMENT_DEG = 5.0
 
 
 @dataclass
@@ -85,8 +93,9 @@ class SfMResult:
     check: ModelCheck | None = None
     """The training model against its verified pairs (model_check.py)."""
     doubtful_images: list[str] = field(default_factory=list)
-    """Photos whose cameras may be wrong: the check's, and both of a model that rests on two of
-    several photos and few points (`rests_on_two_of_many`)."""
+    """Photos whose cameras may be wrong: the check's; every photo of a model that rests on two of
+    several photos and few points (`rests_on_two_of_many`), of a global model on the pairs alone
+    (`rests_on_pairs`), and of a global model the incremental one contradicts (`mappings_disagreement`)."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Time of each step: features and matches, mapping, test views."""
     low_parallax: bool = False
@@ -97,6 +106,9 @@ class SfMResult:
     """The camera got a second radial distortion term (RADIAL), which the residuals supported (adjustment.py)."""
     global_mapping: bool = False
     """The model came from global mapping (`map_globally`), incremental mapping having fallen short."""
+    mappings_disagreement_deg: float | None = None
+    """Where the global model was kept over an incremental one with no photo in doubt: the most they
+    disagree on a pair of the photos both register (`mappings_disagreement`)."""
 
 
 def extract_and_match(
@@ -580,14 +592,14 @@ def run_sfm(
                 train.num_points3D(),
                 LOW_PARALLAX_MIN_ANGLE,
             )
-    global_mapping = False
-    incremental = standing(train, check, train_names, False)
-    if incremental < (len(train_names), True):  # photos left out or in doubt
+    global_mapping, disagreement = False, None
+    if standing(train, check, train_names, False) < (len(train_names), True):  # photos left out or in doubt
         globally = map_globally(database, image_dir, train_names, work_dir / "models_global")
         if globally is not None:
             global_check = check_model_of(globally, graph)
-            if standing(globally, global_check, train_names, True) > incremental:
-                train, check, global_mapping = globally, global_check, True
+            global_mapping, disagreement = prefer_global(train, check, globally, global_check, train_names)
+            if global_mapping:
+                train, check = globally, global_check
 
     robust_adjustment = train is not None and refine_robustly(train)
     two_terms = None if train is None or robust_adjustment else with_second_radial_term(train)
@@ -619,11 +631,18 @@ def run_sfm(
         )
     for name, why in unregistered.items():
         log.warning("Training image %s not registered: %s", name, why)
-    doubtful = set(doubtful_photos(train, check, train_names, global_mapping))
+    doubtful = set(doubtful_photos(train, check, train_names, global_mapping, disagreement))
     if global_mapping:
         log.warning(
             "Incremental mapping left photos out or in doubt; the cameras come from global mapping, which places "
             "the photos from their pairs (sfm/report.json, global_mapping)."
+        )
+    if disputed(disagreement):
+        log.warning(
+            "The cameras of %s may be wrong: global and incremental mapping, each explaining the photos' pairs, "
+            "place photos %.1f degrees apart (sfm/report.json, mappings_disagreement_deg).",
+            ", ".join(registered),
+            disagreement,
         )
     if global_mapping and rests_on_pairs(train):
         log.warning(
@@ -675,17 +694,40 @@ def run_sfm(
         robust_adjustment,
         second_radial_term,
         global_mapping,
+        disagreement,
     )
 
 
 def doubtful_photos(
-    model: pycolmap.Reconstruction, check: ModelCheck, train_names: list[str], global_mapping: bool = False
+    model: pycolmap.Reconstruction,
+    check: ModelCheck,
+    train_names: list[str],
+    global_mapping: bool = False,
+    disagreement: float | None = None,
 ) -> list[str]:
     """The check's doubtful photos, or every photo of a model that rests on one pair of many
-    (`rests_on_two_of_many`) or, from global mapping, on the pairs alone (`rests_on_pairs`)."""
-    if rests_on_two_of_many(model, len(train_names)) or (global_mapping and rests_on_pairs(model)):
+    (`rests_on_two_of_many`) or, from global mapping, on the pairs alone (`rests_on_pairs`) or
+    against the incremental model (`disagreement` over MAX_MAPPINGS_DISAGREEMENT_DEG)."""
+    if rests_on_two_of_many(model, len(train_names)) or (
+        global_mapping and (rests_on_pairs(model) or disputed(disagreement))
+    ):
         return sorted(model.image(i).name for i in model.reg_image_ids())
     return check.doubtful_images
+
+
+def prefer_global(
+    incremental: pycolmap.Reconstruction | None,
+    incremental_check: ModelCheck | None,
+    globally: pycolmap.Reconstruction,
+    global_check: ModelCheck,
+    train_names: list[str],
+) -> tuple[bool, float | None]:
+    """Whether the global model ranks above the incremental one (`standing`) and, where it does and
+    the incremental one has no photo in doubt, how far the two disagree (`mappings_disagreement`)."""
+    before = standing(incremental, incremental_check, train_names, False)
+    if standing(globally, global_check, train_names, True) <= before:
+        return False, None
+    return True, mappings_disagreement(globally, incremental) if before[1] else None
 
 
 def standing(
@@ -697,6 +739,19 @@ def standing(
     if model is None:
         return (0, False)
     return (model.num_reg_images(), not doubtful_photos(model, check, train_names, global_mapping))
+
+
+def mappings_disagreement(model: pycolmap.Reconstruction, other: pycolmap.Reconstruction) -> float | None:
+    """The largest pair error of `model` against `other` over the photos both register; None under two."""
+    poses = [{im.name: im.cam_from_world().matrix() for im in m.images.values() if im.has_pose} for m in (model, other)]
+    shared = sorted(poses[0].keys() & poses[1].keys())
+    if len(shared) < 2:
+        return None
+    return max(pair_errors_deg({n: poses[0][n] for n in shared}, {n: poses[1][n] for n in shared}).values())
+
+
+def disputed(disagreement: float | None) -> bool:
+    return disagreement is not None and disagreement > MAX_MAPPINGS_DISAGREEMENT_DEG
 
 
 def rests_on_pairs(model: pycolmap.Reconstruction) -> bool:

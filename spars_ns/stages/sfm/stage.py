@@ -99,6 +99,7 @@ class SfMStage(Stage):
                     "robust_adjustment": result.robust_adjustment,
                     "second_radial_term": result.second_radial_term,
                     "global_mapping": result.global_mapping,
+                    "mappings_disagreement_deg": result.mappings_disagreement_deg,
                     "seconds": result.seconds,
                 }
                 atomic_write_text(work / "report.json", json.dumps(report, indent=2))
