@@ -78,8 +78,8 @@ GLOBAL_MIN_MULTIVIEW_POINTS = INIT_MIN_NUM_INLIERS
 # pairs; if they place two photos both register further apart than this (a pair's rotation or
 # direction, degrees: what the benchmark calls wrong), one of them is wrong and the pairs cannot say
 # which, so every photo is in doubt. Of 90 global models kept on 208 captures, 9 were kept over such
-# a model: the one 17.7 degrees off disagreed by 7.2, the right ones on 30 points or more by 0.2-4.7
-# (BENCHMARKS.md, "Two mappings that disagree").
+# a model: the one 17.7 degrees off disagreed by 7.2, the right ones not resting on their pairs by
+# 0.2-4.7 (BENCHMARKS.md, "Two mappings that disagree").
 MAX_MAPPINGS_DISAGREEMENT_DEG = 5.0
 
 
