@@ -13,7 +13,9 @@ Captures, for each K in --views:
 - --walkaround scenes (`make_walkaround`: boxes walked around over --arc degrees, neighbouring
   views 360 / K degrees apart all round, 180 / (K - 1) over 180; seeds draw textures, boxes,
   focal length and camera placement), the wide captures SfM finds hardest, with the same truth.
-Each capture runs the SfM stage (`run_sfm`) on every photo as a training view. Per source and K
+With --focal-prior every photo carries a focal length as EXIF gives one, off the truth by that
+share (none of the development photos has EXIF). Each capture runs the SfM stage (`run_sfm`) on
+every photo as a training view. Per source and K
 the table gives: registered images (mean share, and captures with all of them), the median pair
 error of each capture (median over captures and worst decile), mAA@10 (mean and worst
 capture), the focal length's error (where the truth has one), and for synthetic scenes the
@@ -33,7 +35,7 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +71,9 @@ class Args:
     arc: float = 360.0
     """Degrees the walk-around's cameras spread over."""
     seed: int = 0
+    focal_prior: float | None = None
+    """Give SfM each photo's focal length as EXIF would, the truth times (1 + this): what users whose
+    photos carry EXIF get (none of the development photos does). None: no prior, as the photos are."""
     output: Path | None = None
     """JSON with every capture's figures and the summary."""
     compare: list[Path] = field(default_factory=list)
@@ -128,8 +133,10 @@ def synthetic_capture(seed: int, k: int, folder: Path, walkaround_arc: float | N
     return Capture(f"{kind} {seed}", k, names, truth, focal, folder, scene.quads, kind)
 
 
-def measure(capture: Capture, work: Path) -> dict:
+def measure(capture: Capture, work: Path, focal_prior: float | None = None) -> dict:
     records = [ingest_image(capture.image_dir / n, work, file_sha1(capture.image_dir / n)) for n in capture.names]
+    if focal_prior is not None:
+        records = [replace(record, focal_prior=capture.focal * (1 + focal_prior)) for record in records]
     start = time.perf_counter()
     try:
         result = run_sfm(work, records, capture.names, [], work / "sfm", SfMConfig())
@@ -279,7 +286,7 @@ def main(args: Args) -> None:
         for i, capture in enumerate(captures):
             work = Path(tmp) / f"capture_{i}"
             work.mkdir()
-            rows.append(measure(capture, work))
+            rows.append(measure(capture, work, args.focal_prior))
             print(f"[{i + 1}/{len(captures)}]", {k: v for k, v in rows[-1].items() if k != "names"}, flush=True)
     summary = summarise(rows)
     print(table([("", summary)]))
@@ -297,6 +304,7 @@ def main(args: Args) -> None:
                         "walkaround": args.walkaround,
                         "arc": args.arc,
                         "seed": args.seed,
+                        "focal_prior": args.focal_prior,
                     },
                     "summary": summary,
                     "captures": rows,
