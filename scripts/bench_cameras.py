@@ -15,12 +15,12 @@ Captures, for each K in --views:
   focal length and camera placement), the wide captures SfM finds hardest, with the same truth.
 With --focal-prior every photo carries a focal length as EXIF gives one, off the truth by that
 share (none of the development photos has EXIF). Each capture runs the SfM stage (`run_sfm`) on
-every photo as a training view. Per source and K
-the table gives: registered images (mean share, and captures with all of them), the median pair
-error of each capture (median over captures and worst decile), mAA@10 (mean and worst
-capture), the focal length's error (where the truth has one), and for synthetic scenes the
-SfM points' median distance to the true surfaces after a Sim3 fit of the camera centres
-(scene units; the synthetic room is 8 units across, the walk-around's yard 16).
+every photo as a training view. Per source and K the table gives: registered images (mean share,
+and captures with all of them), the median pair error of each capture (median over captures and
+worst decile), mAA@10 (mean and worst capture), the focal length's error (where the truth has
+one), and for synthetic scenes the SfM points' median distance to the true surfaces after a Sim3
+fit of the camera centres (scene units; the synthetic room is 8 units across, the walk-around's
+yard 16).
 
 To hold a change against the previous main, check that commit out beside this one
 (`git worktree add /tmp/previous-main HEAD~1`) and run this script on its package with
