@@ -30,6 +30,7 @@ from spars_ns.metrics import (
     evenly_spaced,
     load_true_poses,
     mean_average_accuracy,
+    model_poses,
     pair_errors_deg,
 )
 from spars_ns.stages.ingest.images import file_sha1, ingest_image
@@ -53,7 +54,7 @@ class Args:
 def poses_of(model: pycolmap.Reconstruction | None) -> dict[str, np.ndarray]:
     if model is None:
         return {}
-    return {im.name: im.cam_from_world().matrix() for im in model.images.values() if im.has_pose}
+    return model_poses(model)
 
 
 def run_ours(

@@ -23,7 +23,7 @@ import pycolmap
 import tyro
 
 import spars_ns.stages.sfm.mapping as sfm
-from spars_ns.metrics import evenly_spaced, load_true_poses, mean_average_accuracy, pair_errors_deg
+from spars_ns.metrics import evenly_spaced, load_true_poses, mean_average_accuracy, model_poses, pair_errors_deg
 from spars_ns.stages.ingest.images import file_sha1, ingest_image
 
 
@@ -80,11 +80,7 @@ def main(args: Args) -> None:
                 sfm.mapper_options = changed  # the one place the stage builds the mapper's options
                 model, _, _ = sfm.map_training_views(work / "database.db", graph, work, names, Path(tempfile.mkdtemp()))
                 sfm.mapper_options = as_is
-                poses = (
-                    {im.name: im.cam_from_world().matrix() for im in model.images.values() if im.has_pose}
-                    if model
-                    else {}
-                )
+                poses = model_poses(model) if model else {}
                 errors = list(pair_errors_deg(poses, {n: truth_all[n] for n in names}).values())
                 print(
                     f"| {scene.name} | {k} | {lever} | {len(poses)}/{k} | {np.median(errors):.2f} | "

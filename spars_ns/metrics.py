@@ -32,6 +32,11 @@ def load_true_poses(transforms_path: Path) -> dict[str, np.ndarray]:
     return {Path(f["file_path"]).name: opengl_c2w_to_opencv(np.array(f["transform_matrix"])) for f in meta["frames"]}
 
 
+def model_poses(model: pycolmap.Reconstruction) -> dict[str, np.ndarray]:
+    """Name -> cam_from_world (3x4) of every posed image of a model."""
+    return {im.name: im.cam_from_world().matrix() for im in model.images.values() if im.has_pose}
+
+
 def evenly_spaced(names: list[str], k: int) -> list[str]:
     """K names evenly spaced in sorted order, first and last included."""
     names = sorted(names)

@@ -156,11 +156,6 @@ def trained(depth_scene, tmp_path_factory):
     return output / depth_scene.root.name / "spars3r" / "run" / "config.yml"
 
 
-def model_poses(model: pycolmap.Reconstruction) -> dict[str, np.ndarray]:
-    """Name -> cam_from_world (3x4) of every posed image of a model."""
-    return {im.name: im.cam_from_world().matrix() for im in model.images.values() if im.has_pose}
-
-
 def true_poses(scene: SyntheticScene) -> dict[str, np.ndarray]:
     return {scene.image_name(i): scene.cam_from_world[i] for i in range(scene.num_views)}
 

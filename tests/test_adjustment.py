@@ -2,9 +2,9 @@
 
 import numpy as np
 import pycolmap
-from conftest import model_poses, true_poses
+from conftest import true_poses
 
-from spars_ns.metrics import pair_errors_deg
+from spars_ns.metrics import model_poses, pair_errors_deg
 from spars_ns.stages.sfm import adjustment
 
 

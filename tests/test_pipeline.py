@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pycolmap
 import pytest
-from conftest import model_poses, sfm_from_true, true_poses
+from conftest import sfm_from_true, true_poses
 from PIL import Image
 from plyfile import PlyData
 
@@ -16,7 +16,7 @@ import spars_ns.stages.export.stage as export_stage
 import spars_ns.stages.sfm.stage as sfm_stage
 from spars_ns.errors import InputError, SfMError
 from spars_ns.geometry import opengl_c2w_to_opencv, rotation_angle_deg
-from spars_ns.metrics import pair_errors_deg
+from spars_ns.metrics import model_poses, pair_errors_deg
 from spars_ns.options import PriorConfig
 from spars_ns.process import ProcessConfig, process, split_names
 from spars_ns.scene import SceneFolder

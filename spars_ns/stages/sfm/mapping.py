@@ -28,7 +28,7 @@ import numpy as np
 import pycolmap
 
 from spars_ns.errors import SfMError
-from spars_ns.metrics import pair_errors_deg
+from spars_ns.metrics import model_poses, pair_errors_deg
 from spars_ns.stages.base import SEED
 from spars_ns.stages.ingest.images import ImageRecord
 from spars_ns.stages.sfm.adjustment import refine_robustly, with_second_radial_term
@@ -743,7 +743,7 @@ def standing(
 
 def mappings_disagreement(model: pycolmap.Reconstruction, other: pycolmap.Reconstruction) -> float | None:
     """The largest pair error of `model` against `other` over the photos both register; None under two."""
-    poses = [{im.name: im.cam_from_world().matrix() for im in m.images.values() if im.has_pose} for m in (model, other)]
+    poses = [model_poses(model), model_poses(other)]
     shared = sorted(poses[0].keys() & poses[1].keys())
     if len(shared) < 2:
         return None
