@@ -1,6 +1,8 @@
 """The SfM stage and the processed-scene folder, checked against the synthetic ground truth."""
 
+import dataclasses
 import json
+import logging
 import os
 import re
 import shutil
@@ -22,6 +24,7 @@ from spars_ns.process import ProcessConfig, process, split_names
 from spars_ns.scene import SceneFolder
 from spars_ns.stages.align.stage import AlignedPrior
 from spars_ns.stages.ingest.images import file_sha1, ingest_image
+from spars_ns.stages.ingest.stage import load_records
 from spars_ns.stages.prior.files import FilesConfig
 from spars_ns.stages.sfm import mapping
 from spars_ns.stages.sfm.config import SfMConfig
@@ -44,6 +47,31 @@ def test_every_view_registers_with_accurate_poses(processed, scene):
     assert max(errors.values()) < 1.0
     camera = pycolmap.Reconstruction(processed.sparse_dir).cameras[1]
     assert camera.params[0] == pytest.approx(scene.intrinsics[0, 0], rel=0.02)
+
+
+def test_an_exif_focal_length_no_lens_gives_is_not_a_prior(processed, scene, tmp_path, caplog):
+    """Some cameras write 35 mm equivalents hundreds of times too long. A photo whose EXIF gives a focal
+    length outside the mapper's bounds for a camera (0.1-10 times its larger side) starts from no prior,
+    named in a warning; a plausible one stays the camera's prior."""
+    true_focal = float(scene.intrinsics[0, 0])
+    records = [
+        dataclasses.replace(r, focal_prior=true_focal * (1000.0 if r.name == "view_001.png" else 1.0))
+        for r in load_records(processed)
+    ]
+    with caplog.at_level(logging.WARNING):
+        mapping.import_images(tmp_path / "database.db", processed.images_dir, records, SfMConfig())
+    assert "view_001.png" in caplog.text and "view_002.png" not in caplog.text
+    db = pycolmap.Database.open(tmp_path / "database.db")
+    try:
+        cameras = {c.camera_id: c for c in db.read_all_cameras()}
+        camera_of = {image.name: cameras[image.camera_id] for image in db.read_all_images()}
+    finally:
+        db.close()
+    assert not camera_of["view_001.png"].has_prior_focal_length
+    assert camera_of["view_001.png"].mean_focal_length() < 10 * max(scene.width, scene.height)
+    others = {camera_of[r.name].camera_id for r in records if r.name != "view_001.png"}
+    assert len(others) == 1 and cameras[others.pop()].has_prior_focal_length
+    assert camera_of["view_002.png"].mean_focal_length() == pytest.approx(true_focal)
 
 
 def test_larger_sets_stop_at_the_first_complete_model(processed, tmp_path, monkeypatch):

@@ -189,10 +189,10 @@ def write_keypoints_and_matches(
 
 
 def camera_groups(images: list[ImageRecord], config: SfMConfig):
-    """(image names, reader options) per camera: one per size and EXIF focal length."""
+    """(image names, reader options) per camera: one per size and EXIF focal length (`focal_prior`)."""
 
     def camera_key(record: ImageRecord):
-        return (record.width, record.height, record.focal_prior or 0.0)
+        return (record.width, record.height, focal_prior(record) or 0.0)
 
     for (width, height, focal), group in groupby(sorted(images, key=camera_key), key=camera_key):
         reader = pycolmap.ImageReaderOptions(camera_model=config.camera_model)
@@ -202,9 +202,29 @@ def camera_groups(images: list[ImageRecord], config: SfMConfig):
         yield [r.name for r in group], reader
 
 
+def focal_prior(record: ImageRecord) -> float | None:
+    """The photo's EXIF focal length where a lens could give it: within the bounds COLMAP's mapper
+    holds a camera to (`implausible_cameras`), 0.1-10 times the photo's larger side. Some cameras
+    write 35 mm equivalents hundreds of times too long (exiftool's forum lists a dozen models), and
+    as a prior such a value leaves no model standing: fountain-P11, 5 photos, a prior 1,000 times the
+    true focal length registered none of them (BENCHMARKS.md, "Photos with EXIF")."""
+    if record.focal_prior is None:
+        return None
+    bounds = pycolmap.IncrementalMapperOptions()
+    ratio = record.focal_prior / max(record.width, record.height)
+    return record.focal_prior if bounds.min_focal_length_ratio <= ratio <= bounds.max_focal_length_ratio else None
+
+
 def import_images(database: Path, image_dir: Path, images: list[ImageRecord], config: SfMConfig) -> None:
     """Cameras and images, without features, into a new database, numbered camera group by
     camera group (`camera_groups` order), in name order within each."""
+    ignored = [r for r in images if r.focal_prior is not None and focal_prior(r) is None]
+    if ignored:
+        log.warning(
+            "EXIF focal lengths no lens gives (outside 0.1-10 times the photo's larger side), ignored: the focal "
+            "length is estimated from the photos instead. %s",
+            "; ".join(f"{r.name}: {r.focal_prior:.0f} px for {r.width}x{r.height}" for r in ignored),
+        )
     pycolmap.Database.open(database).close()
     for group, reader in camera_groups(images, config):
         pycolmap.import_images(
