@@ -207,7 +207,7 @@ def focal_prior(record: ImageRecord) -> float | None:
     holds a camera to (`implausible_cameras`), 0.1-10 times the photo's larger side. Some cameras
     write 35 mm equivalents hundreds of times too long (exiftool's forum lists a dozen models), and
     as a prior such a value leaves no model standing: fountain-P11, 5 photos, a prior 1,000 times the
-    true focal length registered none of them (BENCHMARKS.md, "Photos with EXIF")."""
+    true focal length registered none of them (BENCHMARKS.md, "EXIF focal lengths far off")."""
     if record.focal_prior is None:
         return None
     bounds = pycolmap.IncrementalMapperOptions()
