@@ -210,9 +210,9 @@ def focal_prior(record: ImageRecord) -> float | None:
     true focal length registered none of them (BENCHMARKS.md, "EXIF focal lengths far off")."""
     if record.focal_prior is None:
         return None
-    bounds = pycolmap.IncrementalMapperOptions()
-    ratio = record.focal_prior / max(record.width, record.height)
-    return record.focal_prior if bounds.min_focal_length_ratio <= ratio <= bounds.max_focal_length_ratio else None
+    width, height = record.width, record.height
+    camera = pycolmap.Camera.create_from_model_name(0, "SIMPLE_PINHOLE", record.focal_prior, width, height)
+    return None if implausible(camera, pycolmap.IncrementalMapperOptions()) else record.focal_prior
 
 
 def import_images(database: Path, image_dir: Path, images: list[ImageRecord], config: SfMConfig) -> None:
@@ -220,9 +220,12 @@ def import_images(database: Path, image_dir: Path, images: list[ImageRecord], co
     camera group (`camera_groups` order), in name order within each."""
     ignored = [r for r in images if r.focal_prior is not None and focal_prior(r) is None]
     if ignored:
+        bounds = pycolmap.IncrementalMapperOptions()
         log.warning(
-            "EXIF focal lengths no lens gives (outside 0.1-10 times the photo's larger side), ignored: the focal "
+            "EXIF focal lengths no lens gives (outside %g-%g times the photo's larger side), ignored: the focal "
             "length is estimated from the photos instead. %s",
+            bounds.min_focal_length_ratio,
+            bounds.max_focal_length_ratio,
             "; ".join(f"{r.name}: {r.focal_prior:.0f} px for {r.width}x{r.height}" for r in ignored),
         )
     pycolmap.Database.open(database).close()
@@ -388,10 +391,12 @@ def implausible_cameras(model: pycolmap.Reconstruction, options: pycolmap.Increm
     times the photo's larger side, distortion parameters up to 1), which its mapper applies only
     from 20 registered images on: three fox photos far apart gave a model at 16,763 px for a true
     688, with k1 = -85, 100 degrees off."""
-    return any(
-        camera.has_bogus_params(options.min_focal_length_ratio, options.max_focal_length_ratio, options.max_extra_param)
-        for camera in model.cameras.values()
-    )
+    return any(implausible(camera, options) for camera in model.cameras.values())
+
+
+def implausible(camera: pycolmap.Camera, options: pycolmap.IncrementalMapperOptions) -> bool:
+    bounds = options.min_focal_length_ratio, options.max_focal_length_ratio, options.max_extra_param
+    return camera.has_bogus_params(*bounds)
 
 
 def describe_cameras(model: pycolmap.Reconstruction) -> str:
