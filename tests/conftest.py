@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import shutil
 import sys
@@ -126,34 +129,36 @@ def run_console_script(entrypoint, argv: list[str], env: dict[str, str] | None =
 
 
 @pytest.fixture(scope="session")
-def trained(depth_scene, tmp_path_factory):
-    """config.yml of a real `ns-train spars3r` run on CPU."""
+def demo(depth_scene, tmp_path_factory) -> tuple[Path, str]:
+    """`spars-ns demo` at the suite's CPU scale (TRAIN_ARGS: 300 steps, 20 pose steps per test view):
+    its output folder and what it printed. Its scene is the fixtures' (8 views, seed 0, the same
+    processing): from a copy of it every stage is current, and the demo trains and scores."""
     import torch
-    from nerfstudio.scripts.train import entrypoint
 
-    output = tmp_path_factory.mktemp("runs")
+    from spars_ns.cli import entrypoint
+
+    output = tmp_path_factory.mktemp("demo")
+    shutil.copytree(depth_scene.root, output / "scene")
+    steps = TRAIN_ARGS[TRAIN_ARGS.index("--max-num-iterations") + 1]
+    pose_steps = TRAIN_ARGS[TRAIN_ARGS.index("--pipeline.test-pose-steps") + 1]
     # One thread: with two, the order of float reductions varies from run to run, and 300 steps
     # amplify it (the trained-run mesh's F-score ranged 0.41-0.64 over three runs); with one, the run is bit-identical.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    printed = io.StringIO()
     try:
-        run_console_script(
-            entrypoint,
-            [
-                "ns-train",
-                "spars3r",
-                "--data",
-                str(depth_scene.root),
-                "--output-dir",
-                str(output),
-                "--timestamp",
-                "run",
-                *TRAIN_ARGS,
-            ],
-        )
+        with contextlib.redirect_stdout(printed):
+            argv = ["spars-ns", "demo", "--output", str(output), "--steps", steps, "--test-pose-steps", pose_steps]
+            run_console_script(entrypoint, argv)
     finally:
         torch.set_num_threads(threads)
-    return output / depth_scene.root.name / "spars3r" / "run" / "config.yml"
+    return output, printed.getvalue()
+
+
+@pytest.fixture(scope="session")
+def trained(demo) -> Path:
+    """config.yml of a real spars3r run on CPU: the demo's, trained as `ns-train spars3r ... TRAIN_ARGS` trains."""
+    return Path(json.loads((demo[0] / "eval.json").read_text())["config"])
 
 
 def true_poses(scene: SyntheticScene) -> dict[str, np.ndarray]:

@@ -31,7 +31,9 @@ def short_run(
     """Train `method` (spars3r, or stock splatfacto) on a processed scene and score its test views
     with test-time pose optimisation. Returns the metrics, `config` (the run's config.yml),
     `train_seconds`, `peak_gpu_gib` and `gaussians`."""
-    trained = train_run(method, scene, output, steps, model_overrides)
+    # The run's config records the pose steps, so that `ns-eval` on it scores as this does.
+    pipeline = {"test_pose_steps": test_pose_steps} if method == "spars3r" else {}
+    trained = train_run(method, scene, output, steps, model_overrides, pipeline)
     results = score_run(method, Path(trained["config"]), test_pose_steps)
     return {**results, **trained}
 
@@ -59,6 +61,7 @@ def train_run(
     config.vis = "tensorboard"
     config.max_num_iterations = steps
     config.steps_per_eval_all_images = 0
+    config.steps_per_eval_image = 0  # a test image logged every 100 steps: the scores come after training
     config.steps_per_save = steps
     config.machine.device_type = "cpu" if on_cpu else "cuda"
     model = config.pipeline.model
