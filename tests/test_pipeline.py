@@ -74,6 +74,34 @@ def test_an_exif_focal_length_no_lens_gives_is_not_a_prior(processed, scene, tmp
     assert camera_of["view_002.png"].mean_focal_length() == pytest.approx(true_focal)
 
 
+def test_the_calibrated_pairs_start_from_the_focal_length_the_pairs_give(processed, scene, tmp_path):
+    """COLMAP starts a camera without EXIF at 1.2 times the photo's larger side (here 384 px for a true
+    focal length of 288); the pairs' fundamental matrices give the calibrated copy's cameras a prior near
+    the truth, and its pairs are verified as calibrated (an essential matrix). The database copied is
+    left as it was; with EXIF focal lengths, or under four photos, no copy is made."""
+    database = processed.sfm_dir / "database.db"
+    before = file_sha1(database)
+    records = load_records(processed)
+    calibrated = tmp_path / "calibrated" / "database.db"
+    from_pairs = mapping.calibrated_matches(database, calibrated, records, SfMConfig())
+    assert sorted(from_pairs) == sorted(r.name for r in records) and file_sha1(database) == before
+    db = pycolmap.Database.open(calibrated)
+    try:
+        for camera in db.read_all_cameras():
+            assert camera.has_prior_focal_length
+            assert camera.mean_focal_length() == pytest.approx(scene.intrinsics[0, 0], rel=0.03)
+        configs = {geometry.config for geometry in db.read_two_view_geometries()[1]}
+    finally:
+        db.close()
+    assert configs == {pycolmap.TwoViewGeometryConfiguration.CALIBRATED}
+
+    with_exif = [dataclasses.replace(r, focal_prior=float(scene.intrinsics[0, 0])) for r in records]
+    elsewhere = tmp_path / "none" / "database.db"
+    assert mapping.calibrated_matches(database, elsewhere, with_exif, SfMConfig()) == {}
+    assert mapping.calibrated_matches(database, elsewhere, records[:3], SfMConfig()) == {}
+    assert not elsewhere.parent.exists()
+
+
 def test_larger_sets_stop_at_the_first_complete_model(processed, tmp_path, monkeypatch):
     database = processed.sfm_dir / "database.db"
     train = sorted(n for n in json.loads((processed.sfm_dir / "report.json").read_text())["registered_train"])

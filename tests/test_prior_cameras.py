@@ -56,15 +56,23 @@ def thin_matches(database: Path) -> None:
 
 @pytest.fixture(scope="module")
 def sfm_only(photos_with_a_small_view, tmp_path_factory):
-    """The photos processed without a prior, SfM's database thinned before mapping."""
-    real = sfm.extract_and_match
+    """The photos processed without a prior, SfM's databases thinned before mapping (the first, and
+    the copy whose pairs are matched again with the focal length from the pairs)."""
+    real_first, real_calibrated = sfm.extract_and_match, sfm.calibrated_matches
 
     def extract_match_and_thin(database, *args, **kwargs):
-        real(database, *args, **kwargs)
+        real_first(database, *args, **kwargs)
         thin_matches(database)
+
+    def calibrated_and_thinned(database, calibrated, *args, **kwargs):
+        focal_lengths = real_calibrated(database, calibrated, *args, **kwargs)
+        if focal_lengths:
+            thin_matches(calibrated)
+        return focal_lengths
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sfm, "extract_and_match", extract_match_and_thin)
+        patch.setattr(sfm, "calibrated_matches", calibrated_and_thinned)
         return process(
             ProcessConfig(
                 images=photos_with_a_small_view,

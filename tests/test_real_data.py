@@ -55,3 +55,17 @@ def test_three_far_apart_photos_give_no_camera_that_no_lens_has(tmp_path):
     (camera,) = result.train.cameras.values()
     assert 0.5 < camera.mean_focal_length() / 687.76 < 2.0
     assert max(errors.values()) < 20
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SPARS_NS_LONG_CHECKS"), reason="1 min: set SPARS_NS_LONG_CHECKS=1 (README)")
+def test_a_silent_wrong_model_doubted_by_the_calibrated_pairs_is_mapped_again_from_them(tmp_path):
+    """Five fox photos far apart, without EXIF: mapped from COLMAP's start (1,152 px), a model 46.8 degrees
+    off that its own pairs explain, nothing in doubt. The pairs verified with the focal length their
+    fundamental matrices give (690 px, true 688) put its photos in doubt; mapped from those pairs they
+    come out under a degree off."""
+    names = ("0001.jpg", "0007.jpg", "0076.jpg", "0089.jpg", "0105.jpg")
+    result, errors = sfm_of(SHARED_DATA / "fox", names, tmp_path)
+    assert sorted(result.focal_from_pairs) == sorted(names)
+    assert all(abs(focal / 687.76 - 1) < 0.02 for focal in result.focal_from_pairs.values())
+    assert len(errors) == 10 and np.median(list(errors.values())) < 1.0 and not result.doubtful_images

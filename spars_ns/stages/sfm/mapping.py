@@ -7,7 +7,10 @@ sparse capture gives; for a few wide-baseline photos SIFT is affine-covariant wi
 domain-size pooling and matching is guided; the mapper starts from several initial pairs,
 and the model that registers most images, explains the verified matches of every pair
 (model_check.py) and has the lowest reprojection error is kept. Where that model leaves photos
-out or in doubt (photos far apart), global mapping gives the other hypothesis.
+out or in doubt (photos far apart), global mapping gives the other hypothesis. Photos without
+an EXIF focal length give a third: their pairs matched again with the focal length the pairs
+themselves give (`calibrated_matches`), mapped where the first model stands short or those
+pairs doubt it.
 
 Only training views are mapped. Test views are registered afterwards by absolute pose
 against the training model's points, with nothing else refined, so a test view never
@@ -17,6 +20,9 @@ moves a training camera nor adds a point.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,6 +87,15 @@ GLOBAL_MIN_MULTIVIEW_POINTS = INIT_MIN_NUM_INLIERS
 # a model: the one 17.7 degrees off disagreed by 7.2, the right ones not resting on their pairs by
 # 0.2-4.7 (BENCHMARKS.md, "Two mappings that disagree").
 MAX_MAPPINGS_DISAGREEMENT_DEG = 5.0
+# A focal length from the pairs further than this factor from COLMAP's start (1.2 times the larger side)
+# is not taken: 0.4 to 3.6 times the larger side is 14 to 125 mm equivalent on a 4:3 photo, phone lenses
+# from ultra-wide to tele. On 93 captures the pairs gave 0.51-1.0 times the start, and twice far from it:
+# 8.2 (fox, 8 photos, near-planar pairs) and 0.27 (a walk-around, 5 photos), which put right models 5.6
+# and 28.8 degrees off (BENCHMARKS.md, "A focal length from the pairs").
+FOCAL_FROM_PAIRS_MAX_RATIO = 3.0
+# Photos the focal length from the pairs needs: of 14 three-photo captures the calibration rejected its
+# own estimate on 6, and of those it kept, one wide walk-around went from 4.9 to 20.1 degrees off.
+FOCAL_FROM_PAIRS_MIN_VIEWS = 4
 
 
 @dataclass
@@ -109,6 +124,9 @@ class SfMResult:
     mappings_disagreement_deg: float | None = None
     """Where the global model was kept over an incremental one with no photo in doubt: the most they
     disagree on a pair of the photos both register (`mappings_disagreement`)."""
+    focal_from_pairs: dict[str, float] = field(default_factory=dict)
+    """Where the model comes from the pairs verified with the focal length the pairs give
+    (`calibrated_matches`): image name -> that focal length, its camera's start."""
 
 
 def extract_and_match(
@@ -123,44 +141,18 @@ def extract_and_match(
     to `EXHAUSTIVE_UP_TO` images, else a retrieval shortlist (pairs.py).
     """
     names = [r.name for r in images]
-    verification = pycolmap.TwoViewGeometryOptions()
-    verification.min_num_inliers = MIN_NUM_INLIERS
-    verification.ransac.random_seed = SEED
     pairs_path = database.with_name("pairs.txt")
     # Images enter the database in a fixed order before extraction: extraction alone numbers them
     # in the order its threads finish, which changes the mapper's results from run to run.
     import_images(database, image_dir, images, config)
     if config.features == "sift":
-        wide_baseline = len(images) <= WIDE_BASELINE_UP_TO
-        extraction = pycolmap.FeatureExtractionOptions()
-        extraction.sift.max_num_features = config.max_num_features
-        extraction.sift.domain_size_pooling = wide_baseline
-        extraction.sift.estimate_affine_shape = wide_baseline
-        for group, reader in camera_groups(images, config):
-            pycolmap.extract_features(
-                database,
-                image_dir,
-                image_names=group,
-                camera_mode=pycolmap.CameraMode.SINGLE,
-                reader_options=reader,
-                extraction_options=extraction,
-                device=pycolmap.Device.cpu,
-            )
+        extract_sift(database, image_dir, images, config)
         descriptors = None
         if len(names) > EXHAUSTIVE_UP_TO:
             descriptors = np.stack([thumbnail_descriptor(image_dir / n) for n in names])
         write_pairs(pairs_path, select_pairs(names, descriptors))
-        matching = pycolmap.FeatureMatchingOptions()
-        matching.guided_matching = wide_baseline
-        pycolmap.match_image_pairs(
-            database,
-            matching_options=matching,
-            pairing_options=pycolmap.ImportedPairingOptions(match_list_path=pairs_path),
-            verification_options=verification,
-            device=pycolmap.Device.cpu,
-        )
+        match_sift(database, pairs_path, len(images))
         return
-
     extractor = load_extractor(config.features, config.learned)
     found = {n: extract(extractor, image_dir / n, config.learned) for n in names}
     del extractor
@@ -169,7 +161,128 @@ def extract_and_match(
     matches = {(a, b): match(matcher, found[a], found[b]) for a, b in pairs}
     write_keypoints_and_matches(database, {n: f.keypoints for n, f in found.items()}, matches)
     write_pairs(pairs_path, pairs)
-    pycolmap.verify_matches(database, pairs_path, options=verification)
+    pycolmap.verify_matches(database, pairs_path, options=verification_options())
+
+
+def calibrated_matches(
+    database: Path, calibrated: Path, images: list[ImageRecord], config: SfMConfig
+) -> dict[str, float]:
+    """A copy of `database` at `calibrated` whose cameras without an EXIF focal length have one from
+    the pairs (`focal_lengths_from_pairs`) as their prior, and whose pairs are matched again from it
+    (guided matching follows each pair's geometry) and verified as photos with EXIF are: with an
+    essential matrix, which a wrong focal length cannot fit. Returns those focal lengths by image
+    name; none (and no copy) under `FOCAL_FROM_PAIRS_MIN_VIEWS` photos, where every photo has an
+    EXIF focal length, or where the pairs give none."""
+    if len(images) < FOCAL_FROM_PAIRS_MIN_VIEWS or all(focal_prior(r) is not None for r in images):
+        return {}
+    calibrated.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(database, calibrated)
+    focal_lengths = focal_lengths_from_pairs(calibrated)
+    if not focal_lengths:
+        calibrated.unlink()
+        return {}
+    guided = config.features == "sift" and wide_baseline(len(images))
+    db = pycolmap.Database.open(calibrated)
+    try:
+        db.clear_two_view_geometries()
+        if guided:
+            db.clear_matches()
+    finally:
+        db.close()
+    pairs_path = database.with_name("pairs.txt")
+    if guided:
+        match_sift(calibrated, pairs_path, len(images))
+    else:
+        pycolmap.verify_matches(calibrated, pairs_path, options=verification_options())
+    return focal_lengths
+
+
+def verification_options() -> pycolmap.TwoViewGeometryOptions:
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.min_num_inliers = MIN_NUM_INLIERS
+    verification.ransac.random_seed = SEED
+    return verification
+
+
+def extract_sift(database: Path, image_dir: Path, images: list[ImageRecord], config: SfMConfig) -> None:
+    extraction = pycolmap.FeatureExtractionOptions()
+    extraction.sift.max_num_features = config.max_num_features
+    extraction.sift.domain_size_pooling = extraction.sift.estimate_affine_shape = wide_baseline(len(images))
+    for group, reader in camera_groups(images, config):
+        pycolmap.extract_features(
+            database,
+            image_dir,
+            image_names=group,
+            camera_mode=pycolmap.CameraMode.SINGLE,
+            reader_options=reader,
+            extraction_options=extraction,
+            device=pycolmap.Device.cpu,
+        )
+
+
+def wide_baseline(num_images: int) -> bool:
+    """Few photos, so likely far apart: affine-covariant SIFT with domain-size pooling, guided matching."""
+    return num_images <= WIDE_BASELINE_UP_TO
+
+
+def match_sift(database: Path, pairs_path: Path, num_images: int) -> None:
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.guided_matching = wide_baseline(num_images)
+    pycolmap.match_image_pairs(
+        database,
+        matching_options=matching,
+        pairing_options=pycolmap.ImportedPairingOptions(match_list_path=pairs_path),
+        verification_options=verification_options(),
+        device=pycolmap.Device.cpu,
+    )
+
+
+def focal_lengths_from_pairs(database: Path) -> dict[str, float]:
+    """Focal lengths for the cameras without an EXIF one, from the verified pairs' fundamental
+    matrices (GLOMAP's view-graph calibration), written into the database as those cameras' priors.
+    Returns them by image name. COLMAP starts such a camera at 1.2 times the photo's larger side (the
+    fox's: 1,152 px for a true 688); the pairs gave 690 px there. A camera keeps COLMAP's start where
+    the calibration rejects its estimate, or where the estimate is over FOCAL_FROM_PAIRS_MAX_RATIO times
+    from that start (near-planar pairs fit almost any focal length: 8 fox photos gave 9,480 px). The
+    calibration runs on a scratch copy, so that only the focal lengths taken reach `database`."""
+    db = pycolmap.Database.open(database)
+    try:
+        start = {c.camera_id: c for c in db.read_all_cameras() if not c.has_prior_focal_length}
+    finally:
+        db.close()
+    if not start:
+        return {}
+    options = pycolmap.ViewGraphCalibrationOptions()
+    options.random_seed = SEED
+    options.cross_validate_prior_focal_lengths = False
+    with tempfile.TemporaryDirectory(dir=database.parent) as scratch:
+        copy = Path(scratch) / database.name
+        shutil.copyfile(database, copy)
+        if not pycolmap.calibrate_view_graph(copy, options):
+            return {}
+        calibrated = pycolmap.Database.open(copy)
+        try:
+            estimates = {
+                c.camera_id: c.mean_focal_length() for c in calibrated.read_all_cameras() if c.camera_id in start
+            }
+        finally:
+            calibrated.close()
+    accepted = {
+        camera_id: focal
+        for camera_id, focal in estimates.items()
+        if focal != start[camera_id].mean_focal_length()  # the calibration's own rejection resets it
+        and 1 / FOCAL_FROM_PAIRS_MAX_RATIO <= focal / start[camera_id].mean_focal_length() <= FOCAL_FROM_PAIRS_MAX_RATIO
+    }
+    db = pycolmap.Database.open(database)
+    try:
+        for camera_id, focal in accepted.items():
+            camera = start[camera_id]
+            camera.params[camera.focal_length_idxs()] = focal
+            camera.has_prior_focal_length = True
+            db.update_camera(camera)
+        return {image.name: accepted[image.camera_id] for image in db.read_all_images() if image.camera_id in accepted}
+    finally:
+        db.close()
 
 
 def write_keypoints_and_matches(
@@ -560,6 +673,70 @@ def explain_unregistered(
     )
 
 
+@dataclass
+class Hypothesis:
+    """A model of the training photos from one database, by the mappers of `map_hypothesis`."""
+
+    train: pycolmap.Reconstruction | None
+    check: ModelCheck | None
+    train_names: list[str]
+    attempts: int
+    low_parallax: bool
+    global_mapping: bool
+    disagreement: float | None
+
+    @property
+    def standing(self) -> tuple[int, bool]:
+        return standing(self.train, self.check, self.train_names, self.global_mapping)
+
+    def doubted_by(self, graph: MatchGraph) -> bool:
+        """Whether the pairs of another database leave photos of this model in doubt."""
+        return self.train is not None and bool(check_model_of(self.train, graph).doubtful_images)
+
+
+def map_hypothesis(
+    database: Path,
+    graph: MatchGraph,
+    image_dir: Path,
+    train_names: list[str],
+    work_dir: Path,
+    on_attempt: Callable[[int], None] | None,
+) -> Hypothesis:
+    """Incremental mapping from several starts, again with low-parallax angles where it finds too
+    few points, and global mapping where it leaves photos out or in doubt."""
+    train, check, attempts = map_training_views(
+        database, graph, image_dir, train_names, work_dir / "models", on_attempt
+    )
+    low_parallax = False
+    if too_few_points(train) and well_matched(graph, train_names):
+        # Every start, as above: the first complete model of fox 0002-0004 was 3.6-8.4 degrees off,
+        # the best of all starts 2.7-2.9 (each start costs 20-40 s on these 540x960 photos).
+        again, again_check, more = map_training_views(
+            database,
+            graph,
+            image_dir,
+            train_names,
+            work_dir / "models_low_parallax",
+            on_attempt,
+            low_parallax=True,
+        )
+        attempts += more
+        if again is not None and (again.num_reg_images(), again.num_points3D()) > (
+            (train.num_reg_images(), train.num_points3D()) if train else (0, 0)
+        ):
+            train, check, low_parallax = again, again_check, True
+    global_mapping, disagreement = False, None
+    if standing(train, check, train_names, False) < (len(train_names), True):  # photos left out or in doubt
+        globally = map_globally(database, image_dir, train_names, work_dir / "models_global")
+        if globally is not None:
+            global_check = check_model_of(globally, graph)
+            global_mapping, disagreement = prefer_global(train, check, globally, global_check, train_names)
+            if global_mapping:
+                train, check = globally, global_check
+
+    return Hypothesis(train, check, train_names, attempts, low_parallax, global_mapping, disagreement)
+
+
 def run_sfm(
     image_dir: Path,
     images: list[ImageRecord],
@@ -588,43 +765,45 @@ def run_sfm(
     extract_and_match(database, image_dir, images, config)
     lap("features_and_matches")
     graph = MatchGraph(database)
-    train, check, attempts = map_training_views(
-        database, graph, image_dir, train_names, work_dir / "models", on_attempt
-    )
-    low_parallax = False
-    if too_few_points(train) and well_matched(graph, train_names):
-        # Every start, as above: the first complete model of fox 0002-0004 was 3.6-8.4 degrees off,
-        # the best of all starts 2.7-2.9 (each start costs 20-40 s on these 540x960 photos).
-        again, again_check, more = map_training_views(
-            database,
-            graph,
-            image_dir,
-            train_names,
-            work_dir / "models_low_parallax",
-            on_attempt,
-            low_parallax=True,
+    mapped = map_hypothesis(database, graph, image_dir, train_names, work_dir, on_attempt)
+    attempts = mapped.attempts
+    calibrated = work_dir / "calibrated" / "database.db"
+    focal_from_pairs = calibrated_matches(database, calibrated, images, config)
+    if focal_from_pairs:
+        # Where the model stands short, or the pairs verified with the focal length from the pairs put its
+        # photos in doubt, the photos are mapped again from those pairs, and the model that ranks higher is
+        # kept; a tie goes to the calibrated pairs where they doubt the first model. A fox capture's silent
+        # model 46.8 degrees off, right by its own pairs, is doubted by them; its photos mapped again from
+        # them come out 0.84 degrees off (BENCHMARKS.md, "A focal length from the pairs").
+        calibrated_graph = MatchGraph(calibrated)
+        doubted = mapped.doubted_by(calibrated_graph)
+        if mapped.standing < (len(train_names), True) or doubted:
+            other = map_hypothesis(calibrated, calibrated_graph, image_dir, train_names, calibrated.parent, on_attempt)
+            attempts += other.attempts
+            if other.standing > mapped.standing or (other.standing == mapped.standing and doubted):
+                log.info(
+                    "No EXIF focal length: the cameras come from the pairs matched again with %s px, the focal "
+                    "length their fundamental matrices give (sfm/report.json, focal_from_pairs).",
+                    ", ".join(f"{f:.0f}" for f in sorted(set(focal_from_pairs.values()))),
+                )
+                os.replace(calibrated, database)
+                graph, mapped = calibrated_graph, other
+            else:
+                focal_from_pairs = {}
+        else:
+            focal_from_pairs = {}
+        shutil.rmtree(calibrated.parent)
+    train, check = mapped.train, mapped.check
+    low_parallax, global_mapping, disagreement = mapped.low_parallax, mapped.global_mapping, mapped.disagreement
+    if low_parallax:
+        log.warning(
+            "Low parallax: the photos were taken from nearly one place, so the cameras come from mapping with "
+            "initial pairs down to %.1f degrees of triangulation angle, and the %d points from angles down to %.1f "
+            "degrees (less certain in depth). Photos a step or two apart from each other give better cameras.",
+            LOW_PARALLAX_INIT_ANGLE,
+            train.num_points3D(),
+            LOW_PARALLAX_MIN_ANGLE,
         )
-        attempts += more
-        if again is not None and (again.num_reg_images(), again.num_points3D()) > (
-            (train.num_reg_images(), train.num_points3D()) if train else (0, 0)
-        ):
-            train, check, low_parallax = again, again_check, True
-            log.warning(
-                "Low parallax: the photos were taken from nearly one place, so the cameras come from mapping with "
-                "initial pairs down to %.1f degrees of triangulation angle, and the %d points from angles down to %.1f "
-                "degrees (less certain in depth). Photos a step or two apart from each other give better cameras.",
-                LOW_PARALLAX_INIT_ANGLE,
-                train.num_points3D(),
-                LOW_PARALLAX_MIN_ANGLE,
-            )
-    global_mapping, disagreement = False, None
-    if standing(train, check, train_names, False) < (len(train_names), True):  # photos left out or in doubt
-        globally = map_globally(database, image_dir, train_names, work_dir / "models_global")
-        if globally is not None:
-            global_check = check_model_of(globally, graph)
-            global_mapping, disagreement = prefer_global(train, check, globally, global_check, train_names)
-            if global_mapping:
-                train, check = globally, global_check
 
     robust_adjustment = train is not None and refine_robustly(train)
     two_terms = None if train is None or robust_adjustment else with_second_radial_term(train)
@@ -720,6 +899,7 @@ def run_sfm(
         second_radial_term,
         global_mapping,
         disagreement,
+        focal_from_pairs,
     )
 
 

@@ -100,6 +100,7 @@ class SfMStage(Stage):
                     "second_radial_term": result.second_radial_term,
                     "global_mapping": result.global_mapping,
                     "mappings_disagreement_deg": result.mappings_disagreement_deg,
+                    "focal_from_pairs": result.focal_from_pairs,
                     "seconds": result.seconds,
                 }
                 atomic_write_text(work / "report.json", json.dumps(report, indent=2))
