@@ -76,7 +76,7 @@ TRAIN_ARGS = [
     "--steps-per-eval-all-images",
     "0",
     "--steps-per-eval-image",
-    "0",
+    "100",  # as short runs (`spars-ns demo`) log it: its render changes the training after it
     "--steps-per-save",
     "1000",
     "--pipeline.test-pose-steps",

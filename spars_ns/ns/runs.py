@@ -61,10 +61,6 @@ def train_run(
     config.vis = "tensorboard"
     config.max_num_iterations = steps
     config.steps_per_eval_all_images = 0
-    # No test image logged every 100 steps: the scores come after training, and its render changes the
-    # training after it (BENCHMARKS.md, "Novel views"), so a short run would differ from `ns-train` with
-    # `--steps-per-eval-image 0`, the suite's trained run.
-    config.steps_per_eval_image = 0
     config.steps_per_save = steps
     config.machine.device_type = "cpu" if on_cpu else "cuda"
     model = config.pipeline.model
