@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -239,46 +238,40 @@ def match_sift(database: Path, pairs_path: Path, num_images: int) -> None:
 
 def focal_lengths_from_pairs(database: Path) -> dict[str, float]:
     """Focal lengths for the cameras without an EXIF one, from the verified pairs' fundamental
-    matrices (GLOMAP's view-graph calibration), written into the database as those cameras' priors.
-    Returns them by image name. COLMAP starts such a camera at 1.2 times the photo's larger side (the
-    fox's: 1,152 px for a true 688); the pairs gave 690 px there. A camera keeps COLMAP's start where
-    the calibration rejects its estimate, or where the estimate is over FOCAL_FROM_PAIRS_MAX_RATIO times
-    from that start (near-planar pairs fit almost any focal length: 8 fox photos gave 9,480 px). The
-    calibration runs on a scratch copy, so that only the focal lengths taken reach `database`."""
+    matrices (GLOMAP's view-graph calibration), written into `database` (a copy: the calibration
+    rewrites it) as those cameras' priors. Returns them by image name. COLMAP starts such a camera at
+    1.2 times the photo's larger side (the fox's: 1,152 px for a true 688); the pairs gave 690 px
+    there. A camera keeps COLMAP's start where the calibration rejects its estimate, or where the
+    estimate is over FOCAL_FROM_PAIRS_MAX_RATIO times from that start (near-planar pairs fit almost
+    any focal length: 8 fox photos gave 9,480 px)."""
     db = pycolmap.Database.open(database)
     try:
-        start = {c.camera_id: c for c in db.read_all_cameras() if not c.has_prior_focal_length}
+        cameras = {c.camera_id: c for c in db.read_all_cameras()}
     finally:
         db.close()
+    start = {camera_id: c for camera_id, c in cameras.items() if not c.has_prior_focal_length}
     if not start:
         return {}
     options = pycolmap.ViewGraphCalibrationOptions()
     options.random_seed = SEED
     options.cross_validate_prior_focal_lengths = False
-    with tempfile.TemporaryDirectory(dir=database.parent) as scratch:
-        copy = Path(scratch) / database.name
-        shutil.copyfile(database, copy)
-        if not pycolmap.calibrate_view_graph(copy, options):
-            return {}
-        calibrated = pycolmap.Database.open(copy)
-        try:
-            estimates = {
-                c.camera_id: c.mean_focal_length() for c in calibrated.read_all_cameras() if c.camera_id in start
-            }
-        finally:
-            calibrated.close()
-    accepted = {
-        camera_id: focal
-        for camera_id, focal in estimates.items()
-        if focal != start[camera_id].mean_focal_length()  # the calibration's own rejection resets it
-        and 1 / FOCAL_FROM_PAIRS_MAX_RATIO <= focal / start[camera_id].mean_focal_length() <= FOCAL_FROM_PAIRS_MAX_RATIO
-    }
+    if not pycolmap.calibrate_view_graph(database, options):
+        return {}
     db = pycolmap.Database.open(database)
     try:
-        for camera_id, focal in accepted.items():
-            camera = start[camera_id]
-            camera.params[camera.focal_length_idxs()] = focal
-            camera.has_prior_focal_length = True
+        estimates = {c.camera_id: c.mean_focal_length() for c in db.read_all_cameras() if c.camera_id in start}
+        accepted = {
+            camera_id: focal
+            for camera_id, focal in estimates.items()
+            if focal != start[camera_id].mean_focal_length()  # the calibration's own rejection resets it
+            and 1 / FOCAL_FROM_PAIRS_MAX_RATIO
+            <= focal / start[camera_id].mean_focal_length()
+            <= FOCAL_FROM_PAIRS_MAX_RATIO
+        }
+        for camera_id, camera in cameras.items():  # every camera as it was, but for the focal lengths taken
+            if camera_id in accepted:
+                camera.params[camera.focal_length_idxs()] = accepted[camera_id]
+                camera.has_prior_focal_length = True
             db.update_camera(camera)
         return {image.name: accepted[image.camera_id] for image in db.read_all_images() if image.camera_id in accepted}
     finally:
@@ -777,19 +770,18 @@ def run_sfm(
         # them come out 0.84 degrees off (BENCHMARKS.md, "A focal length from the pairs").
         calibrated_graph = MatchGraph(calibrated)
         doubted = mapped.doubted_by(calibrated_graph)
+        other = None
         if mapped.standing < (len(train_names), True) or doubted:
             other = map_hypothesis(calibrated, calibrated_graph, image_dir, train_names, calibrated.parent, on_attempt)
             attempts += other.attempts
-            if other.standing > mapped.standing or (other.standing == mapped.standing and doubted):
-                log.info(
-                    "No EXIF focal length: the cameras come from the pairs matched again with %s px, the focal "
-                    "length their fundamental matrices give (sfm/report.json, focal_from_pairs).",
-                    ", ".join(f"{f:.0f}" for f in sorted(set(focal_from_pairs.values()))),
-                )
-                os.replace(calibrated, database)
-                graph, mapped = calibrated_graph, other
-            else:
-                focal_from_pairs = {}
+        if other is not None and (other.standing > mapped.standing or (other.standing == mapped.standing and doubted)):
+            log.info(
+                "No EXIF focal length: the cameras come from the pairs matched again with %s px, the focal "
+                "length their fundamental matrices give (sfm/report.json, focal_from_pairs).",
+                ", ".join(f"{f:.0f}" for f in sorted(set(focal_from_pairs.values()))),
+            )
+            os.replace(calibrated, database)
+            graph, mapped = calibrated_graph, other
         else:
             focal_from_pairs = {}
         shutil.rmtree(calibrated.parent)
