@@ -8,11 +8,16 @@ Captures, for each K in --views:
 - each real scene (a folder with images/ and a ground-truth transforms.json): --subsets random
   subsets of K photos, spread out as users shoot (sorted by name, neighbouring picks at least
   n / 2K frames apart), drawn by --seed;
+- with --close, each real scene whose photos are numbered video frames: --close random runs of K
+  neighbouring frames, each within CLOSE_MAX_GAP frame numbers of the last (photos from nearly one
+  place: the low-parallax captures that incremental mapping's angles reject), source "<scene> close";
 - --synthetic scenes of `spars_ns.synthetic` (no EXIF; other seeds give other textures and
   camera heights), K views on their arc: their truth includes the focal length and the surfaces;
 - --walkaround scenes (`make_walkaround`: boxes walked around over --arc degrees, neighbouring
   views 360 / K degrees apart all round, 180 / (K - 1) over 180; seeds draw textures, boxes,
-  focal length and camera placement), the wide captures SfM finds hardest, with the same truth.
+  focal length and camera placement), the wide captures SfM finds hardest, with the same truth;
+  with --steady frames of a video along the arc instead (one distance, height and aim), which a
+  small --arc makes a low-parallax capture with exact truth.
 With --focal-prior every photo carries a focal length as EXIF gives one, off the truth by that
 share (none of the development photos has EXIF). Each capture runs the SfM stage (`run_sfm`) on
 every photo as a training view. Per source and K the table gives: registered images (mean share,
@@ -66,10 +71,15 @@ class Args:
     """Random subsets per real scene and K."""
     synthetic: int = 5
     """Synthetic scenes (seeds 0, 1, ...) per K."""
+    close: int = 0
+    """Runs of K neighbouring video frames per real scene and K (photos from nearly one place)."""
     walkaround: int = 0
     """Walk-around scenes (seeds 0, 1, ...) per K."""
     arc: float = 360.0
     """Degrees the walk-around's cameras spread over."""
+    steady: bool = False
+    """Walk-arounds as frames of a video: one distance, height and aim for every camera (with a small
+    --arc, photos from nearly one place)."""
     seed: int = 0
     focal_prior: float | None = None
     """Give SfM each photo's focal length as EXIF would, the truth times (1 + this): what users whose
@@ -105,27 +115,46 @@ def spread_subsets(names: list[str], k: int, count: int, rng: np.random.Generato
     return [[names[i] for i in picks] for picks in found]
 
 
+CLOSE_MAX_GAP = 3  # frame numbers between neighbouring picks of a close capture: fox's video at 0.1-0.3 s
+
+
+def close_runs(names: list[str], k: int, count: int, rng: np.random.Generator) -> list[list[str]]:
+    """Up to `count` distinct runs of k names sorted by frame number, each within CLOSE_MAX_GAP of the last."""
+    numbered = sorted((int(Path(n).stem), n) for n in names if Path(n).stem.isdigit())
+    starts = [
+        i
+        for i in range(len(numbered) - k + 1)
+        if all(numbered[j + 1][0] - numbered[j][0] <= CLOSE_MAX_GAP for j in range(i, i + k - 1))
+    ]
+    chosen = rng.permutation(starts)[:count]
+    return [[numbered[j][1] for j in range(i, i + k)] for i in sorted(chosen)]
+
+
 def as_4x4(cam_from_world: np.ndarray) -> np.ndarray:
     return np.vstack([cam_from_world[:3], [0, 0, 0, 1]])
 
 
-def real_captures(scene: Path, k: int, count: int, rng: np.random.Generator) -> list[Capture]:
+def real_captures(scene: Path, k: int, count: int, rng: np.random.Generator, close: bool = False) -> list[Capture]:
+    """Spread-out subsets of a real scene, or with `close` runs of neighbouring video frames."""
     truth = load_true_poses(scene / "transforms.json")
     meta = json.loads((scene / "transforms.json").read_text())
     focal = meta.get("fl_x") or meta["frames"][0].get("fl_x")
+    subsets = close_runs(sorted(truth), k, count, rng) if close else spread_subsets(sorted(truth), k, count, rng)
+    source = f"{scene.name} close" if close else scene.name
     return [
-        Capture(scene.name, k, names, {n: as_4x4(truth[n]) for n in names}, focal, scene / "images")
-        for names in spread_subsets(sorted(truth), k, count, rng)
+        Capture(source, k, names, {n: as_4x4(truth[n]) for n in names}, focal, scene / "images") for names in subsets
     ]
 
 
-def synthetic_capture(seed: int, k: int, folder: Path, walkaround_arc: float | None = None) -> Capture:
-    """`make_scene`'s room, or with `walkaround_arc` `make_walkaround`'s yard over that arc."""
+def synthetic_capture(
+    seed: int, k: int, folder: Path, walkaround_arc: float | None = None, steady: bool = False
+) -> Capture:
+    """`make_scene`'s room, or with `walkaround_arc` `make_walkaround`'s yard over that arc (`steady`: video frames)."""
     if walkaround_arc is None:
         scene, kind = make_scene(num_views=k, width=384, height=288, seed=seed), "synthetic"
     else:
-        scene = make_walkaround(num_views=k, arc_degrees=walkaround_arc, seed=seed)
-        kind = f"walk-around {walkaround_arc:g}"
+        scene = make_walkaround(num_views=k, arc_degrees=walkaround_arc, seed=seed, steady=steady)
+        kind = f"walk-around {walkaround_arc:g}" + (" steady" if steady else "")
     scene.write_images(folder)
     names = [scene.image_name(i) for i in range(k)]
     truth = {name: as_4x4(scene.cam_from_world[i]) for i, name in enumerate(names)}
@@ -143,8 +172,10 @@ def measure(capture: Capture, work: Path, focal_prior: float | None = None) -> d
         model, doubtful = result.train, result.doubtful_images
         robust, second_term = result.robust_adjustment, result.second_radial_term
         global_mapping, disagreement = result.global_mapping, result.mappings_disagreement_deg
+        low_parallax, focal_open = result.low_parallax, result.focal_length_undetermined
     except SfMError:
         model, doubtful, robust, second_term, global_mapping, disagreement = None, [], False, False, False, None
+        low_parallax = focal_open = False
     seconds = time.perf_counter() - start
     images = [im for im in model.images.values() if im.has_pose] if model else []
     estimated = {im.name: as_4x4(im.cam_from_world().matrix()) for im in images}
@@ -163,6 +194,8 @@ def measure(capture: Capture, work: Path, focal_prior: float | None = None) -> d
         "robust_adjustment": robust,
         "second_radial_term": second_term,
         "global_mapping": global_mapping,
+        "low_parallax": low_parallax,
+        "focal_length_undetermined": focal_open,
         "mappings_disagreement_deg": disagreement,
     }
     if capture.focal and images:
@@ -223,6 +256,10 @@ def summarise(rows: list[dict]) -> list[dict]:
             ),
             "flagged_right": sum(r["median_pair_error_deg"] <= WRONG_DEG and bool(r.get("doubtful")) for r in group),
             "global_mapping": sum(bool(r.get("global_mapping")) for r in group),
+            "low_parallax": sum(bool(r.get("low_parallax")) for r in group),
+            "focal_open": sum(bool(r.get("focal_length_undetermined")) for r in group),
+            # seed points: a model of every photo with none to start training from is no model
+            "points_fewest": min(r["points"] for r in group),
         }
         focal = [r["focal_error"] for r in group if "focal_error" in r]
         line["focal_error_median"], line["focal_error_worst_decile"] = median_and_worst(focal)
@@ -245,6 +282,9 @@ COLUMNS = [
     ("silent_wrong", "silent wrong", "{}"),
     ("flagged_right", "right, flagged", "{}"),
     ("global_mapping", "global", "{}"),
+    ("low_parallax", "low parallax", "{}"),
+    ("focal_open", "focal open", "{}"),
+    ("points_fewest", "fewest points", "{}"),
     ("seconds_mean", "s", "{:.1f}"),
 ]
 
@@ -278,11 +318,13 @@ def main(args: Args) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         captures = [c for k in args.views for scene in args.scene for c in real_captures(scene, k, args.subsets, rng)]
+        if args.close:
+            captures += [c for k in args.views for s in args.scene for c in real_captures(s, k, args.close, rng, True)]
         for k in args.views:
             for seed in range(args.synthetic):
                 captures.append(synthetic_capture(seed, k, Path(tmp) / f"synthetic_{seed}_{k}"))
             for seed in range(args.walkaround):
-                captures.append(synthetic_capture(seed, k, Path(tmp) / f"walkaround_{seed}_{k}", args.arc))
+                captures.append(synthetic_capture(seed, k, Path(tmp) / f"walkaround_{seed}_{k}", args.arc, args.steady))
         for i, capture in enumerate(captures):
             work = Path(tmp) / f"capture_{i}"
             work.mkdir()
@@ -301,8 +343,10 @@ def main(args: Args) -> None:
                         "views": args.views,
                         "subsets": args.subsets,
                         "synthetic": args.synthetic,
+                        "close": args.close,
                         "walkaround": args.walkaround,
                         "arc": args.arc,
+                        "steady": args.steady,
                         "seed": args.seed,
                         "focal_prior": args.focal_prior,
                     },

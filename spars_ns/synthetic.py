@@ -181,9 +181,13 @@ def make_walkaround(
     height: int = 288,
     arc_degrees: float = 360.0,
     seed: int = 0,
+    steady: bool = False,
 ) -> SyntheticScene:
     """Boxes in the middle of a walled yard, photographed walking around them: `num_views`
     handheld cameras spread over `arc_degrees` of a circle about the middle (360: all round).
+    With `steady`, frames of a video walked along the arc instead: every camera at the first one's
+    distance and height, aimed at its point, so that a small arc (a few degrees) gives photos from
+    nearly one place, the low-parallax captures SfM must still place.
 
     Unlike `make_scene`'s 60-degree arc, neighbouring views here are 45-120 degrees apart at
     3-8 views all round (26-90 over 180 degrees): the wide captures SfM finds hardest. The seed
@@ -218,10 +222,17 @@ def make_walkaround(
     step = np.deg2rad(arc_degrees) / (num_views if full_circle else max(num_views - 1, 1))
     angles = rng.uniform(0, 2 * np.pi) + step * np.arange(num_views) + rng.uniform(-0.1, 0.1, num_views) * step
     cams = []
+    first = None  # the first camera's distance factor, height and aim, which a steady walk keeps
     for a in angles:
-        eye = np.array([5.0 * np.cos(a), 5.0 * np.sin(a), 0.0]) * rng.uniform(0.9, 1.1)
-        eye[2] = rng.uniform(1.4, 2.0)
-        aim = np.array([*rng.uniform(-0.4, 0.4, 2), rng.uniform(0.5, 0.9)])
+        # drawn for every camera, steady or not, so that a seed gives the same textures and boxes
+        placement = (
+            rng.uniform(0.9, 1.1),
+            rng.uniform(1.4, 2.0),
+            np.array([*rng.uniform(-0.4, 0.4, 2), rng.uniform(0.5, 0.9)]),
+        )
+        first = first or placement
+        distance, eye_height, aim = first if steady else placement
+        eye = np.array([5.0 * np.cos(a) * distance, 5.0 * np.sin(a) * distance, eye_height])
         cam = look_at(eye, aim, up=np.array([0.0, 0.0, 1.0]))
         roll = axis_angle_rotation(np.array([0.0, 0.0, 1.0]), np.deg2rad(rng.normal(0, 2)))
         cams.append(roll @ cam)

@@ -123,3 +123,32 @@ def test_a_lens_one_radial_term_cannot_follow_gets_a_second(processed):
     for image in list(three_photos.images.values())[3:]:
         three_photos.deregister_frame(image.frame_id)
     assert three_photos.num_reg_images() == 3 and adjustment.with_second_radial_term(three_photos) is None
+
+
+def sliding(model: pycolmap.Reconstruction, baseline: float) -> pycolmap.Reconstruction:
+    """A copy of `model` whose photos all look the first one's way, from `baseline` (scene units)
+    apart along the line to the second photo's centre: a camera on a slider."""
+    copy = pycolmap.Reconstruction(model)
+    images = [copy.image(i) for i in sorted(copy.reg_image_ids())]
+    rotation = images[0].cam_from_world().rotation.matrix()
+    origin = images[0].projection_center()
+    step = images[1].projection_center() - origin
+    for k, image in enumerate(images):
+        centre = origin + k * baseline * step / np.linalg.norm(step)
+        copy.frame(image.frame_id).rig_from_world = pycolmap.Rigid3d(pycolmap.Rotation3d(rotation), -rotation @ centre)
+    return copy
+
+
+def test_photos_that_only_move_sideways_leave_the_focal_length_open(processed):
+    """Photos that differ by a translation alone fit any focal length (the points stretched across the
+    view by its ratio, each projection the same): the check finds it open, from any baseline, while
+    the room's photos on their 60-degree arc fix it. Every keypoint is its point's projection plus
+    0.1 px of noise."""
+    model = pycolmap.Reconstruction(processed.sparse_dir)
+    lens = next(iter(model.cameras.values()))
+    cameras = set(model.cameras)
+    assert not adjustment.focal_length_undetermined(reprojected(model, lens, 0.1, seed=0), cameras)
+    for baseline in (0.2, 1.0):  # the room is 8 units across
+        slid = reprojected(sliding(model, baseline), lens, 0.1, seed=0)
+        assert adjustment.focal_length_undetermined(slid, cameras)
+        assert not adjustment.focal_length_undetermined(slid, set())  # no camera to check: nothing in doubt

@@ -15,6 +15,9 @@ frames) are a lens model's misfit: COLMAP's SIMPLE_RADIAL has one radial term, t
 needs two (k1 0.058, k2 -0.081). There a second term (RADIAL) is kept where an F-test says it
 explains the residuals beyond chance, from 4 photos on: it halved the fox's focal length error
 and lowered its median pair error at every K from 4 to 8. BENCHMARKS.md, "A second radial term".
+
+Whether the photos fix the focal length at all is the same kind of test: the model adjusted with
+the focal length held a quarter off, against the free fit (`focal_length_undetermined`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ SECOND_RADIAL_TERM_MIN_F = 6.63
 # Registered photos a second radial term needs: from 3 the fox's went either way, by up to 1 degree
 # (F 7-71, no threshold between the better and the worse), from 4 on it helped (BENCHMARKS.md).
 SECOND_RADIAL_TERM_MIN_VIEWS = 4
+# Photos taken from nearly one place (video frames a degree or two apart) leave the focal length open:
+# the mapper keeps about where it started, COLMAP's 1.2 times the larger side, 20-73% off the truth on
+# synthetic video frames. Held 25% shorter or longer than the fit, such a model explains its photos
+# about as well (F 2-6), where photos that fix it resist by F 180-48,000 (BENCHMARKS.md, "Photos from
+# nearly one place: a focal length they cannot fix").
+FOCAL_CHECK_FACTORS = (0.8, 1.25)
+FOCAL_DETERMINED_MIN_F = 6.63  # F(1, inf) at the 1% level, as for the second radial term
 
 
 def refine_robustly(model: pycolmap.Reconstruction) -> bool:
@@ -69,6 +79,33 @@ def with_second_radial_term(model: pycolmap.Reconstruction) -> pycolmap.Reconstr
     one, two = float(np.sum(reprojection_residuals(one_term) ** 2)), float(np.sum(residuals**2))
     f_statistic = (one - two) / len(simple) / max(two / (residuals.size - len(simple)), 1e-300)
     return two_terms if f_statistic >= SECOND_RADIAL_TERM_MIN_F else None
+
+
+def focal_length_undetermined(model: pycolmap.Reconstruction, camera_ids: set[int]) -> bool:
+    """Whether the photos leave the focal length of `camera_ids` open: the model adjusted with those
+    cameras' focal lengths held at one of FOCAL_CHECK_FACTORS times the least-squares fit's explains
+    the observations within FOCAL_DETERMINED_MIN_F (an F statistic) of that fit."""
+    if not camera_ids or not len(model.points3D):
+        return False
+    fit = pycolmap.Reconstruction(model)
+    adjust(fit)
+    residuals = reprojection_residuals(fit)
+    least = float(np.sum(residuals**2))
+    noise = max(least / (residuals.size - len(camera_ids)), 1e-300)
+    held = pycolmap.BundleAdjustmentOptions()
+    held.refine_focal_length = False
+    for factor in FOCAL_CHECK_FACTORS:
+        other = pycolmap.Reconstruction(fit)
+        for camera_id in camera_ids:
+            camera = other.camera(camera_id)
+            params = camera.params.copy()
+            params[list(camera.focal_length_idxs())] *= factor
+            camera.params = params
+        adjust(other, held)
+        f_statistic = (float(np.sum(reprojection_residuals(other) ** 2)) - least) / len(camera_ids) / noise
+        if not f_statistic >= FOCAL_DETERMINED_MIN_F:  # NaN too: no fit at all where the focal length is free
+            return True
+    return False
 
 
 def adjust(model: pycolmap.Reconstruction, options: pycolmap.BundleAdjustmentOptions | None = None) -> None:

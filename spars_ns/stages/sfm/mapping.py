@@ -36,7 +36,7 @@ from spars_ns.errors import SfMError
 from spars_ns.metrics import model_poses, pair_errors_deg
 from spars_ns.stages.base import SEED
 from spars_ns.stages.ingest.images import ImageRecord
-from spars_ns.stages.sfm.adjustment import refine_robustly, with_second_radial_term
+from spars_ns.stages.sfm.adjustment import focal_length_undetermined, refine_robustly, with_second_radial_term
 from spars_ns.stages.sfm.config import SfMConfig
 from spars_ns.stages.sfm.features import extract, global_descriptor, load_extractor, load_matcher, match
 from spars_ns.stages.sfm.model_check import ModelCheck, check_model
@@ -126,6 +126,9 @@ class SfMResult:
     focal_from_pairs: dict[str, float] = field(default_factory=dict)
     """Where the model comes from the pairs verified with the focal length the pairs give
     (`calibrated_matches`): image name -> that focal length, its camera's start."""
+    focal_length_undetermined: bool = False
+    """The photos without an EXIF focal length leave it open (`adjustment.focal_length_undetermined`):
+    their cameras' focal length is the mapper's guess."""
 
 
 def extract_and_match(
@@ -806,6 +809,10 @@ def run_sfm(
         train = two_terms
     if robust_adjustment or second_radial_term:
         check = check_model_of(train, graph)
+    guessed = {r.name for r in images if focal_prior(r) is None}
+    undetermined = train is not None and focal_length_undetermined(
+        train, {train.image(i).camera_id for i in train.reg_image_ids() if train.image(i).name in guessed}
+    )
     registered = sorted(train.image(i).name for i in train.reg_image_ids()) if train else []
     explained = {n: explain_unregistered(graph, n, train, train_names) for n in train_names if n not in registered}
     unregistered = {n: why for n, (why, _) in explained.items()}
@@ -872,6 +879,14 @@ def run_sfm(
             "Check them before training (sfm/report.json, model_check), or leave those photos out.",
             ", ".join(check.doubtful_images),
         )
+    if undetermined:
+        log.warning(
+            "The photos leave the focal length open (taken from nearly one place, or moving without turning): "
+            "%.0f px is the mapper's guess, and a quarter shorter or longer explains them as well, so the "
+            "depth and the seed points stretch with that guess (sfm/report.json, focal_length_undetermined). "
+            "Photos a few steps apart, turned toward the subject, fix it.",
+            np.median([train.camera(train.image(i).camera_id).mean_focal_length() for i in train.reg_image_ids()]),
+        )
     lap("mapping")
 
     with_test, test_left_out = register_test_views(train, database, graph, test_names)
@@ -892,6 +907,7 @@ def run_sfm(
         global_mapping,
         disagreement,
         focal_from_pairs,
+        undetermined,
     )
 
 

@@ -101,6 +101,7 @@ class SfMStage(Stage):
                     "global_mapping": result.global_mapping,
                     "mappings_disagreement_deg": result.mappings_disagreement_deg,
                     "focal_from_pairs": result.focal_from_pairs,
+                    "focal_length_undetermined": result.focal_length_undetermined,
                     "seconds": result.seconds,
                 }
                 atomic_write_text(work / "report.json", json.dumps(report, indent=2))
@@ -117,4 +118,5 @@ class SfMStage(Stage):
             "doubtful_images": result.doubtful_images,
             "low_parallax": result.low_parallax,
             "global_mapping": result.global_mapping,
+            "focal_length_undetermined": result.focal_length_undetermined,
         }
