@@ -301,8 +301,11 @@ def table(summaries: list[tuple[str, list[dict]]]) -> str:
             if line is None:
                 continue
             cells = [source, str(k), str(line["captures"])] + ([label] if runs else [])
-            missing = [None, float("nan")]  # a run from before a column existed, or nothing to measure
-            cells += ["-" if line.get(key) in missing else fmt.format(line[key]) for key, _, fmt in COLUMNS]
+            # None: a run from before a column existed; NaN (never equal to itself): nothing to measure
+            cells += [
+                "-" if line.get(key) is None or line[key] != line[key] else fmt.format(line[key])
+                for key, _, fmt in COLUMNS
+            ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
