@@ -882,7 +882,7 @@ def run_sfm(
     if undetermined:
         log.warning(
             "The photos leave the focal length open (taken from nearly one place, or moving without turning): "
-            "%.0f px is the mapper's guess, and a quarter shorter or longer explains them as well, so the "
+            "%.0f px is the mapper's guess, and a tenth shorter or longer explains them as well, so the "
             "depth and the seed points stretch with that guess (sfm/report.json, focal_length_undetermined). "
             "Photos a few steps apart, turned toward the subject, fix it.",
             np.median([train.camera(train.image(i).camera_id).mean_focal_length() for i in train.reg_image_ids()]),
