@@ -115,7 +115,7 @@ def spread_subsets(names: list[str], k: int, count: int, rng: np.random.Generato
     return [[names[i] for i in picks] for picks in found]
 
 
-CLOSE_MAX_GAP = 3  # frame numbers between neighbouring picks of a close capture: fox's video at 0.1-0.3 s
+CLOSE_MAX_GAP = 3  # frame numbers between neighbouring picks: on the fox, 0.7-7 degrees apart about it
 
 
 def close_runs(names: list[str], k: int, count: int, rng: np.random.Generator) -> list[list[str]]:
