@@ -75,10 +75,9 @@ def with_second_radial_term(model: pycolmap.Reconstruction) -> pycolmap.Reconstr
         camera.params = [focal, cx, cy, k1, 0.0]
     for fit in (one_term, two_terms):
         adjust(fit)
-    residuals = reprojection_residuals(two_terms)
-    one, two = float(np.sum(reprojection_residuals(one_term) ** 2)), float(np.sum(residuals**2))
-    f_statistic = (one - two) / len(simple) / max(two / (residuals.size - len(simple)), 1e-300)
-    return two_terms if f_statistic >= SECOND_RADIAL_TERM_MIN_F else None
+    restricted = float(np.sum(reprojection_residuals(one_term) ** 2))
+    f = f_statistic(restricted, reprojection_residuals(two_terms), len(simple))
+    return two_terms if f >= SECOND_RADIAL_TERM_MIN_F else None
 
 
 def focal_length_undetermined(model: pycolmap.Reconstruction, camera_ids: set[int]) -> bool:
@@ -90,8 +89,6 @@ def focal_length_undetermined(model: pycolmap.Reconstruction, camera_ids: set[in
     fit = pycolmap.Reconstruction(model)
     adjust(fit)
     residuals = reprojection_residuals(fit)
-    least = float(np.sum(residuals**2))
-    noise = max(least / (residuals.size - len(camera_ids)), 1e-300)
     held = pycolmap.BundleAdjustmentOptions()
     held.refine_focal_length = False
     for factor in FOCAL_CHECK_FACTORS:
@@ -102,10 +99,17 @@ def focal_length_undetermined(model: pycolmap.Reconstruction, camera_ids: set[in
             params[list(camera.focal_length_idxs())] *= factor
             camera.params = params
         adjust(other, held)
-        f_statistic = (float(np.sum(reprojection_residuals(other) ** 2)) - least) / len(camera_ids) / noise
-        if not f_statistic >= FOCAL_DETERMINED_MIN_F:  # NaN too: no fit at all where the focal length is free
+        f = f_statistic(float(np.sum(reprojection_residuals(other) ** 2)), residuals, len(camera_ids))
+        if not f >= FOCAL_DETERMINED_MIN_F:  # NaN too: no fit at all where the focal length is free
             return True
     return False
+
+
+def f_statistic(restricted: float, free: np.ndarray, parameters: int) -> float:
+    """The F statistic of `parameters` more free parameters: a restricted fit's sum of squared
+    residuals against the free fit's residuals (N, 2)."""
+    least = float(np.sum(free**2))
+    return (restricted - least) / parameters / max(least / (free.size - parameters), 1e-300)
 
 
 def adjust(model: pycolmap.Reconstruction, options: pycolmap.BundleAdjustmentOptions | None = None) -> None:
