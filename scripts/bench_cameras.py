@@ -17,7 +17,8 @@ Captures, for each K in --views:
   views 360 / K degrees apart all round, 180 / (K - 1) over 180; seeds draw textures, boxes,
   focal length and camera placement), the wide captures SfM finds hardest, with the same truth;
   with --steady frames of a video along the arc instead (one distance, height and aim), which a
-  small --arc makes a low-parallax capture with exact truth.
+  small --arc makes a low-parallax capture with exact truth; with --repeated walls of one tile
+  repeated along them (arcades, rows of windows), the captures where SfM can build a wrong model.
 With --focal-prior every photo carries a focal length as EXIF gives one, off the truth by that
 share (none of the development photos has EXIF). Each capture runs the SfM stage (`run_sfm`) on
 every photo as a training view. Per source and K the table gives: registered images (mean share,
@@ -80,6 +81,8 @@ class Args:
     steady: bool = False
     """Walk-arounds as frames of a video: one distance, height and aim for every camera (with a small
     --arc, photos from nearly one place)."""
+    repeated: bool = False
+    """Walk-arounds whose walls repeat one tile along them: matches that fit a wall at the wrong place."""
     seed: int = 0
     focal_prior: float | None = None
     """Give SfM each photo's focal length as EXIF would, the truth times (1 + this): what users whose
@@ -147,14 +150,15 @@ def real_captures(scene: Path, k: int, count: int, rng: np.random.Generator, clo
 
 
 def synthetic_capture(
-    seed: int, k: int, folder: Path, walkaround_arc: float | None = None, steady: bool = False
+    seed: int, k: int, folder: Path, walkaround_arc: float | None = None, steady: bool = False, repeated: bool = False
 ) -> Capture:
-    """`make_scene`'s room, or with `walkaround_arc` `make_walkaround`'s yard over that arc (`steady`: video frames)."""
+    """`make_scene`'s room, or with `walkaround_arc` `make_walkaround`'s yard over that arc (`steady`: video
+    frames; `repeated`: walls of one repeated tile)."""
     if walkaround_arc is None:
         scene, kind = make_scene(num_views=k, width=384, height=288, seed=seed), "synthetic"
     else:
-        scene = make_walkaround(num_views=k, arc_degrees=walkaround_arc, seed=seed, steady=steady)
-        kind = f"walk-around {walkaround_arc:g}" + (" steady" if steady else "")
+        scene = make_walkaround(num_views=k, arc_degrees=walkaround_arc, seed=seed, steady=steady, repeated=repeated)
+        kind = f"walk-around {walkaround_arc:g}" + (" steady" if steady else "") + (" repeated" if repeated else "")
     scene.write_images(folder)
     names = [scene.image_name(i) for i in range(k)]
     truth = {name: as_4x4(scene.cam_from_world[i]) for i, name in enumerate(names)}
@@ -327,7 +331,8 @@ def main(args: Args) -> None:
             for seed in range(args.synthetic):
                 captures.append(synthetic_capture(seed, k, Path(tmp) / f"synthetic_{seed}_{k}"))
             for seed in range(args.walkaround):
-                captures.append(synthetic_capture(seed, k, Path(tmp) / f"walkaround_{seed}_{k}", args.arc, args.steady))
+                folder = Path(tmp) / f"walkaround_{seed}_{k}"
+                captures.append(synthetic_capture(seed, k, folder, args.arc, args.steady, args.repeated))
         for i, capture in enumerate(captures):
             work = Path(tmp) / f"capture_{i}"
             work.mkdir()
@@ -350,6 +355,7 @@ def main(args: Args) -> None:
                         "walkaround": args.walkaround,
                         "arc": args.arc,
                         "steady": args.steady,
+                        "repeated": args.repeated,
                         "seed": args.seed,
                         "focal_prior": args.focal_prior,
                     },

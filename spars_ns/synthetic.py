@@ -10,7 +10,7 @@ scales, which SIFT and learned detectors both find and match.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,8 @@ from spars_ns.geometry import (
     transform,
     unproject,
 )
+
+WALL_REPEATS = 4  # tiles along each wall of a `repeated` walk-around: 4 units apart in a 16-unit yard
 
 
 @dataclass
@@ -182,12 +184,15 @@ def make_walkaround(
     arc_degrees: float = 360.0,
     seed: int = 0,
     steady: bool = False,
+    repeated: bool = False,
 ) -> SyntheticScene:
     """Boxes in the middle of a walled yard, photographed walking around them: `num_views`
     handheld cameras spread over `arc_degrees` of a circle about the middle (360: all round).
     With `steady`, frames of a video walked along the arc instead: every camera at the first one's
     distance and height, aimed at its point, so that a small arc (a few degrees) gives photos from
-    nearly one place, the low-parallax captures SfM must still place.
+    nearly one place, the low-parallax captures SfM must still place. With `repeated`, every wall is
+    one tile, a quarter of a wall wide, repeated along it, as arcades and rows of windows are: matches
+    that fit a wall at the wrong place, the captures where SfM can build a wrong model.
 
     Unlike `make_scene`'s 60-degree arc, neighbouring views here are 45-120 degrees apart at
     3-8 views all round (26-90 over 180 degrees): the wide captures SfM finds hardest. The seed
@@ -208,6 +213,11 @@ def make_walkaround(
     corners = [np.array(c) for c in ([-half, -half, 0.0], [half, -half, 0.0], [half, half, 0.0], [-half, half, 0.0])]
     up = np.array([0.0, 0.0, wall_height])
     walls = [Quad(a, b - a, up, texture(), 1 + i) for i, (a, b) in enumerate(zip(corners, corners[1:] + corners[:1]))]
+    if repeated:  # drawn as above all the same, so that a seed places the boxes and cameras alike
+        walls = [
+            replace(w, texture=np.tile(w.texture[:, : w.texture.shape[1] // WALL_REPEATS], (1, WALL_REPEATS, 1)))
+            for w in walls
+        ]
     quads = [ground, *walls]
     num_boxes = 5
     for k in range(num_boxes):

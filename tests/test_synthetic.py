@@ -1,7 +1,7 @@
 import numpy as np
 
-from spars_ns.geometry import camera_center, inverse_transform
-from spars_ns.synthetic import camera_points, make_walkaround
+from spars_ns.geometry import camera_center, inverse_transform, look_at
+from spars_ns.synthetic import WALL_REPEATS, camera_points, centred_pinhole, make_walkaround, render_view
 
 
 def test_depth_and_ids_agree_with_the_scene_geometry(scene):
@@ -44,3 +44,25 @@ def test_a_walkaround_spreads_its_views_round_the_boxes_and_each_sees_them():
         np.testing.assert_allclose(world[ids == 0][:, 2], 0.0, atol=1e-3)
         assert len(np.unique(ids[ids >= 5])) >= 2
         assert (ids >= 5).mean() > 0.05
+
+
+def test_a_camera_moved_one_tile_along_a_repeated_wall_sees_the_same_picture():
+    """With `repeated`, a camera facing a wall sees the same picture one tile (16 / WALL_REPEATS units)
+    further along it, where the plain yard's wall looks different: the repetition SfM can mistake for
+    the wrong place. Cameras, ground and boxes are the plain scene's, so the two compare capture by
+    capture."""
+    plain = make_walkaround(num_views=4, arc_degrees=180, seed=1)
+    repeated = make_walkaround(num_views=4, arc_degrees=180, seed=1, repeated=True)
+    np.testing.assert_array_equal(repeated.cam_from_world, plain.cam_from_world)
+    assert np.array_equal(repeated.quads[0].texture, plain.quads[0].texture)  # the ground
+    intrinsics = centred_pinhole(200.0, 96, 64)  # a narrow view that sees only the wall at y = -8
+    period = 16.0 / WALL_REPEATS
+
+    def picture(scene, x):
+        eye = np.array([x, -5.0, 2.5])
+        view = render_view(scene.quads, intrinsics, look_at(eye, eye - [0, 1, 0], up=np.array([0, 0, 1.0])), 96, 64)
+        assert (view.object_ids == 1).all()
+        return view.image.astype(float)
+
+    assert np.abs(picture(repeated, -2.0) - picture(repeated, -2.0 + period)).mean() < 1  # texel rounding
+    assert np.abs(picture(plain, -2.0) - picture(plain, -2.0 + period)).mean() > 10
