@@ -177,9 +177,11 @@ def measure(capture: Capture, work: Path, focal_prior: float | None = None) -> d
         robust, second_term = result.robust_adjustment, result.second_radial_term
         global_mapping, disagreement = result.global_mapping, result.mappings_disagreement_deg
         low_parallax, focal_open = result.low_parallax, result.focal_length_undetermined
+        explained = result.check.explained_share
     except SfMError:
         model, doubtful, robust, second_term, global_mapping, disagreement = None, [], False, False, False, None
         low_parallax = focal_open = False
+        explained = None
     seconds = time.perf_counter() - start
     images = [im for im in model.images.values() if im.has_pose] if model else []
     estimated = {im.name: as_4x4(im.cam_from_world().matrix()) for im in images}
@@ -201,6 +203,7 @@ def measure(capture: Capture, work: Path, focal_prior: float | None = None) -> d
         "low_parallax": low_parallax,
         "focal_length_undetermined": focal_open,
         "mappings_disagreement_deg": disagreement,
+        "explained_share": explained,
     }
     if capture.focal and images:
         focals = [model.camera(im.camera_id).mean_focal_length() for im in images]

@@ -86,6 +86,14 @@ GLOBAL_MIN_MULTIVIEW_POINTS = INIT_MIN_NUM_INLIERS
 # a model: the one 17.7 degrees off disagreed by 7.2, the right ones not resting on their pairs by
 # 0.2-4.7 (BENCHMARKS.md, "Two mappings that disagree").
 MAX_MAPPINGS_DISAGREEMENT_DEG = 5.0
+# Where structure repeats along a wall (arcades, rows of windows), matches of a copy one period along pass
+# verification beside the right ones, in every pair of photos taken beside each other, and a wrong model
+# explains its pairs as well as the right one: none of its photos stands out. What shows is how much of
+# the evidence no model explains: under this share of all the checked pairs' verified matches, every photo
+# is in doubt. Right models explained 81-99% on the fox, Strecha and synthetic photos, models of walls of
+# repeated arches 43-69%, right or wrong, and the true cameras there 47-71% (BENCHMARKS.md, "Walls that
+# repeat"): chosen between the two, so a capture near it may go either way.
+MIN_EXPLAINED_SHARE = 0.75
 # A focal length from the pairs further than this factor from COLMAP's start (1.2 times the larger side)
 # is not taken: 0.4 to 3.6 times the larger side is 14 to 125 mm equivalent on a 4:3 photo, phone lenses
 # from ultra-wide to tele. On 93 captures the pairs gave 0.51-1.0 times the start, and twice far from it:
@@ -109,7 +117,8 @@ class SfMResult:
     doubtful_images: list[str] = field(default_factory=list)
     """Photos whose cameras may be wrong: the check's; every photo of a model that rests on two of
     several photos and few points (`rests_on_two_of_many`), of a global model on the pairs alone
-    (`rests_on_pairs`), and of a global model the incremental one contradicts (`mappings_disagreement`)."""
+    (`rests_on_pairs`), of a global model the incremental one contradicts (`mappings_disagreement`), and of
+    a model that leaves much of its verified matches unexplained (`mostly_unexplained`)."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Time of each step: features and matches, mapping, test views."""
     low_parallax: bool = False
@@ -835,6 +844,16 @@ def run_sfm(
     for name, why in unregistered.items():
         log.warning("Training image %s not registered: %s", name, why)
     doubtful = set(doubtful_photos(train, check, train_names, global_mapping, disagreement))
+    if mostly_unexplained(check):
+        doubtful = set(registered)
+        log.warning(
+            "The cameras of %s may be wrong: they explain %.0f%% of the verified matches between the photos. "
+            "Repeated structure (rows of windows, arcades) matches the wrong copy in every pair, and a wrong model "
+            "then explains its pairs as well as the right one. Photos of the whole place, all round it, or of what "
+            "is unique in it, give cameras the matches can check (sfm/report.json, model_check).",
+            ", ".join(registered),
+            100 * check.explained_share,
+        )
     if global_mapping:
         log.warning(
             "Incremental mapping left photos out or in doubt; the cameras come from global mapping, which places "
@@ -961,6 +980,11 @@ def mappings_disagreement(model: pycolmap.Reconstruction, other: pycolmap.Recons
     if len(shared) < 2:
         return None
     return max(pair_errors_deg({n: poses[0][n] for n in shared}, {n: poses[1][n] for n in shared}).values())
+
+
+def mostly_unexplained(check: ModelCheck) -> bool:
+    """Whether the model explains under MIN_EXPLAINED_SHARE of all the checked pairs' verified matches."""
+    return check.explained_share < MIN_EXPLAINED_SHARE
 
 
 def disputed(disagreement: float | None) -> bool:
