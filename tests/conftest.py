@@ -49,21 +49,19 @@ def prior_files(scene, tmp_path_factory) -> Path:
     return write_prior_files(scene, tmp_path_factory.mktemp("prior_files"), seed=0)
 
 
+def process_copy(base, output: Path, photos: Path, prior_dir: Path, **options):
+    """`photos` processed with the files prior of `prior_dir` (every 4th view held out) into a copy of the
+    processed scene `base`: the stages current there are not run again."""
+    shutil.copytree(base.root, output)
+    prior = {"prior": "files", "prior_options": PriorConfig(files=FilesConfig(dir=prior_dir))}
+    return process(ProcessConfig(images=photos, output=output, test_every=4, **prior, **options))
+
+
 @pytest.fixture(scope="session")
 def dense_scene(processed, photos, prior_files, tmp_path_factory):
     """The synthetic photos with the prior files aligned. Made from a copy of `processed`, so that
     SfM is not run again (its stage is current there)."""
-    output = tmp_path_factory.mktemp("dense_scene") / "scene"
-    shutil.copytree(processed.root, output)
-    return process(
-        ProcessConfig(
-            images=photos,
-            output=output,
-            test_every=4,
-            prior="files",
-            prior_options=PriorConfig(files=FilesConfig(dir=prior_files)),
-        )
-    )
+    return process_copy(processed, tmp_path_factory.mktemp("dense_scene") / "scene", photos, prior_files)
 
 
 # Small enough for CPU: images at 80x60 (a quarter of the photos), 300 steps, 20 pose steps per test view
@@ -98,18 +96,7 @@ def depth_scene(dense_scene, photos, prior_files, tmp_path_factory):
     Few dense seed points: the CPU rasteriser's cost grows with the number of Gaussians. Made from a
     copy of the aligned scene, so that only refinement and export run."""
     output = tmp_path_factory.mktemp("depth_scene") / "scene"
-    shutil.copytree(dense_scene.root, output)
-    return process(
-        ProcessConfig(
-            images=photos,
-            output=output,
-            test_every=4,
-            prior="files",
-            prior_options=PriorConfig(files=FilesConfig(dir=prior_files)),
-            refine="global",
-            max_dense_points=4000,
-        )
-    )
+    return process_copy(dense_scene, output, photos, prior_files, refine="global", max_dense_points=4000)
 
 
 def run_console_script(entrypoint, argv: list[str], env: dict[str, str] | None = None, exit_code: int = 0) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 import pytest
-from conftest import sfm_from_true
+from conftest import process_copy, sfm_from_true
 from plyfile import PlyData
 
 from spars_ns.errors import InputError
@@ -53,17 +53,7 @@ def test_fused_points_are_dense_accurate_and_labelled(dense_scene, scene):
 
 
 def test_alignment_none_keeps_sfm_seeds_only(dense_scene, photos, prior_files, tmp_path):
-    shutil.copytree(dense_scene.root, tmp_path / "s")  # SfM and the prior current: alignment switched off
-    scene = process(
-        ProcessConfig(
-            images=photos,
-            output=tmp_path / "s",
-            test_every=4,
-            prior="files",
-            prior_options=PriorConfig(files=FilesConfig(dir=prior_files)),
-            align="none",
-        )
-    )
+    scene = process_copy(dense_scene, tmp_path / "s", photos, prior_files, align="none")  # SfM and the prior current
     counts = scene.stage_entry("export")["counts"]
     assert counts["global_points"] == counts["region_points"] == 0 and counts["points"] == counts["sfm_points"]
 
@@ -171,17 +161,7 @@ def test_an_image_without_usable_prior_keeps_its_sfm_points(dense_scene, prior_f
     with np.load(folder / "view_002.npz") as data:
         pts3d = data["pts3d"]
     np.savez(folder / "view_002.npz", pts3d=pts3d, conf=np.zeros(pts3d.shape[:2], np.float32))
-    output = tmp_path / "scene"
-    shutil.copytree(dense_scene.root, output)
-    scene = process(
-        ProcessConfig(
-            images=photos,
-            output=output,
-            test_every=4,
-            prior="files",
-            prior_options=PriorConfig(files=FilesConfig(dir=folder)),
-        )
-    )
+    scene = process_copy(dense_scene, tmp_path / "scene", photos, folder)
     report = json.loads((scene.align_dir / "report.json").read_text())
     assert "view_002.png" not in report["images"]
     assert report["sfm_points_only"]["view_002.png"].startswith(
@@ -196,19 +176,8 @@ def test_refining_when_no_view_kept_its_prior_says_why(dense_scene, prior_files,
     for path in prior_files.glob("*.npz"):
         with np.load(path) as data:
             np.savez(folder / path.name, pts3d=data["pts3d"], conf=np.zeros(data["pts3d"].shape[:2], np.float32))
-    output = tmp_path / "scene"
-    shutil.copytree(dense_scene.root, output)
     with pytest.raises(InputError, match=r"--refine global: no training view has depth to refine.*align/report\.json"):
-        process(
-            ProcessConfig(
-                images=photos,
-                output=output,
-                test_every=4,
-                prior="files",
-                prior_options=PriorConfig(files=FilesConfig(dir=folder)),
-                refine="global",
-            )
-        )
+        process_copy(dense_scene, tmp_path / "scene", photos, folder, refine="global")
 
 
 @pytest.mark.parametrize("kind", ["depth", "disparity"])
@@ -225,19 +194,8 @@ def test_refined_depth_from_affine_invariant_files(scene, photos, processed, tmp
         prior = rng.uniform(0.5, 2) * value + 0.1 * np.median(value[np.isfinite(value)])
         np.save(folder / f"view_{i:03d}.npy", np.where(np.isfinite(depth), prior, 0.0))  # 0: no depth
     output = tmp_path / "scene"
-    shutil.copytree(processed.root, output)
-    result = process(
-        ProcessConfig(
-            images=photos,
-            output=output,
-            test_every=4,
-            prior="files",
-            prior_options=PriorConfig(files=FilesConfig(dir=folder)),
-            align="none",
-            refine="local",
-            refine_options=RefineConfig(input=kind),
-        )
-    )
+    options = {"align": "none", "refine": "local", "refine_options": RefineConfig(input=kind)}
+    result = process_copy(processed, output, photos, folder, **options)
     meta = json.loads(result.transforms_path.read_text())
     assert all(f["depth_file_path"] == f"depth/{f['file_path'][7:-4]}.npy" for f in meta["frames"])
     assert not np.load(output / "depth" / "view_000.npy").any()  # a test view: no depth
@@ -263,20 +221,8 @@ def test_refined_depth_from_affine_invariant_files(scene, photos, processed, tmp
 
 def test_refined_cameras_reach_transforms_json(dense_scene, photos, prior_files, tmp_path):
 
-    output = tmp_path / "scene"
-    shutil.copytree(dense_scene.root, output)
     options = RefineConfig(refine_poses=True, refine_focal=True, iterations=40)
-    scene = process(
-        ProcessConfig(
-            images=photos,
-            output=output,
-            test_every=4,
-            prior="files",
-            prior_options=PriorConfig(files=FilesConfig(dir=prior_files)),
-            refine="local",
-            refine_options=options,
-        )
-    )
+    scene = process_copy(dense_scene, tmp_path / "scene", photos, prior_files, refine="local", refine_options=options)
     corrected = json.loads((scene.refine_dir / "cameras.json").read_text())
     frames = {f["file_path"][7:]: f for f in json.loads(scene.transforms_path.read_text())["frames"]}
     before = {f["file_path"][7:]: f for f in json.loads(dense_scene.transforms_path.read_text())["frames"]}
