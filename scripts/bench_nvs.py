@@ -310,8 +310,9 @@ def run(args: Run) -> None:
 
     from spars_ns.ns.runs import score_run, train_run
 
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    if not torch.cuda.is_available():
+    on_cpu = not torch.cuda.is_available()
+    device = "CPU" if on_cpu else torch.cuda.get_device_name()
+    if on_cpu:
         torch.set_num_threads(args.cpu_threads)
     args.json_dir.mkdir(parents=True, exist_ok=True)
     for dataset in prepared_datasets(args.prepared):
@@ -344,7 +345,7 @@ def run(args: Run) -> None:
                 "method": method,
                 "steps": args.steps,
                 "device": device,
-                "cpu_threads": None if torch.cuda.is_available() else torch.get_num_threads(),
+                "cpu_threads": torch.get_num_threads() if on_cpu else None,
                 "date": time.strftime("%Y-%m-%d"),
                 **trained,
                 "tpo": scores,

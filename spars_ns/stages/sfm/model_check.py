@@ -83,9 +83,7 @@ class ModelCheck:
     def explained_share(self) -> float:
         """The share of all the checked pairs' verified matches that the model explains (NaN without pairs).
         Where structure repeats, matches of a copy one period along a wall pass verification beside the right
-        ones, and no model explains them all: right and wrong models of walls of repeated arches explained
-        43-69% of them, the true cameras 47-71%, where right models of Strecha photos explain 97-99% and of
-        the fox's (a repeated wallpaper behind it) 81-95% (BENCHMARKS.md, "Walls that repeat")."""
+        ones, and no model explains them all (the figures: `mapping.MIN_EXPLAINED_SHARE`)."""
         matches = sum(p.matches for p in self.pairs)
         return sum(p.matches * p.explained for p in self.pairs) / matches if matches else float("nan")
 
