@@ -28,6 +28,9 @@ one), and for synthetic scenes the SfM points' median distance to the true surfa
 fit of the camera centres (scene units; the synthetic room is 8 units across, the walk-around's
 yard 16).
 
+`--again PATH` measures an earlier run's captures again (with `--where FIELD`, those where that field
+was true): a change judged on exactly the captures it touches, beside their earlier figures.
+
 To hold a change against the previous main, check that commit out beside this one
 (`git worktree add /tmp/previous-main HEAD~1`) and run this script on its package with
 `scripts/at_revision.py`, as above (PYTHONPATH alone does not: the editable install comes
@@ -91,6 +94,12 @@ class Args:
     """JSON with every capture's figures and the summary."""
     compare: list[Path] = field(default_factory=list)
     """Two JSON files of earlier runs (before, after): print their summaries side by side and stop."""
+    again: Path | None = None
+    """A JSON file of an earlier run: measure its captures again (the same photos, the same synthetic
+    seeds) instead of drawing new ones, and print its summary beside this one's."""
+    where: str | None = None
+    """With --again, only the captures where this field of the earlier run is true
+    (focal_length_undetermined, robust_adjustment, ...)."""
 
 
 @dataclass
@@ -139,14 +148,32 @@ def as_4x4(cam_from_world: np.ndarray) -> np.ndarray:
 
 def real_captures(scene: Path, k: int, count: int, rng: np.random.Generator, close: bool = False) -> list[Capture]:
     """Spread-out subsets of a real scene, or with `close` runs of neighbouring video frames."""
+    names = sorted(load_true_poses(scene / "transforms.json"))
+    subsets = close_runs(names, k, count, rng) if close else spread_subsets(names, k, count, rng)
+    return [real_capture(scene, subset, f"{scene.name} close" if close else scene.name) for subset in subsets]
+
+
+def real_capture(scene: Path, names: list[str], source: str) -> Capture:
     truth = load_true_poses(scene / "transforms.json")
     meta = json.loads((scene / "transforms.json").read_text())
     focal = meta.get("fl_x") or meta["frames"][0].get("fl_x")
-    subsets = close_runs(sorted(truth), k, count, rng) if close else spread_subsets(sorted(truth), k, count, rng)
-    source = f"{scene.name} close" if close else scene.name
-    return [
-        Capture(source, k, names, {n: as_4x4(truth[n]) for n in names}, focal, scene / "images") for names in subsets
-    ]
+    return Capture(source, len(names), names, {n: as_4x4(truth[n]) for n in names}, focal, scene / "images")
+
+
+def capture_again(row: dict, scenes: list[Path], folder: Path) -> Capture:
+    """The capture an earlier run's row measured: a real scene's photos by name, a synthetic scene by
+    its layout and seed (the last word of its source)."""
+    source, views = row["source"], row["views"]
+    if source.startswith("synthetic"):
+        return synthetic_capture(int(source.split()[-1]), views, folder)
+    if source.startswith("walk-around"):
+        words = source.split()
+        return synthetic_capture(int(words[-1]), views, folder, float(words[1]), "steady" in words, "repeated" in words)
+    name = source.removesuffix(" close")
+    scene = next((s for s in scenes if s.name == name), None)
+    if scene is None:
+        raise SystemExit(f"{row['source']}: no scene named {name} among --scene {' '.join(map(str, scenes))}")
+    return real_capture(scene, row["names"], source)
 
 
 def synthetic_capture(
@@ -317,6 +344,20 @@ def table(summaries: list[tuple[str, list[dict]]]) -> str:
     return "\n".join(lines)
 
 
+def drawn_captures(args: Args, rng: np.random.Generator, folder: Path) -> list[Capture]:
+    """The captures `args` ask for, real ones drawn by `rng`, synthetic ones written under `folder`."""
+    captures = [c for k in args.views for scene in args.scene for c in real_captures(scene, k, args.subsets, rng)]
+    if args.close:
+        captures += [c for k in args.views for s in args.scene for c in real_captures(s, k, args.close, rng, True)]
+    for k in args.views:
+        for seed in range(args.synthetic):
+            captures.append(synthetic_capture(seed, k, folder / f"synthetic_{seed}_{k}"))
+        for seed in range(args.walkaround):
+            walk = folder / f"walkaround_{seed}_{k}"
+            captures.append(synthetic_capture(seed, k, walk, args.arc, args.steady, args.repeated))
+    return captures
+
+
 def main(args: Args) -> None:
     if args.compare:
         loaded = [(path.stem, json.loads(path.read_text())["summary"]) for path in args.compare]
@@ -325,24 +366,21 @@ def main(args: Args) -> None:
     pycolmap.logging.minloglevel = 2
     logging.basicConfig(level=logging.ERROR)
     rng = np.random.default_rng(args.seed)
-    rows = []
+    rows, earlier = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        captures = [c for k in args.views for scene in args.scene for c in real_captures(scene, k, args.subsets, rng)]
-        if args.close:
-            captures += [c for k in args.views for s in args.scene for c in real_captures(s, k, args.close, rng, True)]
-        for k in args.views:
-            for seed in range(args.synthetic):
-                captures.append(synthetic_capture(seed, k, Path(tmp) / f"synthetic_{seed}_{k}"))
-            for seed in range(args.walkaround):
-                folder = Path(tmp) / f"walkaround_{seed}_{k}"
-                captures.append(synthetic_capture(seed, k, folder, args.arc, args.steady, args.repeated))
+        if args.again:
+            earlier = json.loads(args.again.read_text())["captures"]
+            earlier = [r for r in earlier if args.where is None or r.get(args.where)]
+            captures = [capture_again(r, args.scene, Path(tmp) / f"again_{i}") for i, r in enumerate(earlier)]
+        else:
+            captures = drawn_captures(args, rng, Path(tmp))
         for i, capture in enumerate(captures):
             work = Path(tmp) / f"capture_{i}"
             work.mkdir()
             rows.append(measure(capture, work, args.focal_prior))
             print(f"[{i + 1}/{len(captures)}]", {k: v for k, v in rows[-1].items() if k != "names"}, flush=True)
     summary = summarise(rows)
-    print(table([("", summary)]))
+    print(table([(args.again.stem, summarise(earlier)), ("again", summary)] if args.again else [("", summary)]))
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(
@@ -361,6 +399,8 @@ def main(args: Args) -> None:
                         "repeated": args.repeated,
                         "seed": args.seed,
                         "focal_prior": args.focal_prior,
+                        "again": str(args.again) if args.again else None,
+                        "where": args.where,
                     },
                     "summary": summary,
                     "captures": rows,

@@ -152,3 +152,34 @@ def test_photos_that_only_move_sideways_leave_the_focal_length_open(processed):
         slid = reprojected(sliding(model, baseline), lens, 0.1, seed=0)
         assert adjustment.focal_length_undetermined(slid, cameras)
         assert not adjustment.focal_length_undetermined(slid, set())  # no camera to check: nothing in doubt
+
+
+def test_a_distant_point_does_not_make_a_fixed_focal_length_read_as_open(processed):
+    """A point far beyond the scene (a distant landmark, or a false match of nearly parallel rays) can
+    cross to behind the cameras when the focal length is held off: its rays diverge, and the
+    adjustment's cost projects a point behind a camera all the same (x/z, as COLMAP's does). The check
+    must weigh that fit as the adjustment does, not lose it to a NaN (10 of 60 fountain-P11 captures
+    read as "open" so). The room's longest track moved 300 units out (the room is 8 across), every
+    keypoint of it its projection: the room's arc still fixes the focal length."""
+    mapped = pycolmap.Reconstruction(processed.sparse_dir)
+    model = reprojected(mapped, next(iter(mapped.cameras.values())), 0.1, seed=0)
+    point_id = max(model.points3D, key=lambda i: model.point3D(i).track.length())
+    track = model.point3D(point_id).track.elements
+    centre = model.image(track[0].image_id).projection_center()
+    ray = model.point3D(point_id).xyz - centre
+    distant = centre + 300 * ray / np.linalg.norm(ray)
+    model.point3D(point_id).xyz = distant
+    for element in track:
+        image = model.image(element.image_id)
+        keypoint = model.camera(image.camera_id).img_from_cam(image.cam_from_world() * distant)
+        image.points2D[element.point2D_idx].xy = keypoint
+    held = pycolmap.Reconstruction(model)
+    for camera in held.cameras.values():
+        camera.params = [camera.params[0] * adjustment.FOCAL_CHECK_FACTORS[1], *camera.params[1:]]
+    options = pycolmap.BundleAdjustmentOptions()
+    options.refine_focal_length = False
+    adjustment.adjust(held, options)
+    depths = [(held.image(e.image_id).cam_from_world() * held.point3D(point_id).xyz)[2] for e in track]
+    assert min(depths) < 0  # held a tenth longer, the rays diverge: the point crosses behind the cameras
+    assert np.isfinite(adjustment.reprojection_residuals(held)).all()
+    assert not adjustment.focal_length_undetermined(model, set(model.cameras))

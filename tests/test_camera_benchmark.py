@@ -3,8 +3,9 @@
 import importlib.util
 import sys
 
+import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, SHARED_DATA
 
 
 @pytest.fixture(scope="module")
@@ -29,3 +30,23 @@ def test_synthetic_captures_of_four_views_meet_the_camera_goals(bench, seed, tmp
     assert row["median_pair_error_deg"] <= 0.3
     assert row["focal_error"] <= 0.005
     assert row["points_to_surface"] <= 0.03
+
+
+@pytest.mark.slow
+def test_an_earlier_runs_captures_are_measured_again_as_they_were(bench, tmp_path):
+    """`--again` rebuilds each capture from an earlier run's row alone: the same photos and truth for a
+    real scene, the same synthetic scene (photos byte for byte) for a room and a steady walk-around."""
+    fox = SHARED_DATA / "fox"
+    scenes = [fox] if (fox / "transforms.json").exists() else []
+    args = bench.Args(scene=scenes, views=[3], subsets=1, synthetic=1, close=1, walkaround=1, arc=6.0, steady=True)
+    drawn = bench.drawn_captures(args, np.random.default_rng(0), tmp_path / "drawn")
+    assert len(drawn) == 2 * len(scenes) + 2
+    for i, capture in enumerate(drawn):
+        row = {"source": capture.source, "views": capture.views, "names": capture.names}
+        again = bench.capture_again(row, scenes, tmp_path / f"again_{i}")
+        assert (again.source, again.names, again.focal) == (capture.source, capture.names, capture.focal)
+        assert all(np.array_equal(again.truth[n], capture.truth[n]) for n in capture.names)
+        for name in capture.names:
+            assert (again.image_dir / name).read_bytes() == (capture.image_dir / name).read_bytes()
+    with pytest.raises(SystemExit, match="no scene named"):
+        bench.capture_again({"source": "courtyard", "views": 3, "names": ["a.jpg"]}, scenes, tmp_path / "none")
