@@ -363,6 +363,8 @@ def main(args: Args) -> None:
         loaded = [(path.stem, json.loads(path.read_text())["summary"]) for path in args.compare]
         print(table(loaded))
         return
+    if args.where and not args.again:
+        raise SystemExit("--where picks among the captures of --again: give --again too")
     pycolmap.logging.minloglevel = 2
     logging.basicConfig(level=logging.ERROR)
     rng = np.random.default_rng(args.seed)
