@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -358,6 +359,15 @@ def drawn_captures(args: Args, rng: np.random.Generator, folder: Path) -> list[C
     return captures
 
 
+def cpu_model() -> str:
+    """The processor's name: the same code gave other cameras on another day (BENCHMARKS.md, "A point
+    behind a camera"), and floating point may differ between machines."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or "unknown"
+
+
 def main(args: Args) -> None:
     if args.compare:
         loaded = [(path.stem, json.loads(path.read_text())["summary"]) for path in args.compare]
@@ -389,7 +399,9 @@ def main(args: Args) -> None:
             json.dumps(
                 {
                     "device": "CPU",
+                    "cpu": cpu_model(),
                     "pycolmap": pycolmap.__version__,
+                    "numpy": np.__version__,
                     "args": {
                         "views": args.views,
                         "subsets": args.subsets,
