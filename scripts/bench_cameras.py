@@ -155,6 +155,7 @@ def real_captures(scene: Path, k: int, count: int, rng: np.random.Generator, clo
 
 
 def real_capture(scene: Path, names: list[str], source: str) -> Capture:
+    """The photos `names` of a real scene, with their true poses and focal length."""
     truth = load_true_poses(scene / "transforms.json")
     meta = json.loads((scene / "transforms.json").read_text())
     focal = meta.get("fl_x") or meta["frames"][0].get("fl_x")
