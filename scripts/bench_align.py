@@ -16,6 +16,8 @@ model can reach, SfM's own errors included.
 
 from __future__ import annotations
 
+import spars_ns  # noqa: F401  # isort: skip  # first: it pins OpenBLAS's kernels before numpy and pycolmap load
+
 import tempfile
 import time
 from dataclasses import dataclass, field

@@ -40,8 +40,11 @@ model check found no doubtful image; a right model with doubtful images is a fal
 
 from __future__ import annotations
 
+import spars_ns  # noqa: F401  # isort: skip  # first: it pins OpenBLAS's kernels before numpy and pycolmap load
+
 import json
 import logging
+import os
 import platform
 import tempfile
 import time
@@ -361,8 +364,8 @@ def drawn_captures(args: Args, rng: np.random.Generator, folder: Path) -> list[C
 
 
 def cpu_model() -> str:
-    """The processor's name: the same code gave other cameras on another day (BENCHMARKS.md, "A point
-    behind a camera"), and floating point may differ between machines."""
+    """The processor's name: the same code gave other cameras on another processor, where OpenBLAS
+    chose other kernels (BENCHMARKS.md, "Other cameras on another processor")."""
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
     names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
@@ -401,6 +404,7 @@ def main(args: Args) -> None:
                 {
                     "device": "CPU",
                     "cpu": cpu_model(),
+                    "blas_kernels": os.environ.get("OPENBLAS_CORETYPE", "the processor's choice"),
                     "pycolmap": pycolmap.__version__,
                     "numpy": np.__version__,
                     "args": {

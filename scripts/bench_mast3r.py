@@ -21,6 +21,8 @@ matching (`extract_correspondences`) are timed (median of --repeats), and the in
 
 from __future__ import annotations
 
+import spars_ns  # noqa: F401  # isort: skip  # first: it pins OpenBLAS's kernels before numpy and pycolmap load
+
 import json
 import math
 import resource

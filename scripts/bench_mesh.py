@@ -19,6 +19,8 @@ set, and the GPU's when there is one) of each `spars-ns mesh` run, in a fresh pr
 
 from __future__ import annotations
 
+import spars_ns  # noqa: F401  # isort: skip  # first: it pins OpenBLAS's kernels before numpy and pycolmap load
+
 import json
 import multiprocessing
 import os

@@ -42,6 +42,8 @@ loss off), rendered by the pure-PyTorch rasteriser; never compare it with a GPU 
 
 from __future__ import annotations
 
+import spars_ns  # noqa: F401  # isort: skip  # first: it pins OpenBLAS's kernels before numpy and pycolmap load
+
 import json
 import logging
 import shutil

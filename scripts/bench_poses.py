@@ -14,6 +14,8 @@ then our time per step. A feature type whose weights cannot be had gets a row sa
 
 from __future__ import annotations
 
+import spars_ns  # noqa: F401  # isort: skip  # first: it pins OpenBLAS's kernels before numpy and pycolmap load
+
 import logging
 import tempfile
 import time

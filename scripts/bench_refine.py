@@ -13,6 +13,8 @@ and for the noise floor (the true depth with the noise alone), with seconds.
 
 from __future__ import annotations
 
+import spars_ns  # noqa: F401  # isort: skip  # first: it pins OpenBLAS's kernels before numpy and pycolmap load
+
 import time
 from dataclasses import dataclass, field
 

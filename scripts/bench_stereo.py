@@ -15,6 +15,8 @@ random spread subsets, the captures `bench_cameras.py` measures; SfM runs once p
 
 from __future__ import annotations
 
+import spars_ns  # noqa: F401  # isort: skip  # first: it pins OpenBLAS's kernels before numpy and pycolmap load
+
 import ast
 import sys
 import time

@@ -13,6 +13,8 @@ tracks kept` puts them in), triangulates and keeps points at 1.5 degrees or more
 
 from __future__ import annotations
 
+import spars_ns  # noqa: F401  # isort: skip  # first: it pins OpenBLAS's kernels before numpy and pycolmap load
+
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field

@@ -9,6 +9,8 @@ stops changing: the viewer streams renders in coarse to fine.
 
 from __future__ import annotations
 
+import spars_ns  # noqa: F401  # isort: skip  # first: it pins OpenBLAS's kernels before numpy and pycolmap load
+
 import io
 import shutil
 import sys

@@ -1,9 +1,36 @@
-"""spars-ns: sparse-view Gaussian splatting from a few uncalibrated photos, for nerfstudio."""
+"""spars-ns: sparse-view Gaussian splatting from a few uncalibrated photos, for nerfstudio.
+
+Import it before numpy and pycolmap: the two settings below only hold for libraries loaded after them.
+"""
+
+import os
+import platform
 
 # pycolmap's wheel links zlib statically and exports its symbols: a system libz.so.1 loaded after
 # pycolmap (by Python's zlib module, or by OpenCV's libraries) binds its internal calls to
 # pycolmap's copy, and the first compressed write (np.savez_compressed) corrupts the heap. Loaded
 # first, libz.so.1 keeps its own functions.
 import zlib  # noqa: F401
+from pathlib import Path
 
 __version__ = "0.1.0"
+
+BLAS_KERNELS = "Haswell"
+
+
+def pin_blas_kernels() -> None:
+    """pycolmap carries its own OpenBLAS, which picks its kernels by the processor as it loads, and
+    global mapping's sparse solvers sum in their order: the same photos gave other cameras on a
+    processor with AVX-512 than on one without (a walk-around's 4 photos: 5.39 against 5.22 degrees;
+    BENCHMARKS.md, "Other cameras on another processor"). OpenBLAS's Haswell kernels run on every x86
+    processor with AVX2 and FMA, and give them all the same cameras. A kernel the user chose stays."""
+    if "OPENBLAS_CORETYPE" in os.environ or platform.machine().lower() not in ("x86_64", "amd64"):
+        return
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    flags = {flag for line in lines if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    if {"avx2", "fma"} <= flags:
+        os.environ["OPENBLAS_CORETYPE"] = BLAS_KERNELS
+
+
+pin_blas_kernels()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import spars_ns  # noqa: F401  # isort: skip  # first: it pins OpenBLAS's kernels before numpy and pycolmap load
+
 import contextlib
 import io
 import json

@@ -189,6 +189,50 @@ def test_mapping_gives_bit_identical_cameras_beside_busy_processes(processed, tm
     assert all(result == results[0] for result in results[1:])
 
 
+GLOBAL_MAPPING_DIGEST = """
+import hashlib, json, sys
+from pathlib import Path
+import spars_ns
+from spars_ns.stages.sfm import mapping
+database, images, train, out = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3]), Path(sys.argv[4])
+model = mapping.map_globally(database, images, train, out)
+poses = b"".join(image.cam_from_world().matrix().tobytes() for _, image in sorted(model.images.items()))
+print(hashlib.sha256(poses + b"".join(c.params.tobytes() for c in model.cameras.values())).hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_global_mapping_gives_the_same_cameras_on_any_processor_with_avx2(processed, tmp_path):
+    """pycolmap's own OpenBLAS picks its kernels by the processor, and global mapping's solvers sum in
+    their order: on this scene an AVX-512 processor gave other cameras than an AVX2 one, in the last
+    bits. spars_ns pins the kernels as it loads; a process that leaves the choice to it must get the
+    cameras of a process told those kernels outright (on a processor with AVX-512 this failed before)."""
+    import subprocess
+    import sys
+
+    import spars_ns
+
+    machine = {key: value for key, value in os.environ.items() if key != "OPENBLAS_CORETYPE"}
+    probe = "import os, spars_ns; print(os.environ.get('OPENBLAS_CORETYPE', ''))"
+    pinned = subprocess.run([sys.executable, "-c", probe], env=machine, capture_output=True, text=True, check=True)
+    if pinned.stdout.strip() != spars_ns.BLAS_KERNELS:
+        pytest.skip("a processor without AVX2 and FMA: spars_ns leaves OpenBLAS its own kernels")
+    train = json.dumps(sorted(json.loads((processed.sfm_dir / "report.json").read_text())["registered_train"]))
+    digests = []
+    for env in (machine, {**machine, "OPENBLAS_CORETYPE": spars_ns.BLAS_KERNELS}):
+        arguments = [processed.sfm_dir / "database.db", processed.images_dir, train, tmp_path / str(len(digests))]
+        run = subprocess.run(
+            [sys.executable, "-c", GLOBAL_MAPPING_DIGEST, *map(str, arguments)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        digests.append(run.stdout.strip())
+    assert digests[0] == digests[1]
+
+
 def test_test_views_leave_the_training_model_bit_identical(processed):
     train = pycolmap.Reconstruction(processed.sparse_dir)
     with_test = pycolmap.Reconstruction(processed.sparse_with_test_dir)
