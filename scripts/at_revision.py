@@ -10,12 +10,17 @@ so PYTHONPATH alone would measure this checkout twice; the hook is taken out her
 
 from __future__ import annotations
 
+import importlib
 import runpy
 import sys
 from pathlib import Path
 
 if __name__ == "__main__":
     root = Path(sys.argv[1]).resolve()
+    # This checkout's package first, for the OpenBLAS kernels it pins (older ones did not): both sides of
+    # a comparison then run the same kernels; then the other checkout's package in its place.
+    importlib.import_module("spars_ns")
+    del sys.modules["spars_ns"]
     sys.meta_path[:] = [finder for finder in sys.meta_path if "editable" not in getattr(finder, "__module__", "")]
     sys.path.insert(0, str(root))
     import spars_ns
