@@ -30,6 +30,7 @@ yard 16).
 
 `--again PATH` measures an earlier run's captures again (with `--where FIELD`, those where that field
 was true): a change judged on exactly the captures it touches, beside their earlier figures.
+`--processes N` measures N captures at a time (the same rows; the seconds are not comparable).
 
 To hold a change against the previous main, check that commit out beside this one
 (`git worktree add /tmp/previous-main HEAD~1`) and run this script on its package with
@@ -40,14 +41,18 @@ model check found no doubtful image; a right model with doubtful images is a fal
 
 from __future__ import annotations
 
-import spars_ns  # noqa: F401  # isort: skip  # first: it pins OpenBLAS's kernels before numpy and pycolmap load
+import spars_ns  # isort: skip  # first: it pins OpenBLAS's kernels before numpy and pycolmap load
 
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -104,6 +109,9 @@ class Args:
     where: str | None = None
     """With --again, only the captures where this field of the earlier run is true
     (focal_length_undetermined, robust_adjustment, ...)."""
+    processes: int = 1
+    """Captures measured at once, each in a process of its own. The cameras do not depend on it (the
+    same bit for bit beside busy processes); the seconds do: compare them between runs of one process."""
 
 
 @dataclass
@@ -372,6 +380,27 @@ def cpu_model() -> str:
     return names[0] if names else platform.processor() or "unknown"
 
 
+def quiet(package: str) -> None:
+    """pycolmap's and our logging down to errors, in this process and in each of `measuring`'s, which
+    must also import the package this one measures (`at_revision.py`'s, not the editable install's)."""
+    if spars_ns.__file__ != package:
+        raise SystemExit(f"a measuring process imported {spars_ns.__file__}, not {package}: use --processes 1")
+    pycolmap.logging.minloglevel = 2
+    logging.basicConfig(level=logging.ERROR)
+
+
+@contextmanager
+def measuring(processes: int) -> Iterator[Callable]:
+    """`map`, over `processes` fresh processes (spawned: nothing of this one's threads or state) when more
+    than one; rows in the captures' order either way."""
+    if processes <= 1:
+        yield map
+        return
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, mp_context=spawn, initializer=quiet, initargs=(spars_ns.__file__,)) as pool:
+        yield pool.map
+
+
 def main(args: Args) -> None:
     if args.compare:
         loaded = [(path.stem, json.loads(path.read_text())["summary"]) for path in args.compare]
@@ -379,8 +408,7 @@ def main(args: Args) -> None:
         return
     if args.where and not args.again:
         raise SystemExit("--where picks among the captures of --again: give --again too")
-    pycolmap.logging.minloglevel = 2
-    logging.basicConfig(level=logging.ERROR)
+    quiet(spars_ns.__file__)
     rng = np.random.default_rng(args.seed)
     rows, earlier = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -390,11 +418,13 @@ def main(args: Args) -> None:
             captures = [capture_again(r, args.scene, Path(tmp) / f"again_{i}") for i, r in enumerate(earlier)]
         else:
             captures = drawn_captures(args, rng, Path(tmp))
-        for i, capture in enumerate(captures):
-            work = Path(tmp) / f"capture_{i}"
+        works = [Path(tmp) / f"capture_{i}" for i in range(len(captures))]
+        for work in works:
             work.mkdir()
-            rows.append(measure(capture, work, args.focal_prior))
-            print(f"[{i + 1}/{len(captures)}]", {k: v for k, v in rows[-1].items() if k != "names"}, flush=True)
+        with measuring(args.processes) as measured:
+            for row in measured(measure, captures, works, [args.focal_prior] * len(captures)):
+                rows.append(row)
+                print(f"[{len(rows)}/{len(captures)}]", {k: v for k, v in row.items() if k != "names"}, flush=True)
     summary = summarise(rows)
     print(table([(args.again.stem, summarise(earlier)), ("again", summary)] if args.again else [("", summary)]))
     if args.output:
@@ -420,6 +450,7 @@ def main(args: Args) -> None:
                         "focal_prior": args.focal_prior,
                         "again": str(args.again) if args.again else None,
                         "where": args.where,
+                        "processes": args.processes,
                     },
                     "summary": summary,
                     "captures": rows,

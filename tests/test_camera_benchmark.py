@@ -50,3 +50,23 @@ def test_an_earlier_runs_captures_are_measured_again_as_they_were(bench, tmp_pat
             assert (again.image_dir / name).read_bytes() == (capture.image_dir / name).read_bytes()
     with pytest.raises(SystemExit, match="no scene named"):
         bench.capture_again({"source": "courtyard", "views": 3, "names": ["a.jpg"]}, scenes, tmp_path / "none")
+
+
+@pytest.mark.slow
+def test_captures_measured_in_several_processes_give_the_rows_of_one(bench, tmp_path, monkeypatch):
+    """`--processes`: the rows in the captures' order with the figures this process measures (all but
+    the seconds), and a measuring process that imported another spars_ns than this one's is refused.
+    Bit for bit because numpy here runs the kernels spars_ns pins, as theirs does (pyproject.toml keeps
+    jaxtyping's pytest plugin from loading numpy first: the points' distances then differed by 1e-15)."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))  # spawned processes import the script as `bench_cameras`
+    captures = [bench.synthetic_capture(seed, 3, tmp_path / f"photos_{seed}") for seed in (0, 1)]
+    works = {way: [tmp_path / f"{way}_{i}" for i in range(len(captures))] for way in ("alone", "together")}
+    for work in works["alone"] + works["together"]:
+        work.mkdir()
+    alone = [bench.measure(capture, work) for capture, work in zip(captures, works["alone"])]
+    with bench.measuring(2) as measured:
+        together = list(measured(bench.measure, captures, works["together"], [None] * len(captures)))
+    assert [row["source"] for row in together] == ["synthetic 0", "synthetic 1"]
+    assert [{**row, "seconds": 0} for row in together] == [{**row, "seconds": 0} for row in alone]
+    with pytest.raises(SystemExit, match="use --processes 1"):
+        bench.quiet(str(tmp_path / "other" / "spars_ns" / "__init__.py"))
