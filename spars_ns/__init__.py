@@ -4,7 +4,6 @@ Import it before numpy and pycolmap: the two settings below only hold for librar
 """
 
 import os
-import platform
 
 # pycolmap's wheel links zlib statically and exports its symbols: a system libz.so.1 loaded after
 # pycolmap (by Python's zlib module, or by OpenCV's libraries) binds its internal calls to
@@ -24,9 +23,9 @@ def pin_blas_kernels() -> None:
     processor with AVX-512 than on one without (a walk-around's 4 photos: 5.39 against 5.22 degrees;
     BENCHMARKS.md, "Other cameras on another processor"). OpenBLAS's Haswell kernels run on every x86
     processor with AVX2 and FMA, and give them all the same cameras. A kernel the user chose stays."""
-    if "OPENBLAS_CORETYPE" in os.environ or platform.machine().lower() not in ("x86_64", "amd64"):
+    if "OPENBLAS_CORETYPE" in os.environ:
         return
-    cpuinfo = Path("/proc/cpuinfo")
+    cpuinfo = Path("/proc/cpuinfo")  # Linux; on x86 its "flags" lines name AVX2 and FMA
     lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
     flags = {flag for line in lines if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
     if {"avx2", "fma"} <= flags:

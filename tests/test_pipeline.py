@@ -233,6 +233,16 @@ def test_global_mapping_gives_the_same_cameras_on_any_processor_with_avx2(proces
     assert digests[0] == digests[1]
 
 
+def test_a_blas_kernel_the_user_chose_stays():
+    import subprocess
+    import sys
+
+    probe = "import os, spars_ns; print(os.environ['OPENBLAS_CORETYPE'])"
+    env = {**os.environ, "OPENBLAS_CORETYPE": "Sandybridge"}
+    run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "Sandybridge"
+
+
 def test_test_views_leave_the_training_model_bit_identical(processed):
     train = pycolmap.Reconstruction(processed.sparse_dir)
     with_test = pycolmap.Reconstruction(processed.sparse_with_test_dir)
