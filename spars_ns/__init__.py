@@ -22,7 +22,8 @@ def pin_blas_kernels() -> None:
     global mapping's sparse solvers sum in their order: the same photos gave other cameras on a
     processor with AVX-512 than on one without (a walk-around's 4 photos: 5.39 against 5.22 degrees;
     BENCHMARKS.md, "Other cameras on another processor"). OpenBLAS's Haswell kernels run on every x86
-    processor with AVX2 and FMA, and give them all the same cameras. A kernel the user chose stays."""
+    processor with AVX2 and FMA: pinned, every such processor sums as the others do. A kernel the user
+    chose stays."""
     if "OPENBLAS_CORETYPE" in os.environ:
         return
     cpuinfo = Path("/proc/cpuinfo")  # Linux; on x86 its "flags" lines name AVX2 and FMA
