@@ -30,7 +30,7 @@ yard 16).
 
 `--again PATH` measures an earlier run's captures again (with `--where FIELD`, those where that field
 was true): a change judged on exactly the captures it touches, beside their earlier figures.
-`--processes N` measures N captures at a time (the same rows; the seconds are not comparable).
+`--processes N` measures N captures at a time (see `Args.processes` for what that changes).
 
 To hold a change against the previous main, check that commit out beside this one
 (`git worktree add /tmp/previous-main HEAD~1`) and run this script on its package with
@@ -110,8 +110,10 @@ class Args:
     """With --again, only the captures where this field of the earlier run is true
     (focal_length_undetermined, robust_adjustment, ...)."""
     processes: int = 1
-    """Captures measured at once, each in a process of its own. The cameras do not depend on it (the
-    same bit for bit beside busy processes); the seconds do: compare them between runs of one process."""
+    """Captures measured at once, in as many processes. Each process measures its share one after another,
+    so a capture follows other captures than in a run of one process: the cameras should not depend on
+    it, but one whole run found a capture that did (BENCHMARKS.md, "Other cameras on another processor",
+    open); the seconds do: compare them between runs of one process."""
 
 
 @dataclass
