@@ -54,6 +54,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -376,10 +377,7 @@ def drawn_captures(args: Args, rng: np.random.Generator, folder: Path) -> list[C
 def cpu_model() -> str:
     """The processor's name: the same code gave other cameras on another processor, where OpenBLAS
     chose other kernels (BENCHMARKS.md, "Other cameras on another processor")."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or "unknown"
+    return spars_ns.cpu_info("model name") or platform.processor() or "unknown"
 
 
 def quiet(package: str) -> None:
@@ -424,7 +422,7 @@ def main(args: Args) -> None:
         for work in works:
             work.mkdir()
         with measuring(args.processes) as measured:
-            for row in measured(measure, captures, works, [args.focal_prior] * len(captures)):
+            for row in measured(partial(measure, focal_prior=args.focal_prior), captures, works):
                 rows.append(row)
                 print(f"[{len(rows)}/{len(captures)}]", {k: v for k, v in row.items() if k != "names"}, flush=True)
     summary = summarise(rows)

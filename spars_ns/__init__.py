@@ -24,13 +24,17 @@ def pin_blas_kernels() -> None:
     BENCHMARKS.md, "Other cameras on another processor"). OpenBLAS's Haswell kernels run on every x86
     processor with AVX2 and FMA: pinned, every such processor sums as the others do. A kernel the user
     chose stays."""
-    if "OPENBLAS_CORETYPE" in os.environ:
-        return
-    cpuinfo = Path("/proc/cpuinfo")  # Linux; on x86 its "flags" lines name AVX2 and FMA
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    flags = {flag for line in lines if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
-    if {"avx2", "fma"} <= flags:
+    if "OPENBLAS_CORETYPE" not in os.environ and {"avx2", "fma"} <= set((cpu_info("flags") or "").split()):
         os.environ["OPENBLAS_CORETYPE"] = BLAS_KERNELS
+
+
+def cpu_info(key: str) -> str | None:
+    """The value of the first `key` line of Linux's /proc/cpuinfo ("flags", "model name"); None elsewhere."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    return next(
+        (value.strip() for name, _, value in (line.partition(":") for line in lines) if name.strip() == key), None
+    )
 
 
 pin_blas_kernels()

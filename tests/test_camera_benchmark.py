@@ -65,7 +65,7 @@ def test_captures_measured_in_several_processes_give_the_rows_of_one(bench, tmp_
         work.mkdir()
     alone = [bench.measure(capture, work) for capture, work in zip(captures, works["alone"])]
     with bench.measuring(2) as measured:
-        together = list(measured(bench.measure, captures, works["together"], [None] * len(captures)))
+        together = list(measured(bench.measure, captures, works["together"]))
     assert [row["source"] for row in together] == ["synthetic 0", "synthetic 1"]
     assert [{**row, "seconds": 0} for row in together] == [{**row, "seconds": 0} for row in alone]
     with pytest.raises(SystemExit, match="use --processes 1"):

@@ -6,6 +6,8 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pycolmap
@@ -14,6 +16,7 @@ from conftest import sfm_from_true, true_poses
 from PIL import Image
 from plyfile import PlyData
 
+import spars_ns
 import spars_ns.stages.export.stage as export_stage
 import spars_ns.stages.sfm.stage as sfm_stage
 from spars_ns.errors import InputError, SfMError
@@ -207,15 +210,8 @@ def test_global_mapping_gives_the_same_cameras_on_any_processor_with_avx2(proces
     their order: on this scene an AVX-512 processor gave other cameras than an AVX2 one, in the last
     bits. spars_ns pins the kernels as it loads; a process that leaves the choice to it must get the
     cameras of a process told those kernels outright (on a processor with AVX-512 this failed before)."""
-    import subprocess
-    import sys
-
-    import spars_ns
-
     machine = {key: value for key, value in os.environ.items() if key != "OPENBLAS_CORETYPE"}
-    probe = "import os, spars_ns; print(os.environ.get('OPENBLAS_CORETYPE', ''))"
-    pinned = subprocess.run([sys.executable, "-c", probe], env=machine, capture_output=True, text=True, check=True)
-    if pinned.stdout.strip() != spars_ns.BLAS_KERNELS:
+    if blas_kernels_of_a_fresh_process(machine) != spars_ns.BLAS_KERNELS:
         pytest.skip("a processor without AVX2 and FMA: spars_ns leaves OpenBLAS its own kernels")
     train = json.dumps(sorted(json.loads((processed.sfm_dir / "report.json").read_text())["registered_train"]))
     digests = []
@@ -233,14 +229,16 @@ def test_global_mapping_gives_the_same_cameras_on_any_processor_with_avx2(proces
     assert digests[0] == digests[1]
 
 
-def test_a_blas_kernel_the_user_chose_stays():
-    import subprocess
-    import sys
+def blas_kernels_of_a_fresh_process(env: dict[str, str]) -> str:
+    """OPENBLAS_CORETYPE in a process started with `env` once it has imported spars_ns."""
+    probe = "import os, spars_ns; print(os.environ.get('OPENBLAS_CORETYPE', ''))"
+    return subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
-    probe = "import os, spars_ns; print(os.environ['OPENBLAS_CORETYPE'])"
-    env = {**os.environ, "OPENBLAS_CORETYPE": "Sandybridge"}
-    run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
-    assert run.stdout.strip() == "Sandybridge"
+
+def test_a_blas_kernel_the_user_chose_stays():
+    assert blas_kernels_of_a_fresh_process({**os.environ, "OPENBLAS_CORETYPE": "Sandybridge"}) == "Sandybridge"
 
 
 def test_test_views_leave_the_training_model_bit_identical(processed):
