@@ -1,9 +1,12 @@
 """spars-ns: sparse-view Gaussian splatting from a few uncalibrated photos, for nerfstudio.
 
-Import it before numpy and pycolmap: the two settings below only hold for libraries loaded after them.
+Import it before numpy and pycolmap: the two settings below only hold for libraries loaded after them
+(it warns where pycolmap came first).
 """
 
 import os
+import sys
+import warnings
 
 # pycolmap's wheel links zlib statically and exports its symbols: a system libz.so.1 loaded after
 # pycolmap (by Python's zlib module, or by OpenCV's libraries) binds its internal calls to
@@ -23,9 +26,20 @@ def pin_blas_kernels() -> None:
     processor with AVX-512 than on one without (a walk-around's 4 photos: 5.39 against 5.22 degrees;
     BENCHMARKS.md, "Other cameras on another processor"). OpenBLAS's Haswell kernels run on every x86
     processor with AVX2 and FMA: pinned, every such processor sums as the others do. A kernel the user
-    chose stays."""
-    if "OPENBLAS_CORETYPE" not in os.environ and {"avx2", "fma"} <= set((cpu_info("flags") or "").split()):
-        os.environ["OPENBLAS_CORETYPE"] = BLAS_KERNELS
+    chose stays. Where pycolmap is loaded already, its OpenBLAS has chosen: the choice is left as it is
+    (for this process's children too) and a warning says how to pin it."""
+    if "OPENBLAS_CORETYPE" in os.environ or not {"avx2", "fma"} <= set((cpu_info("flags") or "").split()):
+        return
+    if "pycolmap" in sys.modules:
+        warnings.warn(
+            "pycolmap was imported before spars_ns, so its OpenBLAS kept this processor's kernels: global "
+            "mapping may give cameras that differ in the last digits, or by more on a fragile capture, from "
+            f"another processor's. Import spars_ns first, or set OPENBLAS_CORETYPE={BLAS_KERNELS}.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return
+    os.environ["OPENBLAS_CORETYPE"] = BLAS_KERNELS
 
 
 def cpu_info(key: str) -> str | None:

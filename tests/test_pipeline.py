@@ -241,6 +241,19 @@ def test_a_blas_kernel_the_user_chose_stays():
     assert blas_kernels_of_a_fresh_process({**os.environ, "OPENBLAS_CORETYPE": "Sandybridge"}) == "Sandybridge"
 
 
+def test_pycolmap_imported_first_keeps_its_kernels_and_says_so():
+    """Too late to pin once pycolmap's OpenBLAS has chosen: the process must not claim kernels it does
+    not run (its children would run others), and it must say how to pin them."""
+    machine = {key: value for key, value in os.environ.items() if key != "OPENBLAS_CORETYPE"}
+    if blas_kernels_of_a_fresh_process(machine) != spars_ns.BLAS_KERNELS:
+        pytest.skip("a processor without AVX2 and FMA: spars_ns leaves OpenBLAS its own kernels")
+    probe = "import os, pycolmap, spars_ns; print(os.environ.get('OPENBLAS_CORETYPE', ''))"
+    run = subprocess.run([sys.executable, "-c", probe], env=machine, capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == ""
+    assert "pycolmap was imported before spars_ns" in run.stderr
+    assert f"OPENBLAS_CORETYPE={spars_ns.BLAS_KERNELS}" in run.stderr
+
+
 def test_test_views_leave_the_training_model_bit_identical(processed):
     train = pycolmap.Reconstruction(processed.sparse_dir)
     with_test = pycolmap.Reconstruction(processed.sparse_with_test_dir)
