@@ -46,7 +46,6 @@ import spars_ns  # isort: skip  # first: it pins OpenBLAS's kernels before numpy
 import json
 import logging
 import multiprocessing
-import os
 import platform
 import tempfile
 import time
@@ -434,7 +433,7 @@ def main(args: Args) -> None:
                 {
                     "device": "CPU",
                     "cpu": cpu_model(),
-                    "blas_kernels": os.environ.get("OPENBLAS_CORETYPE", "the processor's choice"),
+                    "blas_kernels": spars_ns.blas_kernels(),
                     "pycolmap": pycolmap.__version__,
                     "numpy": np.__version__,
                     "args": {

@@ -42,6 +42,11 @@ def pin_blas_kernels() -> None:
     os.environ["OPENBLAS_CORETYPE"] = BLAS_KERNELS
 
 
+def blas_kernels() -> str:
+    """The OpenBLAS kernels pycolmap runs, for records that other machines' cameras are compared with."""
+    return os.environ.get("OPENBLAS_CORETYPE", "the processor's choice")
+
+
 def cpu_info(key: str) -> str | None:
     """The value of the first `key` line of Linux's /proc/cpuinfo ("flags", "model name"); None elsewhere."""
     cpuinfo = Path("/proc/cpuinfo")

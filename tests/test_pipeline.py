@@ -44,6 +44,7 @@ def test_every_view_registers_with_accurate_poses(processed, scene):
     assert report["init_pairs_tried"] == mapping.MAX_INIT_PAIRS  # small sets: every start is mapped
     assert report["model_check"]["pairs_checked"] >= 10 and report["model_check"]["doubtful_images"] == []
     assert set(report["seconds"]) == {"features_and_matches", "mapping", "test_views"}
+    assert report["blas_kernels"] == os.environ.get("OPENBLAS_CORETYPE", "the processor's choice")
     estimated = model_poses(pycolmap.Reconstruction(processed.sparse_with_test_dir))
     assert sorted(estimated) == [scene.image_name(i) for i in range(scene.num_views)]
     errors = pair_errors_deg(estimated, true_poses(scene))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pycolmap
 
+from spars_ns import blas_kernels
 from spars_ns.scene import SceneFolder, atomic_dir, atomic_write_text, require_free_space
 from spars_ns.stages.base import Stage, progress
 from spars_ns.stages.ingest.images import ImageRecord
@@ -103,6 +104,7 @@ class SfMStage(Stage):
                     "focal_from_pairs": result.focal_from_pairs,
                     "focal_length_undetermined": result.focal_length_undetermined,
                     "seconds": result.seconds,
+                    "blas_kernels": blas_kernels(),  # global mapping's cameras depend on them
                 }
                 atomic_write_text(work / "report.json", json.dumps(report, indent=2))
             for model, target in ((result.train, scene.sparse_dir), (result.with_test, scene.sparse_with_test_dir)):
