@@ -111,9 +111,9 @@ class Args:
     (focal_length_undetermined, robust_adjustment, ...)."""
     processes: int = 1
     """Captures measured at once, in as many processes. Each process measures its share one after another,
-    so a capture follows other captures than in a run of one process: the cameras should not depend on
-    it, but one whole run found a capture that did (BENCHMARKS.md, "Other cameras on another processor",
-    open); the seconds do: compare them between runs of one process."""
+    so a capture follows other captures than in a run of one process: the cameras do not depend on it
+    (one row of one earlier whole run did, never since: BENCHMARKS.md, "The capture that came out
+    otherwise, probed"); the seconds do: compare them between runs of one process."""
 
 
 @dataclass
