@@ -206,14 +206,11 @@ print(hashlib.sha256(poses + b"".join(c.params.tobytes() for c in model.cameras.
 
 
 @pytest.mark.slow
-def test_global_mapping_gives_the_same_cameras_on_any_processor_with_avx2(processed, tmp_path):
+def test_global_mapping_gives_the_same_cameras_on_any_processor_with_avx2(processed, tmp_path, machine):
     """pycolmap's own OpenBLAS picks its kernels by the processor, and global mapping's solvers sum in
     their order: on this scene an AVX-512 processor gave other cameras than an AVX2 one, in the last
     bits. spars_ns pins the kernels as it loads; a process that leaves the choice to it must get the
     cameras of a process told those kernels outright (on a processor with AVX-512 this failed before)."""
-    machine = {key: value for key, value in os.environ.items() if key != "OPENBLAS_CORETYPE"}
-    if blas_kernels_of_a_fresh_process(machine) != spars_ns.BLAS_KERNELS:
-        pytest.skip("a processor without AVX2 and FMA: spars_ns leaves OpenBLAS its own kernels")
     train = json.dumps(sorted(json.loads((processed.sfm_dir / "report.json").read_text())["registered_train"]))
     digests = []
     for env in (machine, {**machine, "OPENBLAS_CORETYPE": spars_ns.BLAS_KERNELS}):
@@ -230,29 +227,35 @@ def test_global_mapping_gives_the_same_cameras_on_any_processor_with_avx2(proces
     assert digests[0] == digests[1]
 
 
-def blas_kernels_of_a_fresh_process(env: dict[str, str]) -> str:
-    """OPENBLAS_CORETYPE in a process started with `env` once it has imported spars_ns."""
-    probe = "import os, spars_ns; print(os.environ.get('OPENBLAS_CORETYPE', ''))"
-    return subprocess.run(
-        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
-    ).stdout.strip()
+def blas_kernels_of_a_fresh_process(env: dict[str, str], imports: str = "spars_ns") -> tuple[str, str]:
+    """OPENBLAS_CORETYPE in a process started with `env` once it has imported `imports` (in that order),
+    and what it wrote to stderr."""
+    probe = f"import os, {imports}; print(os.environ.get('OPENBLAS_CORETYPE', ''))"
+    run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    return run.stdout.strip(), run.stderr
+
+
+@pytest.fixture
+def machine() -> dict[str, str]:
+    """This process's environment with no kernel chosen, on a processor whose kernels spars_ns pins."""
+    env = {key: value for key, value in os.environ.items() if key != "OPENBLAS_CORETYPE"}
+    if blas_kernels_of_a_fresh_process(env)[0] != spars_ns.BLAS_KERNELS:
+        pytest.skip("a processor without AVX2 and FMA: spars_ns leaves OpenBLAS its own kernels")
+    return env
 
 
 def test_a_blas_kernel_the_user_chose_stays():
-    assert blas_kernels_of_a_fresh_process({**os.environ, "OPENBLAS_CORETYPE": "Sandybridge"}) == "Sandybridge"
+    chosen = {**os.environ, "OPENBLAS_CORETYPE": "Sandybridge"}
+    assert blas_kernels_of_a_fresh_process(chosen)[0] == "Sandybridge"
 
 
-def test_pycolmap_imported_first_keeps_its_kernels_and_says_so():
+def test_pycolmap_imported_first_keeps_its_kernels_and_says_so(machine):
     """Too late to pin once pycolmap's OpenBLAS has chosen: the process must not claim kernels it does
     not run (its children would run others), and it must say how to pin them."""
-    machine = {key: value for key, value in os.environ.items() if key != "OPENBLAS_CORETYPE"}
-    if blas_kernels_of_a_fresh_process(machine) != spars_ns.BLAS_KERNELS:
-        pytest.skip("a processor without AVX2 and FMA: spars_ns leaves OpenBLAS its own kernels")
-    probe = "import os, pycolmap, spars_ns; print(os.environ.get('OPENBLAS_CORETYPE', ''))"
-    run = subprocess.run([sys.executable, "-c", probe], env=machine, capture_output=True, text=True, check=True)
-    assert run.stdout.strip() == ""
-    assert "pycolmap was imported before spars_ns" in run.stderr
-    assert f"OPENBLAS_CORETYPE={spars_ns.BLAS_KERNELS}" in run.stderr
+    kernels, stderr = blas_kernels_of_a_fresh_process(machine, imports="pycolmap, spars_ns")
+    assert kernels == ""
+    assert "pycolmap was imported before spars_ns" in stderr
+    assert f"OPENBLAS_CORETYPE={spars_ns.BLAS_KERNELS}" in stderr
 
 
 def test_test_views_leave_the_training_model_bit_identical(processed):
