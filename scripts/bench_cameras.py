@@ -28,8 +28,8 @@ one), and for synthetic scenes the SfM points' median distance to the true surfa
 fit of the camera centres (scene units; the synthetic room is 8 units across, the walk-around's
 yard 16).
 
-`--again PATH` measures an earlier run's captures again (with `--where FIELD`, those where that field
-was true): a change judged on exactly the captures it touches, beside their earlier figures.
+`--again PATH` measures an earlier run's captures of the `--views` again (with `--where FIELD`, those
+where that field was true): a change judged on exactly the captures it touches, beside their earlier figures.
 `--processes N` measures N captures at a time (see `Args.processes` for what that changes).
 
 To hold a change against the previous main, check that commit out beside this one
@@ -104,8 +104,8 @@ class Args:
     compare: list[Path] = field(default_factory=list)
     """Two JSON files of earlier runs (before, after): print their summaries side by side and stop."""
     again: Path | None = None
-    """A JSON file of an earlier run: measure its captures again (the same photos, the same synthetic
-    seeds) instead of drawing new ones, and print its summary beside this one's."""
+    """A JSON file of an earlier run: measure its captures of the --views again (the same photos, the
+    same synthetic seeds) instead of drawing new ones, and print its summary beside this one's."""
     where: str | None = None
     """With --again, only the captures where this field of the earlier run is true
     (focal_length_undetermined, robust_adjustment, ...)."""
@@ -413,7 +413,7 @@ def main(args: Args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.again:
             earlier = json.loads(args.again.read_text())["captures"]
-            earlier = [r for r in earlier if args.where is None or r.get(args.where)]
+            earlier = [r for r in earlier if r["views"] in args.views and (args.where is None or r.get(args.where))]
             captures = [capture_again(r, args.scene, Path(tmp) / f"again_{i}") for i, r in enumerate(earlier)]
         else:
             captures = drawn_captures(args, rng, Path(tmp))

@@ -9,8 +9,9 @@ and the model that registers most images, explains the verified matches of every
 (model_check.py) and has the lowest reprojection error is kept. Where that model leaves photos
 out or in doubt (photos far apart), global mapping gives the other hypothesis. Photos without
 an EXIF focal length give a third: their pairs matched again with the focal length the pairs
-themselves give (`calibrated_matches`), mapped where the first model stands short or those
-pairs doubt it.
+themselves give (`calibrated_matches`: from 4 photos their fundamental matrices', for three whose
+first model stands short the plane's, plane.py), mapped where the first model stands short or
+those pairs doubt it.
 
 Only training views are mapped. Test views are registered afterwards by absolute pose
 against the training model's points, with nothing else refined, so a test view never
@@ -41,6 +42,7 @@ from spars_ns.stages.sfm.config import SfMConfig
 from spars_ns.stages.sfm.features import extract, global_descriptor, load_extractor, load_matcher, match
 from spars_ns.stages.sfm.model_check import ModelCheck, check_model
 from spars_ns.stages.sfm.pairs import EXHAUSTIVE_UP_TO, select_pairs, thumbnail_descriptor
+from spars_ns.stages.sfm.plane import focal_length_from_plane
 
 log = logging.getLogger(__name__)
 
@@ -176,19 +178,23 @@ def extract_and_match(
 
 
 def calibrated_matches(
-    database: Path, calibrated: Path, images: list[ImageRecord], config: SfMConfig
+    database: Path, calibrated: Path, images: list[ImageRecord], config: SfMConfig, stands_short: bool
 ) -> dict[str, float]:
     """A copy of `database` at `calibrated` whose cameras without an EXIF focal length have one from
-    the pairs (`focal_lengths_from_pairs`) as their prior, and whose pairs are matched again from it
-    (guided matching follows each pair's geometry) and verified as photos with EXIF are: with an
-    essential matrix, which a wrong focal length cannot fit. Returns those focal lengths by image
-    name; none (and no copy) under `FOCAL_FROM_PAIRS_MIN_VIEWS` photos, where every photo has an
-    EXIF focal length, or where the pairs give none."""
-    if len(images) < FOCAL_FROM_PAIRS_MIN_VIEWS or all(focal_prior(r) is not None for r in images):
+    the pairs as their prior (`focal_lengths_from_pairs`; under `FOCAL_FROM_PAIRS_MIN_VIEWS` photos,
+    only where the first model `stands_short`, the plane's, `focal_lengths_from_plane`), and whose
+    pairs are matched again from it (guided matching follows each pair's geometry) and verified as
+    photos with EXIF are: with an essential matrix, which a wrong focal length cannot fit. Returns
+    those focal lengths by image name; none (and no copy) where every photo has an EXIF focal length
+    or where the pairs give none."""
+    few = len(images) < FOCAL_FROM_PAIRS_MIN_VIEWS
+    if (few and not stands_short) or all(focal_prior(r) is not None for r in images):
         return {}
     calibrated.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(database, calibrated)
-    focal_lengths = focal_lengths_from_pairs(calibrated)
+    focal_lengths = (
+        focal_lengths_from_plane(calibrated, [r.name for r in images]) if few else focal_lengths_from_pairs(calibrated)
+    )
     if not focal_lengths:
         calibrated.unlink()
         return {}
@@ -272,20 +278,53 @@ def focal_lengths_from_pairs(database: Path) -> dict[str, float]:
     db = pycolmap.Database.open(database)
     try:
         estimates = {c.camera_id: c.mean_focal_length() for c in db.read_all_cameras() if c.camera_id in start}
-        accepted = {
-            camera_id: focal
-            for camera_id, focal in estimates.items()
-            if focal != start[camera_id].mean_focal_length()  # the calibration's own rejection resets it
-            and 1 / FOCAL_FROM_PAIRS_MAX_RATIO
-            <= focal / start[camera_id].mean_focal_length()
-            <= FOCAL_FROM_PAIRS_MAX_RATIO
-        }
-        for camera_id, camera in cameras.items():  # every camera as it was, but for the focal lengths taken
-            if camera_id in accepted:
-                camera.params[camera.focal_length_idxs()] = accepted[camera_id]
+    finally:
+        db.close()
+    accepted = {
+        camera_id: focal
+        for camera_id, focal in estimates.items()
+        if focal != start[camera_id].mean_focal_length()  # the calibration's own rejection resets it
+        and 1 / FOCAL_FROM_PAIRS_MAX_RATIO <= focal / start[camera_id].mean_focal_length() <= FOCAL_FROM_PAIRS_MAX_RATIO
+    }
+    return set_focal_priors(database, cameras, accepted)
+
+
+def focal_lengths_from_plane(database: Path, train_names: list[str]) -> dict[str, float]:
+    """For photos too few for the view-graph calibration (three) whose pairs see one plane: the focal
+    length where the plane's homographies agree (plane.py), written into `database` (a copy) as the
+    prior of the cameras without an EXIF one. Returns them by image name. On the fox's three wide
+    photos of its wall it came to 1-5% of the truth, where the mapper without it gave no model or
+    one 26 degrees off (BENCHMARKS.md, "Three wide photos of one flat wall")."""
+    db = pycolmap.Database.open(database)
+    try:
+        cameras = {c.camera_id: c for c in db.read_all_cameras()}
+        images = db.read_all_images()
+    finally:
+        db.close()
+    sizes = {image.image_id: (cameras[image.camera_id].width, cameras[image.camera_id].height) for image in images}
+    focal = focal_length_from_plane(MatchGraph(database), train_names, sizes)
+    if focal is None:
+        return {}
+    return set_focal_priors(database, cameras, {i: focal for i, c in cameras.items() if not c.has_prior_focal_length})
+
+
+def set_focal_priors(
+    database: Path, cameras: dict[int, pycolmap.Camera], focal_lengths: dict[int, float]
+) -> dict[str, float]:
+    """Every camera of `database` as in `cameras`, but those of `focal_lengths` starting from that focal
+    length as a prior. Returns the focal lengths by image name."""
+    db = pycolmap.Database.open(database)
+    try:
+        for camera_id, camera in cameras.items():
+            if camera_id in focal_lengths:
+                camera.params[camera.focal_length_idxs()] = focal_lengths[camera_id]
                 camera.has_prior_focal_length = True
             db.update_camera(camera)
-        return {image.name: accepted[image.camera_id] for image in db.read_all_images() if image.camera_id in accepted}
+        return {
+            image.name: focal_lengths[image.camera_id]
+            for image in db.read_all_images()
+            if image.camera_id in focal_lengths
+        }
     finally:
         db.close()
 
@@ -773,7 +812,9 @@ def run_sfm(
     mapped = map_hypothesis(database, graph, image_dir, train_names, work_dir, on_attempt)
     attempts = mapped.attempts
     calibrated = work_dir / "calibrated" / "database.db"
-    focal_from_pairs = calibrated_matches(database, calibrated, images, config)
+    focal_from_pairs = calibrated_matches(
+        database, calibrated, images, config, mapped.standing < (len(train_names), True)
+    )
     if focal_from_pairs:
         # Where the model stands short, or the pairs verified with the focal length from the pairs put its
         # photos in doubt, the photos are mapped again from those pairs, and the model that ranks higher is
