@@ -84,10 +84,11 @@ def test_the_calibrated_pairs_start_from_the_focal_length_the_pairs_give(process
     the truth, and its pairs are verified as calibrated (an essential matrix). The database copied is
     left as it was; with EXIF focal lengths, or under four photos whose first model stands, no copy is made."""
     database = processed.sfm_dir / "database.db"
+    graph = MatchGraph(database)  # opening a database may rewrite its file: before the copy is checked
     before = file_sha1(database)
     records = load_records(processed)
     calibrated = tmp_path / "calibrated" / "database.db"
-    from_pairs = mapping.calibrated_matches(database, calibrated, records, SfMConfig(), stands_short=False)
+    from_pairs = mapping.calibrated_matches(database, calibrated, records, SfMConfig(), graph, stands_short=False)
     assert sorted(from_pairs) == sorted(r.name for r in records) and file_sha1(database) == before
     db = pycolmap.Database.open(calibrated)
     try:
@@ -101,8 +102,16 @@ def test_the_calibrated_pairs_start_from_the_focal_length_the_pairs_give(process
 
     with_exif = [dataclasses.replace(r, focal_prior=float(scene.intrinsics[0, 0])) for r in records]
     elsewhere = tmp_path / "none" / "database.db"
-    assert mapping.calibrated_matches(database, elsewhere, with_exif, SfMConfig(), stands_short=True) == {}
-    assert mapping.calibrated_matches(database, elsewhere, records[:3], SfMConfig(), stands_short=False) == {}
+    assert (
+        mapping.calibrated_matches(database, elsewhere, with_exif, SfMConfig(), MatchGraph(database), stands_short=True)
+        == {}
+    )
+    assert (
+        mapping.calibrated_matches(
+            database, elsewhere, records[:3], SfMConfig(), MatchGraph(database), stands_short=False
+        )
+        == {}
+    )
     assert not elsewhere.parent.exists()
 
 

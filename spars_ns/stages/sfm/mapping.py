@@ -9,9 +9,9 @@ and the model that registers most images, explains the verified matches of every
 (model_check.py) and has the lowest reprojection error is kept. Where that model leaves photos
 out or in doubt (photos far apart), global mapping gives the other hypothesis. Photos without
 an EXIF focal length give a third: their pairs matched again with the focal length the pairs
-themselves give (`calibrated_matches`: from 4 photos their fundamental matrices', for three whose
-first model stands short the plane's, plane.py), mapped where the first model stands short or
-those pairs doubt it.
+themselves give (`calibrated_matches`: from 4 photos their fundamental matrices'; where those give
+none, or for three photos, and the first model stands short, the plane's, plane.py), mapped where
+the first model stands short or those pairs doubt it.
 
 Only training views are mapped. Test views are registered afterwards by absolute pose
 against the training model's points, with nothing else refined, so a test view never
@@ -178,23 +178,29 @@ def extract_and_match(
 
 
 def calibrated_matches(
-    database: Path, calibrated: Path, images: list[ImageRecord], config: SfMConfig, stands_short: bool
+    database: Path,
+    calibrated: Path,
+    images: list[ImageRecord],
+    config: SfMConfig,
+    graph: MatchGraph,
+    stands_short: bool,
 ) -> dict[str, float]:
     """A copy of `database` at `calibrated` whose cameras without an EXIF focal length have one from
-    the pairs as their prior (`focal_lengths_from_pairs`; under `FOCAL_FROM_PAIRS_MIN_VIEWS` photos,
-    only where the first model `stands_short`, the plane's, `focal_lengths_from_plane`), and whose
-    pairs are matched again from it (guided matching follows each pair's geometry) and verified as
-    photos with EXIF are: with an essential matrix, which a wrong focal length cannot fit. Returns
-    those focal lengths by image name; none (and no copy) where every photo has an EXIF focal length
-    or where the pairs give none."""
+    the pairs as their prior, and whose pairs are matched again from it (guided matching follows each
+    pair's geometry) and verified as photos with EXIF are: with an essential matrix, which a wrong
+    focal length cannot fit. The focal length is the one the pairs' fundamental matrices give
+    (`focal_lengths_from_pairs`, from `FOCAL_FROM_PAIRS_MIN_VIEWS` photos), or, where they give none
+    and the first model `stands_short`, the one where the pairs (`graph`, the database's) agree on a
+    plane (`focal_lengths_from_plane`). Returns those focal lengths by image name; none (and no copy)
+    where every photo has an EXIF focal length or where the pairs give none."""
     few = len(images) < FOCAL_FROM_PAIRS_MIN_VIEWS
     if (few and not stands_short) or all(focal_prior(r) is not None for r in images):
         return {}
     calibrated.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(database, calibrated)
-    focal_lengths = (
-        focal_lengths_from_plane(calibrated, [r.name for r in images]) if few else focal_lengths_from_pairs(calibrated)
-    )
+    focal_lengths = {} if few else focal_lengths_from_pairs(calibrated)
+    if not focal_lengths and stands_short:
+        focal_lengths = focal_lengths_from_plane(calibrated, graph, [r.name for r in images])
     if not focal_lengths:
         calibrated.unlink()
         return {}
@@ -289,12 +295,12 @@ def focal_lengths_from_pairs(database: Path) -> dict[str, float]:
     return set_focal_priors(database, cameras, accepted)
 
 
-def focal_lengths_from_plane(database: Path, train_names: list[str]) -> dict[str, float]:
-    """For photos too few for the view-graph calibration (three) whose pairs see one plane: the focal
-    length where the plane's homographies agree (plane.py), written into `database` (a copy) as the
-    prior of the cameras without an EXIF one. Returns them by image name. On the fox's three wide
-    photos of its wall it came to 1-5% of the truth, where the mapper without it gave no model or
-    one 26 degrees off (BENCHMARKS.md, "Three wide photos of one flat wall")."""
+def focal_lengths_from_plane(database: Path, graph: MatchGraph, names: list[str]) -> dict[str, float]:
+    """The focal length where the pairs of `graph` agree on a plane (plane.py), written into `database`
+    (a copy) as the prior of the cameras without an EXIF one; for photos too few for the view-graph
+    calibration, or whose pairs are too near one plane for it. Returns them by image name. On the fox's
+    wide photos of its wall it came within 0.3-9% of the truth, where the pairs' fundamental matrices
+    gave none (BENCHMARKS.md, "A focal length from the plane")."""
     db = pycolmap.Database.open(database)
     try:
         cameras = {c.camera_id: c for c in db.read_all_cameras()}
@@ -302,7 +308,7 @@ def focal_lengths_from_plane(database: Path, train_names: list[str]) -> dict[str
     finally:
         db.close()
     sizes = {image.image_id: (cameras[image.camera_id].width, cameras[image.camera_id].height) for image in images}
-    focal = focal_length_from_plane(MatchGraph(database), train_names, sizes)
+    focal = focal_length_from_plane(graph, names, sizes)
     if focal is None:
         return {}
     return set_focal_priors(database, cameras, {i: focal for i, c in cameras.items() if not c.has_prior_focal_length})
@@ -813,7 +819,7 @@ def run_sfm(
     attempts = mapped.attempts
     calibrated = work_dir / "calibrated" / "database.db"
     focal_from_pairs = calibrated_matches(
-        database, calibrated, images, config, mapped.standing < (len(train_names), True)
+        database, calibrated, images, config, graph, mapped.standing < (len(train_names), True)
     )
     if focal_from_pairs:
         # Where the model stands short, or the pairs verified with the focal length from the pairs put its
