@@ -836,7 +836,8 @@ def run_sfm(
         if other is not None and (other.standing > mapped.standing or (other.standing == mapped.standing and doubted)):
             log.info(
                 "No EXIF focal length: the cameras come from the pairs matched again with %s px, the focal "
-                "length their fundamental matrices give (sfm/report.json, focal_from_pairs).",
+                "length their fundamental matrices give, or for photos of one plane its homographies "
+                "(sfm/report.json, focal_from_pairs).",
                 ", ".join(f"{f:.0f}" for f in sorted(set(focal_from_pairs.values()))),
             )
             os.replace(calibrated, database)
