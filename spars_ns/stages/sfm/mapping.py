@@ -308,10 +308,16 @@ def focal_lengths_from_plane(database: Path, graph: MatchGraph, names: list[str]
     finally:
         db.close()
     sizes = {image.image_id: (cameras[image.camera_id].width, cameras[image.camera_id].height) for image in images}
-    focal = focal_length_from_plane(graph, names, sizes)
-    if focal is None:
-        return {}
-    return set_focal_priors(database, cameras, {i: focal for i, c in cameras.items() if not c.has_prior_focal_length})
+    by_size = focal_length_from_plane(graph, names, sizes)
+    return set_focal_priors(
+        database,
+        cameras,
+        {
+            i: by_size[(c.width, c.height)]
+            for i, c in cameras.items()
+            if not c.has_prior_focal_length and (c.width, c.height) in by_size
+        },
+    )
 
 
 def set_focal_priors(

@@ -136,20 +136,23 @@ def calibrate_star(first: PlanePair, second: PlanePair, width: int, height: int)
 
 
 def focal_length_from_plane(
-    graph: MatchGraph, train_names: list[str], sizes: dict[int, tuple[int, int]]
-) -> float | None:
-    """The median of the focal lengths where two pairs that share a photo (of one size) agree on the
-    plane's normal; None where no two agree. Each such two fixes it; which of a homography's two
-    decompositions is right they do not always tell (a wrong decomposition's normal lies along the right
-    one's translation, and on the fox's wall photos the wrong ones agreed with each other too), so only
-    the focal length is taken, as a prior for the pairs verified again (`calibrated_matches`)."""
-    pairs = plane_pairs(graph, {graph.image_ids[n] for n in train_names})
-    found = []
+    graph: MatchGraph, names: list[str], sizes: dict[int, tuple[int, int]]
+) -> dict[tuple[int, int], float]:
+    """Per photo size (width, height), the median of the focal lengths where two pairs that share a
+    photo of that size (their partners of it too) agree on the plane's normal; none where no two agree.
+    Each such two fixes it; which of a homography's two decompositions is right they do not always
+    tell (a wrong decomposition's normal lies along the right one's translation, and on the fox's wall
+    photos the wrong ones agreed with each other too), so only the focal length is taken, as a prior
+    for the pairs verified again (`calibrated_matches`)."""
+    pairs = plane_pairs(graph, {graph.image_ids[n] for n in names})
+    found: dict[tuple[int, int], list[float]] = {}
     for image in sorted({i for p in pairs for i in (p.image1, p.image2)}):
         seen = [p.seen_from(image) for p in pairs if image in (p.image1, p.image2)]
         seen = sorted(seen, key=lambda p: -len(p.points1))[:MAX_PAIRS_PER_PHOTO]
         for first, second in combinations(seen, 2):
-            if len({sizes[first.image1], sizes[first.image2], sizes[second.image2]}) == 1:
-                found.append(calibrate_star(first, second, *sizes[image]))
-    focal_lengths = [focal for focal, _ in filter(None, found)]
-    return float(np.median(focal_lengths)) if focal_lengths else None
+            if len({sizes[first.image1], sizes[first.image2], sizes[second.image2]}) > 1:
+                continue
+            agreed = calibrate_star(first, second, *sizes[image])
+            if agreed is not None:
+                found.setdefault(sizes[image], []).append(agreed[0])
+    return {size: float(np.median(focal_lengths)) for size, focal_lengths in found.items()}
