@@ -9,9 +9,9 @@ and the model that registers most images, explains the verified matches of every
 (model_check.py) and has the lowest reprojection error is kept. Where that model leaves photos
 out or in doubt (photos far apart), global mapping gives the other hypothesis. Photos without
 an EXIF focal length give a third: their pairs matched again with the focal length the pairs
-themselves give (`calibrated_matches`: from 4 photos their fundamental matrices'; where those give
-none, or for three photos, and the first model stands short, the plane's, plane.py), mapped where
-the first model stands short or those pairs doubt it.
+themselves give (`calibrated_matches`: from 4 photos their fundamental matrices'; for three whose
+first model stands short, the plane's, plane.py), mapped where the first model stands short or
+those pairs doubt it.
 
 Only training views are mapped. Test views are registered afterwards by absolute pose
 against the training model's points, with nothing else refined, so a test view never
@@ -189,18 +189,20 @@ def calibrated_matches(
     the pairs as their prior, and whose pairs are matched again from it (guided matching follows each
     pair's geometry) and verified as photos with EXIF are: with an essential matrix, which a wrong
     focal length cannot fit. The focal length is the one the pairs' fundamental matrices give
-    (`focal_lengths_from_pairs`, from `FOCAL_FROM_PAIRS_MIN_VIEWS` photos), or, where they give none
-    and the first model `stands_short`, the one where the pairs (`graph`, the database's) agree on a
-    plane (`focal_lengths_from_plane`). Returns those focal lengths by image name; none (and no copy)
-    where every photo has an EXIF focal length or where the pairs give none."""
+    (`focal_lengths_from_pairs`, from `FOCAL_FROM_PAIRS_MIN_VIEWS` photos), or for fewer photos, only
+    where the first model `stands_short`, the one where the pairs (`graph`, the database's) agree on
+    a plane (`focal_lengths_from_plane`). Returns those focal lengths by image name; none (and no
+    copy) where every photo has an EXIF focal length or where the pairs give none."""
     few = len(images) < FOCAL_FROM_PAIRS_MIN_VIEWS
     if (few and not stands_short) or all(focal_prior(r) is not None for r in images):
         return {}
     calibrated.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(database, calibrated)
-    focal_lengths = {} if few else focal_lengths_from_pairs(calibrated)
-    if not focal_lengths and stands_short:
-        focal_lengths = focal_lengths_from_plane(calibrated, graph, [r.name for r in images])
+    # From 4 photos only the fundamental matrices: the plane's focal length where they gave none put 2 of 74
+    # wide walk-arounds' models (in doubt either way) 13-18% off in focal length where they were 3-4%
+    # (BENCHMARKS.md, "A focal length from the plane").
+    names = [r.name for r in images]
+    focal_lengths = focal_lengths_from_plane(calibrated, graph, names) if few else focal_lengths_from_pairs(calibrated)
     if not focal_lengths:
         calibrated.unlink()
         return {}
@@ -297,10 +299,9 @@ def focal_lengths_from_pairs(database: Path) -> dict[str, float]:
 
 def focal_lengths_from_plane(database: Path, graph: MatchGraph, names: list[str]) -> dict[str, float]:
     """The focal length where the pairs of `graph` agree on a plane (plane.py), written into `database`
-    (a copy) as the prior of the cameras without an EXIF one; for photos too few for the view-graph
-    calibration, or whose pairs are too near one plane for it. Returns them by image name. On the fox's
-    wide photos of its wall it came within 0.3-9% of the truth, where the pairs' fundamental matrices
-    gave none (BENCHMARKS.md, "A focal length from the plane")."""
+    (a copy) as the prior of the cameras without an EXIF one: for photos too few for the view-graph
+    calibration. Returns them by image name. On the fox's three wide photos of its wall it came within
+    0.3-9% of the truth (BENCHMARKS.md, "A focal length from the plane")."""
     db = pycolmap.Database.open(database)
     try:
         cameras = {c.camera_id: c for c in db.read_all_cameras()}
