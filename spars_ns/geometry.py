@@ -141,6 +141,11 @@ def project(points, intrinsics, min_depth: float = 1e-9):
     return _apply(intrinsics, points)[..., :2] / z.clip(min_depth)[..., None], z
 
 
+def centred_pinhole(focal: float, width: int, height: int) -> np.ndarray:
+    """Intrinsics (3x3) of a pinhole camera with its principal point at the photo's centre."""
+    return np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
+
+
 def intrinsics_from_integer_centres(intrinsics: np.ndarray) -> np.ndarray:
     """Intrinsics in OpenCV's and DUSt3R's pixel convention (pixel centres at integers) -> ours
     (centres at +0.5)."""

@@ -19,6 +19,7 @@ from PIL import Image
 from spars_ns.geometry import (
     axis_angle_rotation,
     camera_center,
+    centred_pinhole,
     inverse_transform,
     look_at,
     opencv_to_opengl_c2w,
@@ -129,11 +130,6 @@ def box_quads(center, size, yaw: float, texture_fn, object_id: int) -> list[Quad
         (corner + ez, ex, ey),  # -z, +z
     ]
     return [Quad(o, u, v, texture_fn(), object_id) for o, u, v in faces]
-
-
-def centred_pinhole(focal: float, width: int, height: int) -> np.ndarray:
-    """Intrinsics (3x3) of a pinhole camera with its principal point at the photo's centre."""
-    return np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
 
 
 def make_scene(

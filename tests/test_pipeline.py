@@ -102,16 +102,8 @@ def test_the_calibrated_pairs_start_from_the_focal_length_the_pairs_give(process
 
     with_exif = [dataclasses.replace(r, focal_prior=float(scene.intrinsics[0, 0])) for r in records]
     elsewhere = tmp_path / "none" / "database.db"
-    assert (
-        mapping.calibrated_matches(database, elsewhere, with_exif, SfMConfig(), MatchGraph(database), stands_short=True)
-        == {}
-    )
-    assert (
-        mapping.calibrated_matches(
-            database, elsewhere, records[:3], SfMConfig(), MatchGraph(database), stands_short=False
-        )
-        == {}
-    )
+    assert mapping.calibrated_matches(database, elsewhere, with_exif, SfMConfig(), graph, stands_short=True) == {}
+    assert mapping.calibrated_matches(database, elsewhere, records[:3], SfMConfig(), graph, stands_short=False) == {}
     assert not elsewhere.parent.exists()
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 
-from spars_ns.geometry import camera_center, inverse_transform, look_at
-from spars_ns.synthetic import WALL_REPEATS, camera_points, centred_pinhole, make_walkaround, render_view
+from spars_ns.geometry import camera_center, centred_pinhole, inverse_transform, look_at
+from spars_ns.synthetic import WALL_REPEATS, camera_points, make_walkaround, render_view
 
 
 def test_depth_and_ids_agree_with_the_scene_geometry(scene):

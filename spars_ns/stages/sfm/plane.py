@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pycolmap
 
-from spars_ns.geometry import angle_between_deg
+from spars_ns.geometry import angle_between_deg, centred_pinhole
 from spars_ns.stages.base import SEED
 
 if TYPE_CHECKING:
@@ -104,14 +104,10 @@ def decompositions(pair: PlanePair, intrinsics: np.ndarray) -> list[tuple[np.nda
     return kept
 
 
-def intrinsics_at(focal_length: float, width: int, height: int) -> np.ndarray:
-    return np.array([[focal_length, 0, width / 2], [0, focal_length, height / 2], [0, 0, 1]])
-
-
 def disagreement_at(first: PlanePair, second: PlanePair, focal_length: float, width: int, height: int) -> float:
     """The smallest angle between the plane's normal by a decomposition of the first pair and by one of
     the second, both seen from their shared photo, at this focal length (degrees)."""
-    intrinsics = intrinsics_at(focal_length, width, height)
+    intrinsics = centred_pinhole(focal_length, width, height)
     normals = [[n for _, _, n in decompositions(pair, intrinsics)] for pair in (first, second)]
     return min((angle_between_deg(a, b) for a in normals[0] for b in normals[1]), default=np.inf)
 
