@@ -14,15 +14,17 @@ from PIL import Image
 
 from spars_ns.errors import InputError
 from spars_ns.metrics import pair_errors_deg
-from spars_ns.stages.ingest.images import file_sha1, ingest_image
+from spars_ns.stages.ingest.images import ImageRecord, file_sha1, ingest_image
 from spars_ns.stages.sfm import pairs as pairs_module
 from spars_ns.stages.sfm.features import LearnedFeaturesConfig, extract, load_extractor
 from spars_ns.stages.sfm.mapping import (
     MatchGraph,
     SfMConfig,
     extract_and_match,
+    extract_sift,
     import_images,
     map_training_views,
+    sift_threads,
     write_keypoints_and_matches,
     write_pairs,
 )
@@ -192,3 +194,38 @@ def test_strongest_pairs_keep_each_views_best_partners_and_reach_every_view():
     assert any(n - 1 in pair for pair in pairs)  # the isolated view is joined to the others
     assert len(pairs) < n * 3  # linear in the views, not quadratic
     assert len(strongest_pairs(weights[:12, :12], per_view=2, complete_up_to=12)) == 66  # small sets: every pair
+
+
+def test_sift_features_do_not_depend_on_the_number_of_extraction_threads(records, tmp_path):
+    """The thread count follows the machine's memory (`sift_threads`): the features must not."""
+    folder, images = records
+    features = []
+    for threads in (1, len(images)):
+        database = tmp_path / f"threads_{threads}.db"
+        import_images(database, folder, images, SfMConfig())
+        extract_sift(database, folder, images, SfMConfig(), threads=threads)
+        db = pycolmap.Database.open(database)
+        try:
+            features.append(
+                [(db.read_keypoints(i.image_id), db.read_descriptors(i.image_id).data) for i in db.read_all_images()]
+            )
+        finally:
+            db.close()
+    assert len(features[0]) == len(images) and all(len(k) > 100 for k, _ in features[0])
+    for (keypoints1, descriptors1), (keypoints2, descriptors2) in zip(*features):
+        np.testing.assert_array_equal(keypoints1, keypoints2)
+        np.testing.assert_array_equal(descriptors1, descriptors2)
+
+
+def test_sift_threads_fit_the_largest_photo_in_free_memory():
+    def photo(width, height):
+        return ImageRecord("a.jpg", "a.jpg", "0", width, height, None, None)
+
+    gigabyte = 1e9
+    # 12 MP phone photos are extracted at 3200 x 2400 px, about 2.4 GB a thread: 8 GB free holds two
+    # within the 75% share, where one per core would take 38 GB.
+    phone = [photo(640, 480), photo(4032, 3024)]
+    assert sift_threads(phone, 8 * gigabyte, 16) == 2
+    assert sift_threads(phone, 0.5 * gigabyte, 16) == 1  # one thread however little is free
+    # The fox's 540 x 960 photos take 0.16 GB a thread: every core.
+    assert sift_threads([photo(540, 960)] * 3, 8 * gigabyte, 16) == 16

@@ -15,14 +15,13 @@ the two volumes (sdf and weight) plus a fixed working set.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from spars_ns import machine
 from spars_ns.errors import InputError
 from spars_ns.geometry import inverse_transform
 
@@ -210,14 +209,9 @@ def memory_needed_gib(resolution: int) -> float:
 
 
 def memory_available_gib(device: torch.device) -> float:
-    """What the machine has free now: MemAvailable of /proc/meminfo (free pages elsewhere), and on
-    a GPU the smaller of that and the GPU's free memory."""
-    meminfo = Path("/proc/meminfo")
-    if meminfo.exists():
-        line = next(line for line in meminfo.read_text().splitlines() if line.startswith("MemAvailable:"))
-        host = int(line.split()[1]) * 1024
-    else:
-        host = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    """What the machine lends now (`machine.free_memory`), and on a GPU the smaller of that and the
+    GPU's free memory."""
+    host = machine.free_memory()
     if device.type == "cuda":
         return min(host, torch.cuda.mem_get_info(device)[0]) / 2**30
     return host / 2**30

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pycolmap
 
+from spars_ns import machine
 from spars_ns.errors import SfMError
 from spars_ns.metrics import model_poses, pair_errors_deg
 from spars_ns.stages.base import SEED
@@ -50,6 +51,12 @@ log = logging.getLogger(__name__)
 WIDE_BASELINE_UP_TO = 8  # up to this many photos SIFT is affine-covariant with domain-size pooling and
 # matching is guided (halves the pair error at 3 Strecha views; without guidance fountain-P11 at 3 views
 # registers nothing); above it plain SIFT unguided is as accurate at a sixth of the time (12 fox photos)
+SIFT_MAX_SIDE = 3200  # COLMAP's default: larger photos are scaled down to this for SIFT
+# Peak memory of one SIFT extraction thread per pixel of the photo as extracted (its first octave is twice
+# the photo's size): 242-307 bytes on 0.5 and 6.8 MP photos, with and without domain-size pooling
+# (BENCHMARKS.md, "Memory of feature extraction").
+SIFT_BYTES_PER_PIXEL = 310
+SIFT_MEMORY_SHARE = 0.75  # of the free memory, for the extraction threads
 MIN_NUM_INLIERS = 15  # verified matches a pair needs to count as overlapping
 INIT_MIN_NUM_INLIERS = 30  # an initial pair's inliers (COLMAP: 100)
 INIT_MIN_TRI_ANGLE = 4.0  # an initial pair's triangulation angle, degrees (COLMAP: 16)
@@ -229,8 +236,14 @@ def verification_options() -> pycolmap.TwoViewGeometryOptions:
     return verification
 
 
-def extract_sift(database: Path, image_dir: Path, images: list[ImageRecord], config: SfMConfig) -> None:
+def extract_sift(
+    database: Path, image_dir: Path, images: list[ImageRecord], config: SfMConfig, threads: int | None = None
+) -> None:
+    """SIFT features of every image, on `threads` threads (by default `sift_threads`: as many as the
+    cores and the free memory allow). The features do not depend on it."""
     extraction = pycolmap.FeatureExtractionOptions()
+    extraction.max_image_size = SIFT_MAX_SIDE
+    extraction.num_threads = threads or sift_threads(images, machine.free_memory(), machine.cores())
     extraction.sift.max_num_features = config.max_num_features
     extraction.sift.domain_size_pooling = extraction.sift.estimate_affine_shape = wide_baseline(len(images))
     for group, reader in camera_groups(images, config):
@@ -243,6 +256,25 @@ def extract_sift(database: Path, image_dir: Path, images: list[ImageRecord], con
             extraction_options=extraction,
             device=pycolmap.Device.cpu,
         )
+
+
+def sift_threads(images: list[ImageRecord], available_bytes: int, cores: int) -> int:
+    """Threads for SIFT extraction: one per core, as COLMAP's default, but no more than
+    SIFT_MEMORY_SHARE of the free memory holds for the largest photo. A 12 MP photo takes about
+    2.4 GB a thread, so one per core would ask 38 GB of a 16-core machine."""
+    largest = max(r.width * r.height * min(1.0, SIFT_MAX_SIDE / max(r.width, r.height)) ** 2 for r in images)
+    per_thread = SIFT_BYTES_PER_PIXEL * largest
+    threads = max(1, min(cores, int(SIFT_MEMORY_SHARE * available_bytes // per_thread)))
+    if threads < cores:
+        log.info(
+            "Extracting features on %d of %d cores: each thread takes about %.1f GB for these photos, "
+            "and %.1f GB of memory is free",
+            threads,
+            cores,
+            per_thread / 1e9,
+            available_bytes / 1e9,
+        )
+    return threads
 
 
 def wide_baseline(num_images: int) -> bool:
