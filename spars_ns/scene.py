@@ -173,6 +173,11 @@ def read_depth_map(path: Path) -> np.ndarray:
     return values.astype(np.float32)
 
 
+# The smaller copies a scene may hold for nerfstudio (`SceneFolder.downscaled_dir`): up to 1/32, a 51,200 px
+# side within nerfstudio's 1,600.
+DOWNSCALE_FACTORS = (2, 4, 8, 16, 32)
+
+
 TRANSFORMS_PATH_KEYS = ("file_path", "depth_file_path", "mask_path", "ply_file_path")
 
 
@@ -245,6 +250,11 @@ class SceneFolder:
     def depth_dir(self) -> Path:
         return self.root / "depth"
 
+    def downscaled_dir(self, kind: str, factor: int) -> Path:
+        """nerfstudio's folder of the photos (`images_<factor>`) or depth maps (`depths_<factor>`) at
+        1/factor of their size, by file name."""
+        return self.root / f"{kind}_{factor}"
+
     @property
     def transforms_path(self) -> Path:
         return self.root / "transforms.json"
@@ -271,6 +281,7 @@ class SceneFolder:
             self.align_dir,
             self.refine_dir,
             self.depth_dir,
+            *(self.downscaled_dir(kind, factor) for kind in ("images", "depths") for factor in DOWNSCALE_FACTORS),
             self.transforms_path,
             self.points_path,
             self.manifest_path,

@@ -18,7 +18,7 @@ import pytest
 import roma
 import torch
 import yaml
-from conftest import BIN, ENV, TEST_VIEWS, TRAIN_ARGS, run_console_script
+from conftest import BIN, ENV, TEST_VIEWS, TRAIN_ARGS, process_copy, run_console_script
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.utils.eval_utils import eval_setup
 from PIL import Image
@@ -155,6 +155,45 @@ def test_depth_of_the_wrong_size_is_refused_with_its_name(depth_scene, tmp_path)
         InputError, match=r"view_001\.npy: depth map is 12x10 pixels but its image .*view_001\.png is 320x240"
     ):
         SparsDataset(outputs).get_data(0)
+
+
+def test_photos_over_nerfstudios_limit_train_on_the_copies_it_picks_with_their_depth(
+    depth_scene, photos, prior_files, tmp_path, monkeypatch
+):
+    """nerfstudio trains photos over 1,600 px on the first of images_2/, images_4/, ... within it, with
+    depths_<f>/. The synthetic photos are 320 x 240: the limit is lowered to 200 px on both sides."""
+    from nerfstudio.data.dataparsers import nerfstudio_dataparser
+
+    from spars_ns.stages.export import stage as export
+
+    assert export.NERFSTUDIO_MAX_AUTO_RESOLUTION == nerfstudio_dataparser.MAX_AUTO_RESOLUTION
+    for module, name in ((export, "NERFSTUDIO_MAX_AUTO_RESOLUTION"), (nerfstudio_dataparser, "MAX_AUTO_RESOLUTION")):
+        monkeypatch.setattr(module, name, 200)
+    options = {"refine": "global", "max_dense_points": 4000}
+    scene = process_copy(depth_scene, tmp_path / "scene", photos, prior_files, **options)
+    assert scene.downscaled_dir("depths", 2).is_dir() and not scene.downscaled_dir("images", 4).exists()
+
+    outputs = SparsDataParserConfig(data=scene.root).setup().get_dataparser_outputs("train")
+    assert {Path(p).parent.name for p in outputs.image_filenames} == {"images_2"}
+    frames = {Path(f["file_path"]).name: f for f in json.loads(scene.transforms_path.read_text())["frames"]}
+    frame = frames[Path(outputs.image_filenames[0]).name]
+    assert (int(outputs.cameras.width[0]), int(outputs.cameras.height[0])) == (160, 120)
+    assert float(outputs.cameras.cx[0]) == pytest.approx(frame["cx"] / 2)
+    data = SparsDataset(outputs).get_data(0)  # the depth's size is checked against the image's
+    assert data["image"].shape[:2] == data["depth_image"].shape[:2] == (120, 160)
+    depth = data["depth_image"][..., 0].numpy() / outputs.dataparser_scale
+    full = np.load(scene.root / frame["depth_file_path"])
+    blocks = full.reshape(120, 2, 160, 2).transpose(0, 2, 1, 3).reshape(120, 160, 4)
+    known = depth > 0
+    assert known.mean() > 0.5
+    assert np.isclose(blocks, depth[..., None], rtol=1e-5).any(-1)[known].all()  # each one of its block's own
+
+    for module, name in ((export, "NERFSTUDIO_MAX_AUTO_RESOLUTION"), (nerfstudio_dataparser, "MAX_AUTO_RESOLUTION")):
+        monkeypatch.setattr(module, name, 1600)
+    process_copy(scene, tmp_path / "again", photos, prior_files, **options)  # photos within the limit again
+    again = tmp_path / "again"
+    assert not (again / "images_2").exists() and not (again / "depths_2").exists()
+    assert (again / "images").is_dir() and (again / "depth").is_dir()
 
 
 def build_model(seed_points, metadata=None, **config):

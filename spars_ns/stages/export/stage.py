@@ -1,5 +1,6 @@
 """Export: the scene as a nerfstudio dataset, `transforms.json` (SfM's cameras and those placed
-from the prior) and `points.ply` (SfM points and the aligned and refined priors' points, format in `ply.py`).
+from the prior) and `points.ply` (SfM points and the aligned and refined priors' points, format in `ply.py`),
+and for photos over 1,600 px the smaller copies nerfstudio trains on (`images_2/`, `depths_2/`, ...).
 
 The world frame is COLMAP's (no axis permutation); nerfstudio's dataparser orients and
 scales poses and points together, so they stay consistent.
@@ -8,6 +9,8 @@ scales poses and points together, so they stay consistent.
 from __future__ import annotations
 
 import json
+import shutil
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,10 +21,18 @@ from PIL import Image
 from spars_ns.errors import SfMError
 from spars_ns.geometry import opencv_to_opengl_c2w
 from spars_ns.ply import SOURCE_GLOBAL, SOURCE_REFINE, SOURCE_REGION, SOURCE_SFM, write_points_ply
-from spars_ns.scene import SceneFolder, atomic_write_text
+from spars_ns.scene import (
+    DOWNSCALE_FACTORS,
+    SceneFolder,
+    atomic_dir,
+    atomic_write_text,
+    depth_confidence_path,
+    read_depth_map,
+)
 from spars_ns.stages.align.stage import AlignedPrior, aligned_paths
 from spars_ns.stages.base import SEED, Stage
 from spars_ns.stages.cameras.stage import no_depth_path, prior_cameras
+from spars_ns.stages.ingest.stage import load_records
 from spars_ns.stages.prior.dense_prior import DensePrior
 from spars_ns.stages.prior.stage import prior_path
 from spars_ns.stages.refine.stage import RefinedPrior, cameras_path, refined_paths
@@ -127,6 +138,74 @@ def transforms_dict(
     }
 
 
+# nerfstudio's dataparser trains photos whose larger side is over this on the first of `images_2/`,
+# `images_4/`, ... that brings them within it (its MAX_AUTO_RESOLUTION; it makes no such folder itself,
+# ns-process-data does), and reads each frame's depth from `depths_<factor>/` then.
+NERFSTUDIO_MAX_AUTO_RESOLUTION = 1600
+
+
+def downscale_factors(largest_side: int) -> list[int]:
+    """The factors nerfstudio's choice walks through for photos of this size: 2, 4, ... up to the first
+    within NERFSTUDIO_MAX_AUTO_RESOLUTION."""
+    return [factor for factor in DOWNSCALE_FACTORS if largest_side / (factor // 2) > NERFSTUDIO_MAX_AUTO_RESOLUTION]
+
+
+def write_downscaled(scene: SceneFolder, frames: list[dict], factors: list[int]) -> None:
+    """The frames' photos, and their depth maps with their confidence where they have them, at each
+    of `factors`."""
+    with_depth = any("depth_file_path" in frame for frame in frames)
+    for factor in factors:
+        with ExitStack() as stack:
+            images = stack.enter_context(atomic_dir(scene.downscaled_dir("images", factor)))
+            depths = stack.enter_context(atomic_dir(scene.downscaled_dir("depths", factor))) if with_depth else None
+            for frame in frames:
+                photo = scene.root / frame["file_path"]
+                downscale_photo(photo, images / photo.name, factor)
+                if depths is not None:
+                    depth_path = scene.root / frame["depth_file_path"]
+                    confidence_path = depth_confidence_path(depth_path)
+                    confidence = read_depth_map(confidence_path) if confidence_path.exists() else None
+                    depth, confidence = downscale_depth(read_depth_map(depth_path), confidence, factor)
+                    np.save(depths / depth_path.name, depth)
+                    if confidence is not None:
+                        np.save(depth_confidence_path(depths / depth_path.name), confidence)
+
+
+def downscale_photo(source: Path, target: Path, factor: int) -> None:
+    """The photo at 1/factor of its size, each pixel the mean of a factor x factor block (the rows and
+    columns that fill no block dropped, as nerfstudio rounds the size down): pixel centres then lie
+    where nerfstudio's cameras scaled by 1/factor put them."""
+    with Image.open(source) as photo:
+        kind = photo.format
+        width, height = photo.width // factor * factor, photo.height // factor * factor
+        reduced = photo.crop((0, 0, width, height)).reduce(factor)
+    reduced.save(target, format=kind, **({"quality": 95} if kind == "JPEG" else {}))
+
+
+def downscale_depth(
+    depth: np.ndarray, confidence: np.ndarray | None, factor: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A depth map (0 or nan: unknown) and its confidence at 1/factor of their size: each factor x factor
+    block's lower median over its known depths, with that pixel's confidence; 0 where none is known.
+    One of the block's own samples, never a blend: a mean would put points between a foreground edge
+    and the background behind it, and take the unknown 0s in."""
+    height, width = depth.shape[0] // factor, depth.shape[1] // factor
+
+    def blocks(values: np.ndarray) -> np.ndarray:
+        cropped = values[: height * factor, : width * factor]
+        return cropped.reshape(height, factor, width, factor).transpose(0, 2, 1, 3).reshape(height, width, -1)
+
+    samples = blocks(np.where(depth > 0, depth, np.inf))  # unknown sorts last
+    known = np.isfinite(samples).sum(-1)
+    order = np.argsort(samples, -1, kind="stable")
+    pick = np.take_along_axis(order, (np.maximum(known, 1) - 1)[..., None] // 2, -1)
+    reduced = np.where(known > 0, np.take_along_axis(samples, pick, -1)[..., 0], 0).astype(np.float32)
+    if confidence is None:
+        return reduced, None
+    picked = np.take_along_axis(blocks(confidence), pick, -1)[..., 0]
+    return reduced, np.where(known > 0, picked, 0).astype(np.float32)
+
+
 def write_transforms(path, transforms: dict) -> None:
     atomic_write_text(path, json.dumps(transforms, indent=2))
 
@@ -187,11 +266,27 @@ class ExportStage(Stage):
         self.train, self.test = train, test
         self.aligned, self.refined, self.cameras = aligned, refined, cameras  # which of those stages ran
 
+    def factors(self) -> list[int]:
+        records = load_records(self.scene) if self.scene.images_json.exists() else []
+        return downscale_factors(max((max(r.width, r.height) for r in records), default=0))
+
     def outputs(self) -> list[Path]:
-        return [self.scene.transforms_path, self.scene.points_path]
+        kinds = ("images", "depths") if self.refined else ("images",)  # depth maps come with refinement
+        downscaled = [self.scene.downscaled_dir(kind, f) for f in self.factors() for kind in kinds]
+        return [self.scene.transforms_path, self.scene.points_path, *downscaled]
 
     def settings(self) -> dict:
-        return {"max_dense_points": self.config.max_dense_points}
+        return {"max_dense_points": self.config.max_dense_points, "downscale_factors": self.factors()}
+
+    def remove_other_downscaled(self) -> None:
+        """Smaller copies an earlier run of this stage wrote (its manifest entry lists them) that this one
+        does not: other photos, or depth maps no longer given."""
+        entry = self.scene.read_manifest()["stages"].get(self.name, {})
+        written = {self.scene.root / name for name in entry.get("outputs", [])}
+        layout = {self.scene.downscaled_dir(kind, f) for kind in ("images", "depths") for f in DOWNSCALE_FACTORS}
+        for folder in (written & layout) - set(self.outputs()):
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder)
 
     def run(self) -> dict:
         scene = self.scene
@@ -216,8 +311,12 @@ class ExportStage(Stage):
             model, self.train, self.test, scene.points_path.name, self.refined, corrected, from_prior
         )
         write_transforms(scene.transforms_path, transforms)
+        factors = self.factors()
+        self.remove_other_downscaled()
+        write_downscaled(scene, transforms["frames"], factors)
         return {
             "frames": len(transforms["frames"]),
+            "downscaled": factors,
             "prior_cameras": len(from_prior),
             "points": len(xyz),
             **{
