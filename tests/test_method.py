@@ -161,17 +161,24 @@ def test_photos_over_nerfstudios_limit_train_on_the_copies_it_picks_with_their_d
     depth_scene, photos, prior_files, tmp_path, monkeypatch
 ):
     """nerfstudio trains photos over 1,600 px on the first of images_2/, images_4/, ... within it, with
-    depths_<f>/. The synthetic photos are 320 x 240: the limit is lowered to 200 px on both sides."""
+    depths_<f>/. The synthetic photos are 320 x 240: the limit is lowered on both sides, to 20 px and then
+    to 200 (160 x 120, the copies at half size)."""
     from nerfstudio.data.dataparsers import nerfstudio_dataparser
 
     from spars_ns.stages.export import stage as export
 
+    def limit(pixels: int) -> None:
+        monkeypatch.setattr(export, "NERFSTUDIO_MAX_AUTO_RESOLUTION", pixels)
+        monkeypatch.setattr(nerfstudio_dataparser, "MAX_AUTO_RESOLUTION", pixels)
+
     assert export.NERFSTUDIO_MAX_AUTO_RESOLUTION == nerfstudio_dataparser.MAX_AUTO_RESOLUTION
-    for module, name in ((export, "NERFSTUDIO_MAX_AUTO_RESOLUTION"), (nerfstudio_dataparser, "MAX_AUTO_RESOLUTION")):
-        monkeypatch.setattr(module, name, 200)
     options = {"refine": "global", "max_dense_points": 4000}
-    scene = process_copy(depth_scene, tmp_path / "scene", photos, prior_files, **options)
-    assert scene.downscaled_dir("depths", 2).is_dir() and not scene.downscaled_dir("images", 4).exists()
+    limit(20)
+    small = process_copy(depth_scene, tmp_path / "small", photos, prior_files, **options)
+    assert small.downscaled_dir("images", 16).is_dir() and small.downscaled_dir("depths", 16).is_dir()
+    limit(200)  # processed again: a 16th is more than nerfstudio needs now, and goes
+    scene = process_copy(small, tmp_path / "scene", photos, prior_files, **options)
+    assert not scene.downscaled_dir("images", 16).exists() and not scene.downscaled_dir("depths", 16).exists()
 
     outputs = SparsDataParserConfig(data=scene.root).setup().get_dataparser_outputs("train")
     assert {Path(p).parent.name for p in outputs.image_filenames} == {"images_2"}
@@ -187,13 +194,6 @@ def test_photos_over_nerfstudios_limit_train_on_the_copies_it_picks_with_their_d
     known = depth > 0
     assert known.mean() > 0.5
     assert np.isclose(blocks, depth[..., None], rtol=1e-5).any(-1)[known].all()  # each one of its block's own
-
-    for module, name in ((export, "NERFSTUDIO_MAX_AUTO_RESOLUTION"), (nerfstudio_dataparser, "MAX_AUTO_RESOLUTION")):
-        monkeypatch.setattr(module, name, 1600)
-    process_copy(scene, tmp_path / "again", photos, prior_files, **options)  # photos within the limit again
-    again = tmp_path / "again"
-    assert not (again / "images_2").exists() and not (again / "depths_2").exists()
-    assert (again / "images").is_dir() and (again / "depth").is_dir()
 
 
 def build_model(seed_points, metadata=None, **config):

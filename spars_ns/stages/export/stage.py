@@ -1,6 +1,7 @@
 """Export: the scene as a nerfstudio dataset, `transforms.json` (SfM's cameras and those placed
 from the prior) and `points.ply` (SfM points and the aligned and refined priors' points, format in `ply.py`),
-and for photos over 1,600 px the smaller copies nerfstudio trains on (`images_2/`, `depths_2/`, ...).
+and the smaller copies nerfstudio trains on where the photos are over 1,600 px or `--downscale-factor`
+says (`images_2/`, `depths_2/`, ...), as ns-process-data makes them.
 
 The world frame is COLMAP's (no axis permutation); nerfstudio's dataparser orients and
 scales poses and points together, so they stay consistent.
@@ -142,12 +143,16 @@ def transforms_dict(
 # `images_4/`, ... that brings them within it (its MAX_AUTO_RESOLUTION; it makes no such folder itself,
 # ns-process-data does), and reads each frame's depth from `depths_<factor>/` then.
 NERFSTUDIO_MAX_AUTO_RESOLUTION = 1600
+# The copies ns-process-data makes (its --num-downscales 3), which `--downscale-factor` picks from.
+PROCESS_DATA_FACTORS = (2, 4, 8)
 
 
 def downscale_factors(largest_side: int) -> list[int]:
-    """The factors nerfstudio's choice walks through for photos of this size: 2, 4, ... up to the first
-    within NERFSTUDIO_MAX_AUTO_RESOLUTION."""
-    return [factor for factor in DOWNSCALE_FACTORS if largest_side / (factor // 2) > NERFSTUDIO_MAX_AUTO_RESOLUTION]
+    """The factors a scene's smaller copies are made at for photos of this size: ns-process-data's, and
+    more where nerfstudio's choice walks further (2, 4, ... up to the first within
+    NERFSTUDIO_MAX_AUTO_RESOLUTION)."""
+    needed = [f for f in DOWNSCALE_FACTORS if largest_side / (f // 2) > NERFSTUDIO_MAX_AUTO_RESOLUTION]
+    return sorted({*PROCESS_DATA_FACTORS, *needed})
 
 
 def write_downscaled(scene: SceneFolder, frames: list[dict], factors: list[int]) -> None:
