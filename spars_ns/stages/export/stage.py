@@ -1,7 +1,7 @@
 """Export: the scene as a nerfstudio dataset, `transforms.json` (SfM's cameras and those placed
 from the prior) and `points.ply` (SfM points and the aligned and refined priors' points, format in `ply.py`),
-and the smaller copies nerfstudio trains on where the photos are over 1,600 px or `--downscale-factor`
-says (`images_2/`, `depths_2/`, ...), as ns-process-data makes them.
+and the smaller copies nerfstudio's dataparser picks from (`images_2/`, `depths_2/`, ..., as ns-process-data
+makes them): photos over 1,600 px train on the first within it, or where `--downscale-factor` says.
 
 The world frame is COLMAP's (no axis permutation); nerfstudio's dataparser orients and
 scales poses and points together, so they stay consistent.
