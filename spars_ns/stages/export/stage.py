@@ -31,7 +31,7 @@ from spars_ns.scene import (
     read_depth_map,
 )
 from spars_ns.stages.align.stage import AlignedPrior, aligned_paths
-from spars_ns.stages.base import SEED, Stage
+from spars_ns.stages.base import SEED, Stage, progress
 from spars_ns.stages.cameras.stage import no_depth_path, prior_cameras
 from spars_ns.stages.ingest.stage import load_records
 from spars_ns.stages.prior.dense_prior import DensePrior
@@ -159,21 +159,30 @@ def write_downscaled(scene: SceneFolder, frames: list[dict], factors: list[int])
     """The frames' photos, and their depth maps with their confidence where they have them, at each
     of `factors`."""
     with_depth = any("depth_file_path" in frame for frame in frames)
-    for factor in factors:
-        with ExitStack() as stack:
-            images = stack.enter_context(atomic_dir(scene.downscaled_dir("images", factor)))
-            depths = stack.enter_context(atomic_dir(scene.downscaled_dir("depths", factor))) if with_depth else None
-            for frame in frames:
-                photo = scene.root / frame["file_path"]
-                downscale_photo(photo, images / photo.name, factor)
-                if depths is not None:
-                    depth_path = scene.root / frame["depth_file_path"]
-                    confidence_path = depth_confidence_path(depth_path)
-                    confidence = read_depth_map(confidence_path) if confidence_path.exists() else None
-                    depth, confidence = downscale_depth(read_depth_map(depth_path), confidence, factor)
-                    np.save(depths / depth_path.name, depth)
-                    if confidence is not None:
-                        np.save(depth_confidence_path(depths / depth_path.name), confidence)
+    with progress() as bar:
+        task = bar.add_task("Smaller copies for nerfstudio", total=len(factors) * len(frames))
+        for factor in factors:
+            with ExitStack() as stack:
+                images = stack.enter_context(atomic_dir(scene.downscaled_dir("images", factor)))
+                depths = stack.enter_context(atomic_dir(scene.downscaled_dir("depths", factor))) if with_depth else None
+                for frame in frames:
+                    downscale_frame(scene.root, frame, factor, images, depths)
+                    bar.advance(task)
+
+
+def downscale_frame(root: Path, frame: dict, factor: int, images: Path, depths: Path | None) -> None:
+    """A frame's photo at 1/factor into `images`, and where `depths` is given its depth map and confidence."""
+    photo = root / frame["file_path"]
+    downscale_photo(photo, images / photo.name, factor)
+    if depths is None:
+        return
+    depth_path = root / frame["depth_file_path"]
+    confidence_path = depth_confidence_path(depth_path)
+    confidence = read_depth_map(confidence_path) if confidence_path.exists() else None
+    depth, confidence = downscale_depth(read_depth_map(depth_path), confidence, factor)
+    np.save(depths / depth_path.name, depth)
+    if confidence is not None:
+        np.save(depth_confidence_path(depths / depth_path.name), confidence)
 
 
 def downscale_photo(source: Path, target: Path, factor: int) -> None:
