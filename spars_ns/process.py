@@ -48,7 +48,9 @@ def process(config: ProcessConfig) -> SceneFolder:
             f"and must never touch your photos. Link to photos outside it, or choose another --output."
         )
     split_names([p.name for p in sources], config.test_every, config.test_views)  # refused before any work
-    pycolmap.logging.minloglevel = 2  # COLMAP's per-step INFO lines drown the progress display
+    # COLMAP's per-step INFO lines drown the progress display, and its ERROR lines are no news: a mapper start
+    # that finds no model logs one, which the SfM stage handles and reports in its own words.
+    pycolmap.logging.minloglevel = 3
     scene = SceneFolder(output)
     with scene.lock():  # claims the folder first: one that holds anything but a spars-ns scene is refused
         scene.remove_leftovers()

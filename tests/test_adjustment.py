@@ -183,3 +183,30 @@ def test_a_distant_point_does_not_make_a_fixed_focal_length_read_as_open(process
     assert min(depths) < 0  # held a tenth longer, the rays diverge: the point crosses behind the cameras
     assert np.isfinite(adjustment.reprojection_residuals(held)).all()
     assert not adjustment.focal_length_undetermined(model, set(model.cameras))
+
+
+def test_an_adjustment_is_pycolmaps_bit_for_bit_and_leaves_colmaps_log_level_alone(processed, capfd):
+    """pycolmap.bundle_adjustment logs a heading and leaves COLMAP's log level at INFO, so every later COLMAP
+    step of `spars-ns process` wrote its lines over the progress display; `adjust` does the same sums quietly."""
+    ours = pycolmap.Reconstruction(processed.sparse_dir)
+    for image in ours.images.values():  # moved off the optimum, so that both have work to do
+        for point in image.points2D:
+            point.xy = point.xy + 0.7
+    pycolmaps = pycolmap.Reconstruction(ours)
+    level = pycolmap.logging.minloglevel
+    try:
+        pycolmap.logging.minloglevel = 2
+        capfd.readouterr()
+        adjustment.adjust(ours)
+        assert pycolmap.logging.minloglevel == 2 and "adjustment" not in capfd.readouterr().err
+        options = pycolmap.BundleAdjustmentOptions(print_summary=False)
+        options.ceres.solver_options.num_threads = 1
+        options.ceres.solver_options.max_num_iterations = 500
+        pycolmap.bundle_adjustment(pycolmaps, options)
+    finally:
+        pycolmap.logging.minloglevel = level
+    assert not np.array_equal(ours.cameras[1].params, pycolmap.Reconstruction(processed.sparse_dir).cameras[1].params)
+    assert np.array_equal(ours.cameras[1].params, pycolmaps.cameras[1].params)
+    before = model_poses(pycolmaps)
+    assert all(np.array_equal(pose, before[name]) for name, pose in model_poses(ours).items())
+    assert all(np.array_equal(p.xyz, pycolmaps.points3D[i].xyz) for i, p in ours.points3D.items())

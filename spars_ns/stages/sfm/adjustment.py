@@ -119,7 +119,13 @@ def adjust(model: pycolmap.Reconstruction, options: pycolmap.BundleAdjustmentOpt
     options.print_summary = False
     options.ceres.solver_options.num_threads = 1
     options.ceres.solver_options.max_num_iterations = 500
-    pycolmap.bundle_adjustment(model, options)
+    # What pycolmap.bundle_adjustment does, bit for bit, without its heading: that call also sets COLMAP's
+    # log level to INFO and leaves it there, so every later COLMAP step's log reached the terminal.
+    config = pycolmap.BundleAdjustmentConfig()
+    for image_id in model.reg_image_ids():
+        config.add_image(image_id)
+    config.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
+    pycolmap.create_default_bundle_adjuster(options, config, model).solve()
 
 
 def reprojection_residuals(model: pycolmap.Reconstruction) -> np.ndarray:
