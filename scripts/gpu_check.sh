@@ -6,8 +6,7 @@
 #   python scripts/bench_nvs.py prepare --scene ../shared/data/fox --views 6 12 --output .gpu/scenes
 #   python scripts/bench_nvs.py prepare --scene ../shared/data/strecha/fountain-P11 --views 5 --test-every 1 --output .gpu/scenes
 #   python scripts/bench_nvs.py prepare --scene ../shared/data/strecha/Herz-Jesus-P8 --views 5 --test-every 1 --output .gpu/scenes
-#   tar -czf .gpu/scenes.tar.gz --exclude='images_[0-9]*' --exclude='depths_[0-9]*' -C .gpu scenes/fox_6 scenes/fox_12 && rm -r .gpu/scenes
-#     (the smaller copies are left out: photos within 1,600 px train at their own size)
+#   tar -czf .gpu/scenes.tar.gz -C .gpu scenes/fox_6 scenes/fox_12 && rm -r .gpu/scenes
 #     (the stereo prior's full-size depth maps make the four datasets 171 MB, 40 MB gzipped: fox 6 and
 #     12 take 7.4 + 13 MB, fountain-P11 and Herz-Jesus-P8 9.2 + 8.9 MB. With the wheels (30 MB) and the
 #     kernels (7.4 MB), the fox pair fits the 64 MiB a call, and the Strecha pair, with them again, the

@@ -61,6 +61,7 @@ def test_depth_at_half_size_lies_on_the_true_surfaces_even_at_occluding_edges(tw
 
 
 def test_copies_are_made_where_nerfstudio_looks_for_them():
-    # ns-process-data's three, which --downscale-factor picks from, and as many as nerfstudio's own choice walks.
-    assert downscale_factors(960) == downscale_factors(4032) == [2, 4, 8]  # a phone's 12 MP train at 1008 x 756
+    assert downscale_factors(1600) == []  # trained at their own size
+    # Over it ns-process-data's three, which --downscale-factor picks from, and as many as nerfstudio's choice walks.
+    assert downscale_factors(1601) == downscale_factors(4032) == [2, 4, 8]  # a phone's 12 MP train at 1008 x 756
     assert downscale_factors(12801) == [2, 4, 8, 16]  # 12801 / 8 is over 1600

@@ -1,7 +1,7 @@
 """Export: the scene as a nerfstudio dataset, `transforms.json` (SfM's cameras and those placed
 from the prior) and `points.ply` (SfM points and the aligned and refined priors' points, format in `ply.py`),
-and the smaller copies nerfstudio's dataparser picks from (`images_2/`, `depths_2/`, ..., as ns-process-data
-makes them): photos over 1,600 px train on the first within it, or where `--downscale-factor` says.
+and for photos over 1,600 px the smaller copies nerfstudio's dataparser picks from (`images_2/`, `depths_2/`,
+..., as ns-process-data makes them): the first within 1,600 px, or the one `--downscale-factor` names.
 
 The world frame is COLMAP's (no axis permutation); nerfstudio's dataparser orients and
 scales poses and points together, so they stay consistent.
@@ -148,11 +148,11 @@ PROCESS_DATA_FACTORS = (2, 4, 8)
 
 
 def downscale_factors(largest_side: int) -> list[int]:
-    """The factors a scene's smaller copies are made at for photos of this size: ns-process-data's, and
-    more where nerfstudio's choice walks further (2, 4, ... up to the first within
-    NERFSTUDIO_MAX_AUTO_RESOLUTION)."""
+    """The factors a scene's smaller copies are made at for photos of this size: none within
+    NERFSTUDIO_MAX_AUTO_RESOLUTION (they train at their own size); over it ns-process-data's, and more
+    where nerfstudio's choice walks further (2, 4, ... up to the first within it)."""
     needed = [f for f in DOWNSCALE_FACTORS if largest_side / (f // 2) > NERFSTUDIO_MAX_AUTO_RESOLUTION]
-    return sorted({*PROCESS_DATA_FACTORS, *needed})
+    return sorted({*PROCESS_DATA_FACTORS, *needed}) if needed else []
 
 
 def write_downscaled(scene: SceneFolder, frames: list[dict], factors: list[int]) -> None:
