@@ -6,7 +6,7 @@ Takes the scene's first `--photos` images, scales each to `--side` pixels on its
 (phone photos: 4032), and extracts SIFT as the SfM stage does (`mapping.extract_sift`, with and
 without the wide-baseline options) on each thread count, each run in a fresh process so that its peak
 resident memory is its own. Prints a Markdown table: the peak above the process's start, per thread,
-and per pixel of the photo as extracted (COLMAP scales photos down to `SIFT_MAX_SIDE`), the figure
+and per pixel of the photo as extracted (COLMAP scales photos down to `SIFT_MAX_SIDE`: `sift_pixels`), the figure
 `SIFT_BYTES_PER_PIXEL` is taken from.
 """
 
@@ -27,7 +27,7 @@ from PIL import Image
 
 from spars_ns.stages.ingest.images import file_sha1, ingest_image
 from spars_ns.stages.sfm import mapping
-from spars_ns.stages.sfm.mapping import SIFT_MAX_SIDE, SfMConfig
+from spars_ns.stages.sfm.mapping import SfMConfig, sift_pixels
 
 
 @dataclass
@@ -63,7 +63,7 @@ def main(args: Args) -> None:
             image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
         image.save(folder / f"{source.stem}.jpg", quality=92)
         size = image.size
-    extracted = size[0] * size[1] * min(1.0, SIFT_MAX_SIDE / max(size)) ** 2
+    extracted = sift_pixels(*size)
     print(f"{args.photos} photos of {size[0]} x {size[1]} px, extracted at {extracted / 1e6:.2f} MP\n")
     print("| SIFT | threads | peak above start (GB) | per thread (GB) | bytes per extracted pixel | seconds |")
     print("|---|---|---|---|---|---|")

@@ -18,7 +18,7 @@ import shutil
 import time
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from importlib.metadata import PackageNotFoundError, version
@@ -371,14 +371,18 @@ class SceneFolder:
         """Whether `stage` must run. It need not when its recorded fingerprint matches and its
         outputs exist. When it must, its entry is replaced first by one that lists what it is
         about to write (outputs and caches) and has no fingerprint: until `record`, the outputs it
-        replaces one by one are never taken for current by a later run, and are known to be ours."""
+        replaces one by one are never taken for current by a later run, and are known to be ours.
+        What its entry lists from before that it no longer writes (the export's smaller copies of
+        other photos) is removed."""
         manifest = self.read_manifest()
         entry = manifest["stages"].get(stage)
         if entry and entry.get("fingerprint") == stage_fingerprint and all(p.exists() for p in outputs):
             return False
-        written = set(self._relative([*outputs, *caches])) | set((entry or {}).get("outputs", []))
-        manifest["stages"][stage] = {"outputs": sorted(written)}
+        current = set(self._relative([*outputs, *caches]))
+        before = set((entry or {}).get("outputs", []))
+        manifest["stages"][stage] = {"outputs": sorted(current | before)}
         self._write_manifest(manifest)
+        self._remove(before - current)
         return True
 
     def remove_leftovers(self) -> None:
@@ -422,13 +426,17 @@ class SceneFolder:
         )  # entries from before outputs were recorded
         manifest["stages"][stage] = {"outputs": written}
         self._write_manifest(manifest)
+        self._remove(written)
+        del manifest["stages"][stage]
+        self._write_manifest(manifest)
+
+    def _remove(self, written: Iterable[str]) -> None:
+        """Outputs a manifest entry lists, by their names relative to the scene."""
         for path in (self.root / name for name in written):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
-        del manifest["stages"][stage]
-        self._write_manifest(manifest)
 
     def stage_entry(self, stage: str) -> dict | None:
         entry = self.read_manifest()["stages"].get(stage)

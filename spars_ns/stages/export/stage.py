@@ -10,8 +10,8 @@ scales poses and points together, so they stay consistent.
 from __future__ import annotations
 
 import json
-import shutil
 from contextlib import ExitStack
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -280,27 +280,18 @@ class ExportStage(Stage):
         self.train, self.test = train, test
         self.aligned, self.refined, self.cameras = aligned, refined, cameras  # which of those stages ran
 
+    @cached_property
     def factors(self) -> list[int]:
-        records = load_records(self.scene) if self.scene.images_json.exists() else []
-        return downscale_factors(max((max(r.width, r.height) for r in records), default=0))
+        """The smaller copies' factors for the ingested photos (read once they are: after ingest)."""
+        return downscale_factors(max((max(r.width, r.height) for r in load_records(self.scene)), default=0))
 
     def outputs(self) -> list[Path]:
         kinds = ("images", "depths") if self.refined else ("images",)  # depth maps come with refinement
-        downscaled = [self.scene.downscaled_dir(kind, f) for f in self.factors() for kind in kinds]
+        downscaled = [self.scene.downscaled_dir(kind, f) for f in self.factors for kind in kinds]
         return [self.scene.transforms_path, self.scene.points_path, *downscaled]
 
     def settings(self) -> dict:
-        return {"max_dense_points": self.config.max_dense_points, "downscale_factors": self.factors()}
-
-    def remove_other_downscaled(self) -> None:
-        """Smaller copies an earlier run of this stage wrote (its manifest entry lists them) that this one
-        does not: other photos, or depth maps no longer given."""
-        entry = self.scene.read_manifest()["stages"].get(self.name, {})
-        written = {self.scene.root / name for name in entry.get("outputs", [])}
-        layout = {self.scene.downscaled_dir(kind, f) for kind in ("images", "depths") for f in DOWNSCALE_FACTORS}
-        for folder in (written & layout) - set(self.outputs()):
-            if folder.is_dir() and not folder.is_symlink():
-                shutil.rmtree(folder)
+        return {"max_dense_points": self.config.max_dense_points, "downscale_factors": self.factors}
 
     def run(self) -> dict:
         scene = self.scene
@@ -325,12 +316,10 @@ class ExportStage(Stage):
             model, self.train, self.test, scene.points_path.name, self.refined, corrected, from_prior
         )
         write_transforms(scene.transforms_path, transforms)
-        factors = self.factors()
-        self.remove_other_downscaled()
-        write_downscaled(scene, transforms["frames"], factors)
+        write_downscaled(scene, transforms["frames"], self.factors)
         return {
             "frames": len(transforms["frames"]),
-            "downscaled": factors,
+            "downscaled": self.factors,
             "prior_cameras": len(from_prior),
             "points": len(xyz),
             **{

@@ -262,8 +262,7 @@ def sift_threads(images: list[ImageRecord], available_bytes: int, cores: int) ->
     """Threads for SIFT extraction: one per core, as COLMAP's default, but no more than
     SIFT_MEMORY_SHARE of the free memory holds for the largest photo. A 12 MP photo takes about
     2.4 GB a thread, so one per core would ask 38 GB of a 16-core machine."""
-    largest = max(r.width * r.height * min(1.0, SIFT_MAX_SIDE / max(r.width, r.height)) ** 2 for r in images)
-    per_thread = SIFT_BYTES_PER_PIXEL * largest
+    per_thread = SIFT_BYTES_PER_PIXEL * max(sift_pixels(r.width, r.height) for r in images)
     threads = max(1, min(cores, int(SIFT_MEMORY_SHARE * available_bytes // per_thread)))
     if threads < cores:
         log.info(
@@ -275,6 +274,11 @@ def sift_threads(images: list[ImageRecord], available_bytes: int, cores: int) ->
             available_bytes / 1e9,
         )
     return threads
+
+
+def sift_pixels(width: int, height: int) -> float:
+    """Pixels of a photo as SIFT sees it: scaled down to SIFT_MAX_SIDE where larger."""
+    return width * height * min(1.0, SIFT_MAX_SIDE / max(width, height)) ** 2
 
 
 def wide_baseline(num_images: int) -> bool:
