@@ -220,9 +220,11 @@ def measure(capture: Capture, work: Path, focal_prior: float | None = None) -> d
         global_mapping, disagreement = result.global_mapping, result.mappings_disagreement_deg
         low_parallax, focal_open = result.low_parallax, result.focal_length_undetermined
         explained = result.check.explained_share
+        distinctive_refit, distinctive_gain = result.distinctive_refit, result.distinctive_gain
     except SfMError:
         model, doubtful, robust, second_term, global_mapping, disagreement = None, [], False, False, False, None
-        low_parallax = focal_open = False
+        low_parallax = focal_open = distinctive_refit = False
+        distinctive_gain = None
         explained = None
     seconds = time.perf_counter() - start
     images = [im for im in model.images.values() if im.has_pose] if model else []
@@ -246,6 +248,8 @@ def measure(capture: Capture, work: Path, focal_prior: float | None = None) -> d
         "focal_length_undetermined": focal_open,
         "mappings_disagreement_deg": disagreement,
         "explained_share": explained,
+        "distinctive_refit": distinctive_refit,
+        "distinctive_gain": distinctive_gain,
     }
     if capture.focal and images:
         focals = [model.camera(im.camera_id).mean_focal_length() for im in images]

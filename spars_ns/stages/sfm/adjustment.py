@@ -51,11 +51,17 @@ def refine_robustly(model: pycolmap.Reconstruction) -> bool:
     residuals = reprojection_residuals(model)
     if not heavy_tailed(residuals):
         return False
+    adjust(model, robust_options(model))
+    return True
+
+
+def robust_options(model: pycolmap.Reconstruction) -> pycolmap.BundleAdjustmentOptions:
+    """A Cauchy loss of `ROBUST_SCALE_IN_MEDIANS` of the model's median reprojection error."""
     options = pycolmap.BundleAdjustmentOptions()
     options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
-    options.ceres.loss_function_scale = ROBUST_SCALE_IN_MEDIANS * float(np.median(np.linalg.norm(residuals, axis=1)))
-    adjust(model, options)
-    return True
+    median = float(np.median(np.linalg.norm(reprojection_residuals(model), axis=1)))
+    options.ceres.loss_function_scale = ROBUST_SCALE_IN_MEDIANS * median
+    return options
 
 
 def with_second_radial_term(model: pycolmap.Reconstruction) -> pycolmap.Reconstruction | None:

@@ -40,6 +40,7 @@ from spars_ns.stages.base import SEED
 from spars_ns.stages.ingest.images import ImageRecord
 from spars_ns.stages.sfm.adjustment import focal_length_undetermined, refine_robustly, with_second_radial_term
 from spars_ns.stages.sfm.config import SfMConfig
+from spars_ns.stages.sfm.distinctive import Descriptors, refit_on_distinctive_tracks
 from spars_ns.stages.sfm.features import extract, global_descriptor, load_extractor, load_matcher, match
 from spars_ns.stages.sfm.model_check import ModelCheck, check_model
 from spars_ns.stages.sfm.pairs import EXHAUSTIVE_UP_TO, select_pairs, thumbnail_descriptor
@@ -57,6 +58,7 @@ SIFT_MAX_SIDE = 3200  # COLMAP's default: larger photos are scaled down to this 
 # (BENCHMARKS.md, "Memory of feature extraction").
 SIFT_BYTES_PER_PIXEL = 310
 SIFT_MEMORY_SHARE = 0.75  # of the free memory, for the extraction threads
+MIN_DISTINCTIVE_GAIN = 0.01  # of the distinctive matches explained, for the refit to be kept
 MIN_NUM_INLIERS = 15  # verified matches a pair needs to count as overlapping
 INIT_MIN_NUM_INLIERS = 30  # an initial pair's inliers (COLMAP: 100)
 INIT_MIN_TRI_ANGLE = 4.0  # an initial pair's triangulation angle, degrees (COLMAP: 16)
@@ -147,6 +149,12 @@ class SfMResult:
     focal_length_undetermined: bool = False
     """The photos without an EXIF focal length leave it open (`adjustment.focal_length_undetermined`):
     their cameras' focal length is the mapper's guess."""
+    distinctive_refit: bool = False
+    """The model was refitted on its tracks without look-alikes (distinctive.py): the refit explains
+    `MIN_DISTINCTIVE_GAIN` more of the distinctive matches."""
+    distinctive_gain: float | None = None
+    """The share of the distinctive matches the refit explains beyond the model; None where none was made
+    (learned features, too few distinctive tracks, or a photo lost)."""
 
 
 def extract_and_match(
@@ -643,6 +651,16 @@ def multiview_points(model: pycolmap.Reconstruction) -> int:
     return sum(point.track.length() >= 3 for point in model.points3D.values())
 
 
+def distinctive_share(model: pycolmap.Reconstruction, graph: MatchGraph, descriptors: Descriptors) -> float:
+    """The share of the distinctive verified matches (distinctive.py) the model explains."""
+    inliers = {
+        pair: m[descriptors.distinctive(*pair, m)]
+        for pair, m in graph.inliers.items()
+        if pair[0] < pair[1] and len(m) >= MIN_NUM_INLIERS
+    }
+    return check_model(model, inliers, graph.keypoints, 1).explained_share
+
+
 def check_model_of(model: pycolmap.Reconstruction, graph: MatchGraph) -> ModelCheck:
     return check_model(model, graph.inliers, graph.keypoints, min_matches=CHECK_MIN_MATCHES)
 
@@ -909,6 +927,18 @@ def run_sfm(
         train = two_terms
     if robust_adjustment or second_radial_term:
         check = check_model_of(train, graph)
+    distinctive_gain = None
+    if train is not None and config.features == "sift":
+        # Learned features keep no descriptors in the database.
+        descriptors = Descriptors(database, graph.keypoints)
+        options = mapper_options(train_names)
+        refit = refit_on_distinctive_tracks(train, database, descriptors, options, robust_adjustment)
+        if refit is not None and refit.num_reg_images() == train.num_reg_images():
+            before = distinctive_share(train, graph, descriptors)
+            distinctive_gain = distinctive_share(refit, graph, descriptors) - before
+    distinctive_refit = distinctive_gain is not None and distinctive_gain > MIN_DISTINCTIVE_GAIN
+    if distinctive_refit:
+        train, check = refit, check_model_of(refit, graph)
     guessed = {r.name for r in images if focal_prior(r) is None}
     undetermined = train is not None and focal_length_undetermined(
         train, {train.image(i).camera_id for i in train.reg_image_ids() if train.image(i).name in guessed}
@@ -1018,6 +1048,8 @@ def run_sfm(
         disagreement,
         focal_from_pairs,
         undetermined,
+        distinctive_refit,
+        distinctive_gain,
     )
 
 

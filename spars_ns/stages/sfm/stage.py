@@ -103,6 +103,8 @@ class SfMStage(Stage):
                     "mappings_disagreement_deg": result.mappings_disagreement_deg,
                     "focal_from_pairs": result.focal_from_pairs,
                     "focal_length_undetermined": result.focal_length_undetermined,
+                    "distinctive_refit": result.distinctive_refit,
+                    "distinctive_gain": result.distinctive_gain,
                     "seconds": result.seconds,
                     "blas_kernels": blas_kernels(),  # global mapping's cameras depend on them
                 }
