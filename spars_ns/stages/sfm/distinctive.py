@@ -79,7 +79,7 @@ def refit_on_distinctive_tracks(
     robust: bool,
 ) -> pycolmap.Reconstruction | None:
     """The model's poses adjusted on its tracks without look-alikes, then every verified match
-    triangulated again at them and the whole adjusted; None where too few such tracks are left. With
+    triangulated again at them and the whole adjusted; None where too few points are left. With
     `robust` both adjustments are robust (`robust_options`), as the model's last was: by least squares
     the refit of a model adjusted robustly starts worse than the model it competes with."""
 
@@ -106,4 +106,5 @@ def refit_on_distinctive_tracks(
         finally:
             db.close()
         refit = pycolmap.triangulate_points(refit, copy, Path(work), Path(work), True, options)
-    return adjusted(refit)
+    # The triangulator can come back empty (a global model whose photos' matches it no longer links)
+    return adjusted(refit) if refit.num_points3D() >= MIN_DISTINCTIVE_POINTS else None
