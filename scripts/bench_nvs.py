@@ -214,6 +214,7 @@ def true_cameras_dataset(source: Path, processed: Path, test: list[str], work: P
     from spars_ns.process import process
     from spars_ns.scene import SceneFolder
     from spars_ns.stages.sfm.stage import database_path
+    from spars_ns.stages.sfm.triangulation import triangulate_at
 
     target = work / "truth_scene"
     shutil.rmtree(target, ignore_errors=True)
@@ -233,15 +234,7 @@ def true_cameras_dataset(source: Path, processed: Path, test: list[str], work: P
         camera.params = [value(k) for k in ("fl_x", "fl_y", "cx", "cy", "k1", "k2", "p1", "p2")]
         pose = pycolmap.Rigid3d(pycolmap.Rotation3d(truth[image.name][:3, :3]), truth[image.name][:3, 3])
         model.frame(image.frame_id).set_cam_from_world(image.camera_id, pose)
-    database = work / "truth.db"  # triangulation reads the cameras there too: a copy with the true ones
-    shutil.copyfile(database_path(scene), database)
-    db = pycolmap.Database.open(database)
-    try:
-        for camera in model.cameras.values():
-            db.update_camera(camera)
-    finally:
-        db.close()
-    model = pycolmap.triangulate_points(model, database, scene.images_dir, work / "triangulated")
+    model = triangulate_at(model, database_path(scene), scene.images_dir, work)
     for image in [im for im in model.images.values() if im.name in test]:
         for index, point in enumerate(image.points2D):
             if point.has_point3D():

@@ -16,7 +16,6 @@ look-alike could have made".
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 import pycolmap
 
 from spars_ns.stages.sfm.adjustment import adjust, robust_options
+from spars_ns.stages.sfm.triangulation import triangulate_at
 
 LOOK_ALIKE_MIN_PX = 4.0  # closer keypoints are one blob at several orientations or scales
 DISTINCTIVE_RATIO = 0.8  # a match's descriptor distance under this share of its nearest look-alike's
@@ -74,6 +74,7 @@ class Descriptors:
 def refit_on_distinctive_tracks(
     model: pycolmap.Reconstruction,
     database: Path,
+    image_dir: Path,
     descriptors: Descriptors,
     options: pycolmap.IncrementalPipelineOptions,
     robust: bool,
@@ -95,16 +96,6 @@ def refit_on_distinctive_tracks(
         return None
     adjusted(refit)
     with tempfile.TemporaryDirectory() as work:
-        # The triangulator checks the database's cameras against the model's (a second radial term
-        # changes the model), so it reads a copy that holds the model's.
-        copy = Path(work) / "database.db"
-        shutil.copy(database, copy)
-        db = pycolmap.Database.open(copy)
-        try:
-            for camera in refit.cameras.values():
-                db.update_camera(camera)
-        finally:
-            db.close()
-        refit = pycolmap.triangulate_points(refit, copy, Path(work), Path(work), True, options)
+        refit = triangulate_at(refit, database, image_dir, Path(work), options)
     # The triangulator can come back empty (a global model whose photos' matches it no longer links)
     return adjusted(refit) if refit.num_points3D() >= MIN_DISTINCTIVE_POINTS else None

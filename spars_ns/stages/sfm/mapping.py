@@ -932,7 +932,7 @@ def run_sfm(
         # Learned features keep no descriptors in the database.
         descriptors = Descriptors(database, graph.keypoints)
         options = mapper_options(train_names)
-        refit = refit_on_distinctive_tracks(train, database, descriptors, options, robust_adjustment)
+        refit = refit_on_distinctive_tracks(train, database, image_dir, descriptors, options, robust_adjustment)
         if refit is not None and refit.num_reg_images() == train.num_reg_images():
             before = distinctive_share(train, graph, descriptors)
             distinctive_gain = distinctive_share(refit, graph, descriptors) - before
