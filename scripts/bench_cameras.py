@@ -221,10 +221,11 @@ def measure(capture: Capture, work: Path, focal_prior: float | None = None) -> d
         low_parallax, focal_open = result.low_parallax, result.focal_length_undetermined
         explained = result.check.explained_share
         distinctive_refit, distinctive_gain = result.distinctive_refit, result.distinctive_gain
+        look_alike_share = result.look_alike_share
     except SfMError:
         model, doubtful, robust, second_term, global_mapping, disagreement = None, [], False, False, False, None
         low_parallax = focal_open = distinctive_refit = False
-        distinctive_gain = None
+        distinctive_gain = look_alike_share = None
         explained = None
     seconds = time.perf_counter() - start
     images = [im for im in model.images.values() if im.has_pose] if model else []
@@ -250,6 +251,7 @@ def measure(capture: Capture, work: Path, focal_prior: float | None = None) -> d
         "explained_share": explained,
         "distinctive_refit": distinctive_refit,
         "distinctive_gain": distinctive_gain,
+        "look_alike_share": look_alike_share,
     }
     if capture.focal and images:
         focals = [model.camera(im.camera_id).mean_focal_length() for im in images]

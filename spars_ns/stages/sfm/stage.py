@@ -105,6 +105,7 @@ class SfMStage(Stage):
                     "focal_length_undetermined": result.focal_length_undetermined,
                     "distinctive_refit": result.distinctive_refit,
                     "distinctive_gain": result.distinctive_gain,
+                    "look_alike_share": result.look_alike_share,
                     "seconds": result.seconds,
                     "blas_kernels": blas_kernels(),  # global mapping's cameras depend on them
                 }
