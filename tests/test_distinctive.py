@@ -21,6 +21,7 @@ def test_a_copy_elsewhere_in_the_photo_is_a_look_alike_and_the_same_blob_turned_
     assert nearest[:2] == pytest.approx(0, abs=1e-3)  # the expanded square loses digits, not 0.1
     others = np.linalg.norm(descriptors[2] - descriptors[:2], axis=1).min()
     assert nearest[2] == pytest.approx(others) and nearest[3] == pytest.approx(others)
+    assert look_alike_distances(descriptors, keypoints, np.array([3, 1])) == pytest.approx(nearest[[3, 1]], abs=1e-3)
 
 
 def test_matches_called_distinctive_are_seldom_to_a_copy_of_the_wallpaper(tmp_path):
@@ -42,7 +43,7 @@ def test_matches_called_distinctive_are_seldom_to_a_copy_of_the_wallpaper(tmp_pa
     records = [ingest_image(photos / n, tmp_path, file_sha1(photos / n)) for n in names]
     extract_and_match(database, photos, records, SfMConfig())
     graph = MatchGraph(database)
-    descriptors = Descriptors(database, graph.keypoints)
+    descriptors = Descriptors(database, graph.keypoints, graph.inliers)
 
     view = {graph.image_ids[n]: i for i, n in enumerate(names)}
     surfaces = {i: camera_points(scene, i)[0] for i in range(scene.num_views)}

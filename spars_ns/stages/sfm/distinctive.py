@@ -32,31 +32,41 @@ MIN_DISTINCTIVE_POINTS = 10  # fewer leave the poses to the adjustment's whims
 BLOCK = 2048  # keypoints per block of the distance matrix (32 MB of float64)
 
 
-def look_alike_distances(descriptors: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
-    """Per keypoint, the descriptor distance to the nearest other keypoint of the same photo at least
-    `LOOK_ALIKE_MIN_PX` away (inf where there is none)."""
+def look_alike_distances(descriptors: np.ndarray, keypoints: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """For the keypoints `rows` (all by default), the descriptor distance to the nearest other keypoint of
+    the same photo at least `LOOK_ALIKE_MIN_PX` away (inf where there is none)."""
     descriptors = np.asarray(descriptors, np.float64)
+    rows = np.arange(len(descriptors)) if rows is None else rows
     squared = np.einsum("ij,ij->i", descriptors, descriptors)
-    nearest = np.full(len(descriptors), np.inf)
-    for start in range(0, len(descriptors), BLOCK):
-        block = slice(start, start + BLOCK)
+    nearest = np.full(len(rows), np.inf)
+    for start in range(0, len(rows), BLOCK):
+        block = rows[start : start + BLOCK]
         distances = squared[block, None] + squared[None] - 2 * descriptors[block] @ descriptors.T
         apart = np.linalg.norm(keypoints[block, None] - keypoints[None], axis=2) >= LOOK_ALIKE_MIN_PX
         distances[~apart] = np.inf
-        nearest[block] = np.sqrt(np.maximum(distances.min(axis=1), 0))
+        nearest[start : start + BLOCK] = np.sqrt(np.maximum(distances.min(axis=1), 0))
     return nearest
 
 
 class Descriptors:
-    """SIFT descriptors of a database's images, with each keypoint's nearest look-alike."""
+    """SIFT descriptors of a database's images, with the nearest look-alike of each keypoint that has a
+    verified match (of all keypoints, 12 fox photos took 13 s; a fifth of them have a match)."""
 
-    def __init__(self, database: Path, keypoints: dict[int, np.ndarray]):
+    def __init__(self, database: Path, keypoints: dict[int, np.ndarray], inliers: dict[tuple[int, int], np.ndarray]):
+        """`keypoints` (N, 2) by image id; `inliers`: verified matches (M, 2) by image pair, both orders."""
         db = pycolmap.Database.open(database)
         try:
             self.descriptors = {i: np.asarray(db.read_descriptors(i).data, np.float64) for i in keypoints}
         finally:
             db.close()
-        self.look_alike = {i: look_alike_distances(self.descriptors[i], keypoints[i]) for i in keypoints}
+        matched = {i: [np.zeros(0, int)] for i in keypoints}
+        for (id1, _), matches in inliers.items():
+            matched[id1].append(matches[:, 0])
+        self.look_alike = {}
+        for i, indices in matched.items():
+            rows = np.unique(np.concatenate(indices))
+            self.look_alike[i] = np.full(len(keypoints[i]), np.nan)  # NaN: no match to judge, never asked
+            self.look_alike[i][rows] = look_alike_distances(self.descriptors[i], keypoints[i], rows)
 
     def distinctive(self, id1: int, id2: int, matches: np.ndarray) -> np.ndarray:
         """Which of a pair's matches (M, 2) neither photo holds a look-alike for."""

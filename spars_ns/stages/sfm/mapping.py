@@ -937,7 +937,7 @@ def run_sfm(
     look_alike_share = distinctive_gain = None
     if train is not None and config.features == "sift":
         # Learned features keep no descriptors in the database.
-        descriptors = Descriptors(database, graph.keypoints)
+        descriptors = Descriptors(database, graph.keypoints, graph.inliers)
         distinctive = distinctive_inliers(graph, descriptors)
         overlapping = sum(len(m) for pair, m in graph.inliers.items() if pair in distinctive)
         look_alike_share = 1 - sum(map(len, distinctive.values())) / max(overlapping, 1)
