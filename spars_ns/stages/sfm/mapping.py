@@ -60,8 +60,9 @@ SIFT_BYTES_PER_PIXEL = 310
 SIFT_MEMORY_SHARE = 0.75  # of the free memory, for the extraction threads
 # The distinctive refit (distinctive.py) is tried where most verified matches could have been made by a
 # copy, as on the fox's wallpaper (its captures 37-79%, its three models held by copies 63-69%); the
-# repeated walk-arounds, whose copies seldom meet twice in a photo, have 31-41% (there the refit moved wrong
-# models either way, by up to 1.3 degrees), Strecha 16-40%, the synthetic rooms 14-24%.
+# repeated walk-arounds, whose copies seldom meet twice in a photo, have 26-54% (there the refit moved wrong
+# models either way, by up to 1.3 degrees), Strecha 15-48%, the synthetic rooms 14-24% (BENCHMARKS.md,
+# "Matches no look-alike could have made").
 MIN_LOOK_ALIKE_SHARE = 0.5
 MIN_DISTINCTIVE_GAIN = 0.01  # of the distinctive matches explained, for the refit to be kept
 MIN_NUM_INLIERS = 15  # verified matches a pair needs to count as overlapping
