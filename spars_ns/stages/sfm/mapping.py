@@ -155,15 +155,18 @@ class SfMResult:
     focal_length_undetermined: bool = False
     """The photos without an EXIF focal length leave it open (`adjustment.focal_length_undetermined`):
     their cameras' focal length is the mapper's guess."""
-    distinctive_refit: bool = False
-    """The model was refitted on its tracks without look-alikes (distinctive.py): the refit explains
-    `MIN_DISTINCTIVE_GAIN` more of the distinctive matches."""
     distinctive_gain: float | None = None
     """The share of the distinctive matches the refit explains beyond the model; None where none was made
     (learned features, few look-alikes, too few distinctive tracks, or a photo lost)."""
     look_alike_share: float | None = None
     """The share of the verified matches a look-alike could have made (distinctive.py); None for learned
     features, whose descriptors the database does not keep."""
+
+    @property
+    def distinctive_refit(self) -> bool:
+        """The model was refitted on its tracks without look-alikes (distinctive.py): the refit explains
+        `MIN_DISTINCTIVE_GAIN` more of the distinctive matches."""
+        return distinctive_refit_kept(self.distinctive_gain)
 
 
 def extract_and_match(
@@ -660,6 +663,10 @@ def multiview_points(model: pycolmap.Reconstruction) -> int:
     return sum(point.track.length() >= 3 for point in model.points3D.values())
 
 
+def distinctive_refit_kept(gain: float | None) -> bool:
+    return gain is not None and gain > MIN_DISTINCTIVE_GAIN
+
+
 def distinctive_inliers(graph: MatchGraph, descriptors: Descriptors) -> dict[tuple[int, int], np.ndarray]:
     """The distinctive verified matches (distinctive.py) of each overlapping pair, each pair once."""
     return {
@@ -948,8 +955,7 @@ def run_sfm(
             if refit is not None and refit.num_reg_images() == train.num_reg_images():
                 shares = [check_model(m, distinctive, graph.keypoints, 1).explained_share for m in (refit, train)]
                 distinctive_gain = shares[0] - shares[1]
-    distinctive_refit = distinctive_gain is not None and distinctive_gain > MIN_DISTINCTIVE_GAIN
-    if distinctive_refit:
+    if distinctive_refit_kept(distinctive_gain):
         train, check = refit, check_model_of(refit, graph)
     guessed = {r.name for r in images if focal_prior(r) is None}
     undetermined = train is not None and focal_length_undetermined(
@@ -1060,7 +1066,6 @@ def run_sfm(
         disagreement,
         focal_from_pairs,
         undetermined,
-        distinctive_refit,
         distinctive_gain,
         look_alike_share,
     )
